@@ -1,0 +1,1 @@
+"""Kizuna's four services (ingest, classifier, reports, notifier) and the `kizuna` command."""

@@ -1,0 +1,1 @@
+"""The classifier: re-classifies a customer on every purchase event and as time passes."""

@@ -1,0 +1,90 @@
+"""The classifier service: consumes purchases in batches, sweeps the lapse clock, applies new
+borders, relays the outbox. HTTP only for health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from shared import http
+from shared.db import create_pool
+from shared.events import PURCHASES
+from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.settings import get_settings
+
+from .pipeline import SERVICE, Classifier
+from .relay import Relay
+
+log = logging.getLogger("kizuna.classifier")
+GROUP = "kizuna-classifier"
+
+
+async def clock_loop(classifier: Classifier, pool, relay: Relay, stop: asyncio.Event, interval: float) -> None:
+    """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse."""
+    while not stop.is_set():
+        try:
+            if await classifier.apply_rules(pool) or await classifier.sweep(pool):
+                relay.wake.set()
+        except Exception:  # noqa: BLE001 - keep the clock running; the next tick retries
+            log.exception("clock tick failed")
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings = get_settings()
+    pool = await create_pool(settings.database_url, max_size=6)
+    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
+    classifier = Classifier(settings)
+    relay = Relay(pool, settings.kafka_bootstrap_servers, settings.relay_batch_size)
+
+    async def handle(conn, records):
+        await classifier.handle(conn, records)
+        relay.wake.set()
+
+    consumer = PgOffsetConsumer(
+        service=SERVICE,
+        bootstrap=settings.kafka_bootstrap_servers,
+        group_id=GROUP,
+        topics=[PURCHASES],
+        pool=pool,
+        handle=handle,
+        batch_size=settings.classifier_batch_size,
+        session_timeout_ms=settings.session_timeout_ms,
+    )
+    await consumer.start()
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(consumer.run(stop), name="consume"),
+        asyncio.create_task(relay.run(stop), name="relay"),
+        asyncio.create_task(clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds), name="clock"),
+    ]
+    app.state.consumer, app.state.relay, app.state.pool = consumer, relay, pool
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await consumer.stop()
+        with suppress(Exception):
+            await relay.drain(timeout=30)
+        await pool.close()
+
+
+app = FastAPI(title="Kizuna classifier", lifespan=lifespan)
+
+
+async def _ready() -> dict[str, bool]:
+    state = app.state
+    return {
+        "database": await http.check_db(state.pool),
+        "consumer": state.consumer.healthy,
+        "relay": state.relay.healthy,
+    }
+
+
+http.install(app, _ready)

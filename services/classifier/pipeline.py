@@ -1,0 +1,160 @@
+"""The classifier's work units: a consumed batch, a lapse sweep, a change of borders.
+
+Each runs in one PostgreSQL transaction that writes the event store, the states and the outbox
+together; the relay publishes the outbox afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+
+from shared import metrics
+from shared.cpm import Purchase
+from shared.events import PurchaseEvent
+from shared.kafka import deadletter_row, write_outbox
+from shared.settings import Settings, today_in
+from shared.tenants import Tenant, ensure_tenants, load_tenant
+
+from . import store
+from .domain import ScopeState, apply_events, lapse, reclassify
+
+log = logging.getLogger("kizuna.classifier")
+SERVICE = "classifier"
+
+
+def _occurred_on(event: PurchaseEvent, zone: str) -> tuple:
+    tz = ZoneInfo(zone)
+    at = event.occurred_at if event.occurred_at.tzinfo else event.occurred_at.replace(tzinfo=tz)
+    return at, at.astimezone(tz).date()
+
+
+def _emit(outbox: list, tenant_id: str, customer_id: str, changes) -> None:
+    for change in changes:
+        rows = store.outbox_rows(tenant_id, customer_id, change)
+        outbox += rows
+        for topic, _, _ in rows:
+            metrics.CHANGES_OUT.labels(topic).inc()
+
+
+class Classifier:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    async def tenant(self, conn: asyncpg.Connection, tenant_id: str) -> Tenant:
+        return await load_tenant(conn, tenant_id, self.settings.default_time_zone)
+
+    async def handle(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
+        """One consumed batch: store new events once, re-classify their customers."""
+        outbox: list[tuple[str, str, str]] = []
+        events: dict[tuple[str, str], PurchaseEvent] = {}
+        for record in records:
+            try:
+                event = PurchaseEvent.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+                outbox.append(deadletter_row(SERVICE, record, reason))
+                metrics.DEADLETTERS.labels(SERVICE).inc()
+                continue
+            events.setdefault((event.tenant_id, event.event_id), event)
+        if events:
+            await ensure_tenants(conn, {t for t, _ in events}, self.settings.default_time_zone)
+        tenants = {t: await self.tenant(conn, t) for t in {t for t, _ in events}}
+        rows = []
+        for (tenant_id, _), e in events.items():
+            at, on = _occurred_on(e, tenants[tenant_id].time_zone)
+            rows.append((
+                tenant_id, e.event_id, e.branch_id, e.customer_id, e.kind, at, on, e.amount,
+                e.order_id, e.model_dump_json(),
+            ))
+        new_keys = await store.insert_purchases(conn, rows)
+        new_by_tenant: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for tenant_id, event_id in new_keys:
+            new_by_tenant[tenant_id][events[(tenant_id, event_id)].customer_id].add(event_id)
+        for tenant_id, customers in new_by_tenant.items():
+            await self._classify(conn, tenants[tenant_id], customers, outbox)
+        await write_outbox(conn, outbox)
+
+    async def _classify(self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list) -> None:
+        ids = sorted(customers)
+        states = await store.lock_states(conn, tenant.tenant_id, ids)
+        purchases = await store.load_purchases(conn, tenant.tenant_id, ids)
+        changed: dict[tuple[str, str], ScopeState] = {}
+        for customer in ids:
+            new_ids = customers[customer]
+            known = [p for p in purchases[customer] if p.event_id not in new_ids]
+            new = [p for p in purchases[customer] if p.event_id in new_ids]
+            scopes = {"all"} | {p.branch_id for p in purchases[customer]}
+            for scope in sorted(scopes):
+                before = states.get((customer, scope))
+                after, changes = apply_events(before, scope, known, new, tenant.rules, tenant.rules_version)
+                if after is not None and after != before:
+                    changed[(customer, scope)] = after
+                _emit(outbox, tenant.tenant_id, customer, changes)
+        await store.save_states(conn, tenant.tenant_id, changed)
+
+    async def sweep(self, pool: asyncpg.Pool) -> int:
+        """Lapse every customer whose lapse date has come; batched, safe with several instances."""
+        moved = 0
+        async with pool.acquire() as conn:
+            tenants = await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id")
+        for row in tenants:
+            while True:
+                async with pool.acquire() as conn, conn.transaction():
+                    tenant = await self.tenant(conn, row["tenant_id"])
+                    today = today_in(tenant.time_zone, self.settings)
+                    due = await store.due_states(conn, tenant.tenant_id, today, self.settings.sweep_batch_size)
+                    if not due:
+                        break
+                    await self._apply_each(conn, tenant, due, lambda s, scope: lapse(s, scope, today, tenant.rules))
+                    moved += len(due)
+                    metrics.LAPSES.inc(len(due))
+        return moved
+
+    async def apply_rules(self, pool: asyncpg.Pool) -> int:
+        """Re-classify the customers of tenants whose borders changed (cause ``rules``)."""
+        done = 0
+        async with pool.acquire() as conn:
+            pending = await conn.fetch(
+                "SELECT tenant_id, rules_version FROM tenants WHERE applied_rules_version < rules_version"
+            )
+        for row in pending:
+            while True:
+                async with pool.acquire() as conn, conn.transaction():
+                    tenant = await self.tenant(conn, row["tenant_id"])
+                    today = today_in(tenant.time_zone, self.settings)
+                    batch = await store.states_before_rules(
+                        conn, tenant.tenant_id, tenant.rules_version, self.settings.sweep_batch_size
+                    )
+                    if not batch:
+                        await conn.execute(
+                            "UPDATE tenants SET applied_rules_version = $2 WHERE tenant_id = $1"
+                            " AND applied_rules_version < $2",
+                            tenant.tenant_id,
+                            tenant.rules_version,
+                        )
+                        break
+                    await self._apply_each(
+                        conn, tenant, batch,
+                        lambda s, scope: reclassify(s, scope, today, tenant.rules, tenant.rules_version),
+                    )
+                    done += len(batch)
+        return done
+
+    async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
+        outbox: list = []
+        changed = {}
+        for customer, scope, state in rows:
+            after, change = fn(state, scope)
+            if after is not None:
+                changed[(customer, scope)] = after
+            if change is not None:
+                _emit(outbox, tenant.tenant_id, customer, [change])
+        await store.save_states(conn, tenant.tenant_id, changed)
+        await write_outbox(conn, outbox)

@@ -1,0 +1,98 @@
+"""The outbox relay: publishes outbox rows in id order, deletes them once the broker has
+acknowledged them, and retries with back-off while it cannot. One relay is active at a time
+(a PostgreSQL advisory lock), so several classifier instances keep the per-key order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from shared import metrics
+from shared.kafka import new_producer
+
+log = logging.getLogger("kizuna.relay")
+RELAY_LOCK = 0x4B5A52454C4159  # "KZRELAY"
+
+
+class Relay:
+    def __init__(self, pool: asyncpg.Pool, bootstrap: str, batch_size: int = 5000):
+        self.pool = pool
+        self.bootstrap = bootstrap
+        self.batch_size = batch_size
+        self.wake = asyncio.Event()
+        self.healthy = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        producer = new_producer(self.bootstrap)
+        await producer.start()
+        try:
+            async with self.pool.acquire() as lock_conn:
+                while not stop.is_set():
+                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+                        try:
+                            await self._publish_until_stopped(producer, stop)
+                        finally:
+                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+                    else:
+                        self.healthy = True  # another instance relays
+                        await self._nap(stop, 1.0)
+        finally:
+            await producer.stop()
+
+    async def _nap(self, stop: asyncio.Event, seconds: float) -> None:
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+    async def _publish_until_stopped(self, producer, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                sent = await self.publish_once(producer)
+            except (KafkaError, asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+                self.healthy = False
+                log.warning("relay: publishing failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            backoff = 0.2
+            self.healthy = True
+            if sent < self.batch_size:
+                await self._nap(stop, 0.2)
+
+    async def publish_once(self, producer) -> int:
+        rows = await self.pool.fetch(
+            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1", self.batch_size
+        )
+        if not rows:
+            metrics.OUTBOX_BACKLOG.set(0)
+            return 0
+        futures = [
+            await producer.send(r["topic"], key=r["key"].encode(), value=r["payload"].encode()) for r in rows
+        ]
+        await asyncio.gather(*futures)
+        # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
+        await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        backlog = await self.pool.fetchval("SELECT count(*) FROM outbox")
+        metrics.OUTBOX_BACKLOG.set(backlog)
+        return len(rows)
+
+    async def drain(self, producer=None, timeout: float = 60) -> None:
+        """Publish everything left (a clean stop)."""
+        own = producer is None
+        producer = producer or new_producer(self.bootstrap)
+        if own:
+            await producer.start()
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.publish_once(producer):
+                    pass
+        finally:
+            if own:
+                await producer.stop()

@@ -1,0 +1,160 @@
+"""The classifier's SQL: event store, per-customer state, outbox rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+
+from shared.cpm import Figures, Purchase
+from shared.events import CUSTOMER_STATES, SEGMENT_CHANGES, CustomerState, FiguresBefore, SegmentChange
+
+from .domain import Change, ScopeState
+
+STATE_COLUMNS = (
+    "scope, customer_id, seq, segment, purchase_count, total_amount, first_purchase_on,"
+    " last_purchase_on, home_branch_id, clock_on, lapse_due_on, rules_version"
+)
+
+
+async def insert_purchases(conn: asyncpg.Connection, rows: list[tuple]) -> set[tuple[str, str]]:
+    """Insert events once by (tenant, event_id); returns the keys that were new."""
+    if not rows:
+        return set()
+    cols = list(zip(*rows, strict=True))
+    inserted = await conn.fetch(
+        "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind, occurred_at,"
+        " occurred_on, amount, order_id, payload)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::timestamptz[], $7::date[], $8::numeric[], $9::text[], $10::jsonb[])"
+        " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING tenant_id, event_id",
+        *[list(c) for c in cols],
+    )
+    return {(r["tenant_id"], r["event_id"]) for r in inserted}
+
+
+async def load_purchases(conn: asyncpg.Connection, tenant_id: str, customers: list[str]) -> dict[str, list[Purchase]]:
+    rows = await conn.fetch(
+        "SELECT customer_id, event_id, kind, branch_id, occurred_on, amount, order_id FROM purchases"
+        " WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
+        tenant_id,
+        customers,
+    )
+    out: dict[str, list[Purchase]] = defaultdict(list)
+    for r in rows:
+        out[r["customer_id"]].append(
+            Purchase(r["event_id"], r["kind"], r["branch_id"], r["occurred_on"], r["amount"], r["order_id"])
+        )
+    return out
+
+
+def _state(r) -> ScopeState:
+    figures = None
+    if r["purchase_count"] > 0:
+        figures = Figures(
+            r["purchase_count"], r["total_amount"], r["first_purchase_on"], r["last_purchase_on"], r["home_branch_id"]
+        )
+    return ScopeState(r["seq"], r["segment"], figures, r["clock_on"], r["lapse_due_on"], r["rules_version"])
+
+
+async def lock_states(conn: asyncpg.Connection, tenant_id: str, customers: list[str]) -> dict[tuple[str, str], ScopeState]:
+    """Read and lock the states of these customers (row locks, in key order: no deadlocks)."""
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
+        " ORDER BY scope, customer_id FOR UPDATE",
+        tenant_id,
+        sorted(customers),
+    )
+    return {(r["customer_id"], r["scope"]): _state(r) for r in rows}
+
+
+async def due_states(conn: asyncpg.Connection, tenant_id: str, today: date, limit: int):
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND lapse_due_on <= $2"
+        " ORDER BY lapse_due_on LIMIT $3 FOR UPDATE SKIP LOCKED",
+        tenant_id,
+        today,
+        limit,
+    )
+    return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
+
+
+async def states_before_rules(conn: asyncpg.Connection, tenant_id: str, version: int, limit: int):
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND rules_version < $2"
+        " LIMIT $3 FOR UPDATE SKIP LOCKED",
+        tenant_id,
+        version,
+        limit,
+    )
+    return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
+
+
+async def save_states(conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]) -> None:
+    if not states:
+        return
+    rows = []
+    for (customer, scope), s in states.items():
+        f = s.figures
+        rows.append((
+            scope, customer, s.seq, s.segment,
+            f.purchase_count if f else 0, f.total_amount if f else Decimal(0),
+            f.first_purchase_on if f else None, f.last_purchase_on if f else None,
+            f.home_branch_id if f else None, s.clock_on, s.lapse_due_on, s.rules_version,
+        ))
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await conn.execute(
+        f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],"
+        " $7::numeric[], $8::date[], $9::date[], $10::text[], $11::date[], $12::date[], $13::int[])"
+        " ON CONFLICT (tenant_id, scope, customer_id) DO UPDATE SET seq = EXCLUDED.seq,"
+        " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
+        " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
+        " last_purchase_on = EXCLUDED.last_purchase_on, home_branch_id = EXCLUDED.home_branch_id,"
+        " clock_on = EXCLUDED.clock_on, lapse_due_on = EXCLUDED.lapse_due_on,"
+        " rules_version = EXCLUDED.rules_version, updated_at = now()",
+        tenant_id,
+        *cols,
+    )
+
+
+def _figure_fields(f: Figures | None, as_of: date) -> dict:
+    if f is None:
+        return dict(purchase_count=0, total_amount=Decimal(0), first_purchase_on=None,
+                    last_purchase_on=None, tenure_days=None, lapse_days=None)
+    return dict(
+        purchase_count=f.purchase_count,
+        total_amount=f.total_amount,
+        first_purchase_on=f.first_purchase_on,
+        last_purchase_on=f.last_purchase_on,
+        tenure_days=f.tenure_days,
+        lapse_days=max(0, f.lapse_days(as_of)),
+    )
+
+
+def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[str, str, str]]:
+    """The customer-state (always) and segment-change (when the segment moved) of a change."""
+    key = f"{tenant_id}:{customer_id}"
+    common = dict(
+        tenant_id=tenant_id,
+        scope=change.scope,
+        customer_id=customer_id,
+        seq=change.seq,
+        from_segment=change.before_segment,
+        to_segment=change.segment,
+        effective_on=change.effective_on,
+        cause=change.cause,
+        home_branch_id=change.figures.home_branch_id if change.figures else None,
+        rules_version=change.rules_version,
+        supersedes_seq=change.supersedes_seq,
+        **_figure_fields(change.figures, change.effective_on),
+    )
+    before = None
+    if change.before is not None or change.before_segment is not None:
+        before = FiguresBefore(segment=change.before_segment, **_figure_fields(change.before, change.effective_on))
+    rows = [(CUSTOMER_STATES, key, CustomerState(**common, before=before).model_dump_json())]
+    if change.segment_changed:
+        rows.append((SEGMENT_CHANGES, key, SegmentChange(**common).model_dump_json()))
+    return rows

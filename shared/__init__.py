@@ -1,0 +1,1 @@
+"""What every Kizuna service shares: contracts, CPM rules, settings, Kafka and database helpers."""

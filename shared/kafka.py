@@ -1,0 +1,273 @@
+"""Kafka helpers on aiokafka: topics, producers, and the consumer that keeps its offsets in
+PostgreSQL in the same transaction as its effects (exactly-once in the database).
+
+Why aiokafka here rather than a faststream subscriber: our consumers must seek to offsets stored
+in PostgreSQL when partitions are assigned, detect a broker whose log was reset, and hand a
+whole multi-partition batch to one database transaction. aiokafka exposes exactly those hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
+
+from shared import metrics
+from shared.events import ALL_TOPICS, DEADLETTER, DeadLetter
+
+log = logging.getLogger("kizuna.kafka")
+
+Handler = Callable[[asyncpg.Connection, list[ConsumerRecord]], Awaitable[None]]
+
+
+async def cluster_id(bootstrap: str) -> str:
+    """The broker's cluster id: a restarted embedded broker gets a new one."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        response = await client.send(client.get_random_node(), MetadataRequest([]))
+        return getattr(response, "cluster_id", None) or "unknown"
+    finally:
+        await client.close()
+
+
+async def ensure_topics(bootstrap: str, partitions: int, topics: Sequence[str] = ALL_TOPICS) -> None:
+    """Create the topics with their final partition count (Tansu cannot add partitions later)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def new_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
+    # No idempotent producer: Tansu refuses InitProducerId. Duplicates from retries are made
+    # harmless downstream (event_id in the event store, seq in the consumers).
+    options = dict(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        request_timeout_ms=10000,
+    )
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[str, str, str]:
+    """An outbox row that sends an unprocessable record to the dead-letter topic."""
+    value = record.value.decode("utf-8", "replace") if record.value else ""
+    key = record.key.decode("utf-8", "replace") if record.key else ""
+    letter = DeadLetter(
+        service=service,
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        value=value,
+        reason=reason,
+        failed_at=datetime.now(UTC),
+    )
+    return DEADLETTER, key, letter.model_dump_json()
+
+
+async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+    if rows:
+        await conn.copy_records_to_table("outbox", records=rows, columns=["topic", "key", "payload"])
+
+
+class _SeekFromDatabase(ConsumerRebalanceListener):
+    def __init__(self, owner: PgOffsetConsumer):
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked):
+        pass
+
+    async def on_partitions_assigned(self, assigned):
+        await self.owner.seek_assigned(assigned)
+
+
+class PgOffsetConsumer:
+    """A consumer group member that hands batches to ``handle`` inside one PostgreSQL
+    transaction, storing the next offsets in ``consumer_offsets`` in that same transaction.
+
+    A crash anywhere replays from the stored offsets; handlers are idempotent, so nothing is
+    lost or counted twice. A broker whose cluster id differs from the stored one (a restarted
+    embedded broker has a new, empty log) is read from the beginning.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        pool: asyncpg.Pool,
+        handle: Handler,
+        batch_size: int = 5000,
+        session_timeout_ms: int = 6000,
+        max_wait_ms: int = 200,
+    ):
+        self.service = service
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.pool = pool
+        self.handle = handle
+        self.batch_size = batch_size
+        self.max_wait_ms = max_wait_ms
+        self.cluster: str | None = None
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(500, session_timeout_ms // 6),
+            max_poll_records=batch_size,
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=32 << 20,
+        )
+        self.assigned_once = asyncio.Event()
+        self.healthy = False
+
+    async def seek_assigned(self, assigned) -> None:
+        rows = await self.pool.fetch(
+            "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
+            " WHERE group_id = $1 AND topic = ANY($2::text[])",
+            self.group_id,
+            self.topics,
+        )
+        stored = {(r["topic"], r["partition"]): r for r in rows}
+        for tp in assigned:
+            row = stored.get((tp.topic, tp.partition))
+            if row is not None and row["cluster_id"] == self.cluster:
+                self.consumer.seek(tp, row["next_offset"])
+            else:
+                if row is not None:
+                    log.warning(
+                        "%s: broker %s is not the one offsets were stored for (%s): reading %s from the beginning",
+                        self.group_id, self.cluster, row["cluster_id"], tp,
+                    )
+                await self.consumer.seek_to_beginning(tp)
+        self.assigned_once.set()
+
+    async def start(self) -> None:
+        self.cluster = await cluster_id(self.bootstrap)
+        self.consumer.subscribe(self.topics, listener=_SeekFromDatabase(self))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; a failed batch is retried from its first offsets."""
+        backoff = 0.5
+        while not stop.is_set():
+            batches = await self.consumer.getmany(timeout_ms=self.max_wait_ms, max_records=self.batch_size)
+            self._observe_lag()
+            records = [r for part in batches.values() for r in part]
+            if not records:
+                self.healthy = True
+                continue
+            started = time.perf_counter()
+            try:
+                await self._process(batches, records)
+            except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+                self.healthy = False
+                log.warning("%s: batch failed (%s); retrying in %.1fs", self.group_id, exc, backoff)
+                for tp, part in batches.items():
+                    self.consumer.seek(tp, part[0].offset)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            backoff = 0.5
+            self.healthy = True
+            metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+            metrics.EVENTS_IN.labels(self.service).inc(len(records))
+            try:  # for lag tooling only; the truth is in PostgreSQL
+                await self.consumer.commit({tp: part[-1].offset + 1 for tp, part in batches.items()})
+            except KafkaError as exc:
+                log.debug("kafka commit skipped: %s", exc)
+
+    async def _process(self, batches, records: list[ConsumerRecord]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.handle(conn, records)
+            await conn.executemany(
+                "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()",
+                [
+                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, self.cluster)
+                    for tp, part in batches.items()
+                ],
+            )
+
+    def _observe_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer._subscription.subscription.assignment.state_value(tp).position
+            except (AttributeError, KeyError):
+                continue
+            if position is not None:
+                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def partition_of(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+async def high_watermarks(bootstrap: str, topics: Sequence[str], timeout: float = 10) -> dict[TopicPartition, int]:
+    """High-water marks as fetch responses report them (Tansu's ListOffsets answers are wrong)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=1 << 16)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        consumer.assign(parts)
+        reported = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, max(0, reported.get(tp, 0) - 1))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(consumer.highwater(tp) is not None for tp in parts):
+                break
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        return {tp: consumer.highwater(tp) or 0 for tp in parts}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(pool: asyncpg.Pool, bootstrap: str, group_id: str, topics: Sequence[str]) -> int:
+    """Records not yet processed by a group that keeps its offsets in PostgreSQL."""
+    marks = await high_watermarks(bootstrap, topics)
+    current = await cluster_id(bootstrap)
+    rows = await pool.fetch(
+        "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1", group_id
+    )
+    done = {(r["topic"], r["partition"]): r["next_offset"] for r in rows if r["cluster_id"] == current}
+    return sum(max(0, hw - done.get((tp.topic, tp.partition), 0)) for tp, hw in marks.items())

@@ -1,0 +1,86 @@
+"""Configuration: environment variables with the prefix ``KIZUNA_``, plus ``DATABASE_URL`` and
+``KAFKA_BOOTSTRAP_SERVERS``. Validated once at start-up; no other module reads ``os.environ``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KIZUNA_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "KIZUNA_DATABASE_URL"),
+        description="PostgreSQL URL. Unset: the local server on 127.0.0.1:5432 if one answers, "
+        "else an embedded server under the data directory.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "KIZUNA_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers. Unset: `kizuna up` starts the embedded broker.",
+    )
+    now: datetime | None = Field(
+        None, description="Pin the clock to this ISO timestamp (historical views, tests)."
+    )
+    data_dir: Path = Field(Path(".kizuna"), description="Where embedded servers keep their files.")
+    embedded_kafka_port: int = 9092
+    host: str = "127.0.0.1"
+    ingest_port: int = 8001
+    reports_port: int = 8002
+    notifier_port: int = 8003
+    classifier_port: int = 8004
+    topic_partitions: int = Field(8, ge=1, le=256)
+    default_tenant: str = "demo"
+    default_time_zone: str = "Asia/Tokyo"
+    classifier_batch_size: int = Field(5000, ge=1)
+    consumer_batch_size: int = Field(5000, ge=1)
+    relay_batch_size: int = Field(5000, ge=1)
+    sweep_interval_seconds: float = Field(1.0, gt=0)
+    sweep_batch_size: int = Field(5000, ge=1)
+    followup_max_age_days: int = Field(
+        30,
+        ge=0,
+        description="A lapse older than this when it is first seen (e.g. while history is "
+        "loaded) is recorded but opens no follow-up task.",
+    )
+    session_timeout_ms: int = Field(6000, ge=1000)
+    log_level: str = "INFO"
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("now")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def utcnow(settings: Settings | None = None) -> datetime:
+    """The service clock: ``KIZUNA_NOW`` when pinned, else the wall clock (UTC)."""
+    settings = settings or get_settings()
+    return settings.now.astimezone(UTC) if settings.now else datetime.now(UTC)
+
+
+def today_in(zone: str, settings: Settings | None = None):
+    """Today's calendar date in a tenant's time zone."""
+    return utcnow(settings).astimezone(ZoneInfo(zone)).date()

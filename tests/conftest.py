@@ -1,0 +1,77 @@
+"""Test fixtures: a real Kafka-protocol broker (Tansu, started here on a free port) and a real
+PostgreSQL (the local server when it answers, else an embedded one), one fresh database per run.
+
+Services under test read their configuration from the environment, so the fixtures set
+``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` for the whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db import _with_database, migrate, resolve_database_url
+from shared.embedded import EmbeddedBroker
+from shared.kafka import ensure_topics
+from shared.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TMP = ROOT / ".kizuna" / "test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def database_url():
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    TMP.mkdir(parents=True, exist_ok=True)
+    base = Settings(data_dir=TMP, database_url=os.environ.get("DATABASE_URL"))
+    server_url, embedded = await resolve_database_url(base)
+    name = f"kizuna_test_{uuid.uuid4().hex[:8]}"
+    url = _with_database(server_url, name)
+    await migrate(url)
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    yield url
+    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    del embedded
+
+
+@pytest.fixture(scope="session")
+async def broker():
+    """The embedded broker over TCP, with Kizuna's topics created."""
+    TMP.mkdir(parents=True, exist_ok=True)
+    b = EmbeddedBroker(free_port(), log_file=TMP / "tansu.log")
+    await b.start()
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = b.bootstrap
+    get_settings.cache_clear()
+    await ensure_topics(b.bootstrap, 4)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def pool(database_url):
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of its own per test: tests share one database without seeing each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
