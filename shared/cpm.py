@@ -41,7 +41,9 @@ class Rules(BaseModel):
     fledgling_tenure_days: int = Field(
         90, gt=0, description="在籍期間: count ≥ 2 and tenure < this is fledgling"
     )
-    loyal_tenure_days: int = Field(210, gt=0, description="在籍期間: tenure ≥ this (and total ≥ border) is loyal")
+    loyal_tenure_days: int = Field(
+        210, gt=0, description="在籍期間: tenure ≥ this (and total ≥ border) is loyal"
+    )
     lapse_days: int = Field(240, gt=0, description="離脱期間: lapse ≥ this is lapsed")
     lapse_days_by_tier: dict[str, int] = Field(
         default_factory=dict,
@@ -54,7 +56,9 @@ class Rules(BaseModel):
             raise ValueError("loyal_tenure_days must be greater than fledgling_tenure_days")
         unknown = set(self.lapse_days_by_tier) - set(TIERS)
         if unknown:
-            raise ValueError(f"lapse_days_by_tier: unknown tier(s) {sorted(unknown)}; tiers are {TIERS}")
+            raise ValueError(
+                f"lapse_days_by_tier: unknown tier(s) {sorted(unknown)}; tiers are {TIERS}"
+            )
         if any(days <= 0 for days in self.lapse_days_by_tier.values()):
             raise ValueError("lapse_days_by_tier: days must be positive")
         return self
@@ -110,7 +114,9 @@ def compute_figures(
     order; a return subtracts its amount; only events on or before ``as_of`` count. ``None``
     when no purchase counts (a customer in no segment).
     """
-    rows = [p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)]
+    rows = [
+        p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)
+    ]
     voided = {p.order_id for p in rows if p.kind == "void" and p.order_id}
     orders: dict[str, list] = {}
     spend: dict[str, Decimal] = {}

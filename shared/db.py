@@ -20,7 +20,7 @@ MIGRATION_LOCK = 0x4B495A554E41  # "KIZUNA": one migrator at a time
 async def _answers(url: str) -> bool:
     try:
         conn = await asyncpg.connect(_with_database(url, "postgres"), timeout=2)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True

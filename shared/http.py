@@ -30,7 +30,9 @@ def error_body(code: str, message: str, **details) -> dict:
 
 
 def tenant_header(
-    x_kizuna_tenant: Annotated[str | None, Header(description="Tenant until accounts exist")] = None,
+    x_kizuna_tenant: Annotated[
+        str | None, Header(description="Tenant until accounts exist")
+    ] = None,
 ) -> str:
     return (x_kizuna_tenant or get_settings().default_tenant).strip()
 
@@ -57,7 +59,9 @@ def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> No
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.details), status_code=exc.status
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,7 +70,8 @@ def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> No
             for e in exc.errors()
         ]
         return JSONResponse(
-            error_body("invalid_request", "the request is not valid", problems=problems), status_code=422
+            error_body("invalid_request", "the request is not valid", problems=problems),
+            status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaClient,
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -40,7 +46,9 @@ async def cluster_id(bootstrap: str) -> str:
         await client.close()
 
 
-async def ensure_topics(bootstrap: str, partitions: int, topics: Sequence[str] = ALL_TOPICS) -> None:
+async def ensure_topics(
+    bootstrap: str, partitions: int, topics: Sequence[str] = ALL_TOPICS
+) -> None:
     """Create the topics with their final partition count (Tansu cannot add partitions later)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
@@ -90,7 +98,9 @@ def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[s
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
     if rows:
-        await conn.copy_records_to_table("outbox", records=rows, columns=["topic", "key", "payload"])
+        await conn.copy_records_to_table(
+            "outbox", records=rows, columns=["topic", "key", "payload"]
+        )
 
 
 class _SeekFromDatabase(ConsumerRebalanceListener):
@@ -148,6 +158,7 @@ class PgOffsetConsumer:
         )
         self.assigned_once = asyncio.Event()
         self.healthy = False
+        self.positions: dict[TopicPartition, int] = {}
 
     async def seek_assigned(self, assigned) -> None:
         rows = await self.pool.fetch(
@@ -165,7 +176,10 @@ class PgOffsetConsumer:
                 if row is not None:
                     log.warning(
                         "%s: broker %s is not the one offsets were stored for (%s): reading %s from the beginning",
-                        self.group_id, self.cluster, row["cluster_id"], tp,
+                        self.group_id,
+                        self.cluster,
+                        row["cluster_id"],
+                        tp,
                     )
                 await self.consumer.seek_to_beginning(tp)
         self.assigned_once.set()
@@ -182,8 +196,10 @@ class PgOffsetConsumer:
         """Consume until ``stop`` is set; a failed batch is retried from its first offsets."""
         backoff = 0.5
         while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=self.max_wait_ms, max_records=self.batch_size)
-            self._observe_lag()
+            batches = await self.consumer.getmany(
+                timeout_ms=self.max_wait_ms, max_records=self.batch_size
+            )
+            self._observe_lag(batches)
             records = [r for part in batches.values() for r in part]
             if not records:
                 self.healthy = True
@@ -191,7 +207,7 @@ class PgOffsetConsumer:
             started = time.perf_counter()
             try:
                 await self._process(batches, records)
-            except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
                 self.healthy = False
                 log.warning("%s: batch failed (%s); retrying in %.1fs", self.group_id, exc, backoff)
                 for tp, part in batches.items():
@@ -204,7 +220,9 @@ class PgOffsetConsumer:
             metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
             metrics.EVENTS_IN.labels(self.service).inc(len(records))
             try:  # for lag tooling only; the truth is in PostgreSQL
-                await self.consumer.commit({tp: part[-1].offset + 1 for tp, part in batches.items()})
+                await self.consumer.commit(
+                    {tp: part[-1].offset + 1 for tp, part in batches.items()}
+                )
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
 
@@ -222,16 +240,12 @@ class PgOffsetConsumer:
                 ],
             )
 
-    def _observe_lag(self) -> None:
+    def _observe_lag(self, batches) -> None:
+        for tp, part in batches.items():
+            self.positions[tp] = part[-1].offset + 1
         for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = self.consumer._subscription.subscription.assignment.state_value(tp).position
-            except (AttributeError, KeyError):
-                continue
-            if position is not None:
+            high, position = self.consumer.highwater(tp), self.positions.get(tp)
+            if high is not None and position is not None:
                 metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
 
 
@@ -239,15 +253,25 @@ def partition_of(tp: TopicPartition) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
-async def high_watermarks(bootstrap: str, topics: Sequence[str], timeout: float = 10) -> dict[TopicPartition, int]:
+async def high_watermarks(
+    bootstrap: str, topics: Sequence[str], timeout: float = 10
+) -> dict[TopicPartition, int]:
     """High-water marks as fetch responses report them (Tansu's ListOffsets answers are wrong)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=1 << 16)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=1 << 16
+    )
     await consumer.start()
     try:
-        parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())
+        ]
         if not parts:
             await consumer._client.force_metadata_update()
-            parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            parts = [
+                TopicPartition(t, p)
+                for t in topics
+                for p in (consumer.partitions_for_topic(t) or ())
+            ]
         consumer.assign(parts)
         reported = await consumer.end_offsets(parts)
         for tp in parts:
@@ -262,12 +286,17 @@ async def high_watermarks(bootstrap: str, topics: Sequence[str], timeout: float 
         await consumer.stop()
 
 
-async def group_lag(pool: asyncpg.Pool, bootstrap: str, group_id: str, topics: Sequence[str]) -> int:
+async def group_lag(
+    pool: asyncpg.Pool, bootstrap: str, group_id: str, topics: Sequence[str]
+) -> int:
     """Records not yet processed by a group that keeps its offsets in PostgreSQL."""
     marks = await high_watermarks(bootstrap, topics)
     current = await cluster_id(bootstrap)
     rows = await pool.fetch(
-        "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1", group_id
+        "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets WHERE group_id = $1",
+        group_id,
     )
-    done = {(r["topic"], r["partition"]): r["next_offset"] for r in rows if r["cluster_id"] == current}
+    done = {
+        (r["topic"], r["partition"]): r["next_offset"] for r in rows if r["cluster_id"] == current
+    }
     return sum(max(0, hw - done.get((tp.topic, tp.partition), 0)) for tp, hw in marks.items())

@@ -39,7 +39,9 @@ async def load_tenant(conn: asyncpg.Connection, tenant_id: str, default_zone: st
     return Tenant(tenant_id, row["time_zone"], row["rules_version"], rules)
 
 
-async def save_rules(conn: asyncpg.Connection, tenant_id: str, rules: Rules, default_zone: str) -> int:
+async def save_rules(
+    conn: asyncpg.Connection, tenant_id: str, rules: Rules, default_zone: str
+) -> int:
     """Store a new version of a tenant's borders; the classifier re-classifies on seeing it."""
     async with conn.transaction():
         await ensure_tenants(conn, [tenant_id], default_zone)

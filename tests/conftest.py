@@ -7,7 +7,6 @@ Services under test read their configuration from the environment, so the fixtur
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
@@ -18,8 +17,11 @@ import pytest
 
 from shared.db import _with_database, migrate, resolve_database_url
 from shared.embedded import EmbeddedBroker
+from shared import service
 from shared.kafka import ensure_topics
 from shared.settings import Settings, get_settings
+
+service.exit_on_failure = False  # services run in-process here: fail the test, not pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / ".kizuna" / "test"

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from shared import http
 from shared.db import create_pool
 from shared.events import PURCHASES
+from shared.service import supervised
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.settings import get_settings
 
@@ -22,7 +23,9 @@ log = logging.getLogger("kizuna.classifier")
 GROUP = "kizuna-classifier"
 
 
-async def clock_loop(classifier: Classifier, pool, relay: Relay, stop: asyncio.Event, interval: float) -> None:
+async def clock_loop(
+    classifier: Classifier, pool, relay: Relay, stop: asyncio.Event, interval: float
+) -> None:
     """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse."""
     while not stop.is_set():
         try:
@@ -59,9 +62,9 @@ async def lifespan(app: FastAPI):
     await consumer.start()
     stop = asyncio.Event()
     tasks = [
-        asyncio.create_task(consumer.run(stop), name="consume"),
-        asyncio.create_task(relay.run(stop), name="relay"),
-        asyncio.create_task(clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds), name="clock"),
+        supervised(consumer.run(stop), "consume", stop),
+        supervised(relay.run(stop), "relay", stop),
+        supervised(clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds), "clock", stop),
     ]
     app.state.consumer, app.state.relay, app.state.pool = consumer, relay, pool
     try:

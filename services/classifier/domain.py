@@ -15,7 +15,16 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from shared.cpm import Figures, Purchase, Rules, classify, compute_figures, in_scope, is_lapsed, lapse_due_on
+from shared.cpm import (
+    Figures,
+    Purchase,
+    Rules,
+    classify,
+    compute_figures,
+    in_scope,
+    is_lapsed,
+    lapse_due_on,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,10 @@ def _same(a: Figures | None, b: Figures | None) -> bool:
     if a is None or b is None:
         return a is b
     return (a.purchase_count, a.total_amount, a.first_purchase_on, a.last_purchase_on) == (
-        b.purchase_count, b.total_amount, b.first_purchase_on, b.last_purchase_on
+        b.purchase_count,
+        b.total_amount,
+        b.first_purchase_on,
+        b.last_purchase_on,
     )
 
 
@@ -79,7 +91,12 @@ def step(
         # really were on this day is the pre-lapse segment.
         before_segment = classify(state.figures, as_of, rules)
         superseded = state.seq
-    if state is not None and _same(state.figures, figures) and before_segment == segment and not superseded:
+    if (
+        state is not None
+        and _same(state.figures, figures)
+        and before_segment == segment
+        and not superseded
+    ):
         return replace(state, clock_on=clock, lapse_due_on=due, rules_version=rules_version), None
     seq = (state.seq if state else 0) + 1
     change = Change(
@@ -97,11 +114,15 @@ def step(
     return ScopeState(seq, segment, figures, clock, due, rules_version), change
 
 
-def lapse(state: ScopeState | None, scope: str, until: date, rules: Rules) -> tuple[ScopeState | None, Change | None]:
+def lapse(
+    state: ScopeState | None, scope: str, until: date, rules: Rules
+) -> tuple[ScopeState | None, Change | None]:
     """Move an active customer to lapsed when the lapse date has come by ``until``."""
     if state is None or state.lapse_due_on is None or state.lapse_due_on > until:
         return state, None
-    new_state, change = step(state, scope, state.figures, state.lapse_due_on, "lapse", rules, state.rules_version)
+    new_state, change = step(
+        state, scope, state.figures, state.lapse_due_on, "lapse", rules, state.rules_version
+    )
     if new_state is not None:
         new_state = replace(new_state, clock_on=state.clock_on)  # the clock of events is unchanged
     return new_state, change
@@ -137,7 +158,9 @@ def apply_events(
     late = [p for d in sorted(by_day) if cursor is not None and d < cursor for p in by_day[d]]
     if late:
         events += late
-        state, change = step(state, scope, compute_figures(events, scope), cursor, _cause(late), rules, rules_version)
+        state, change = step(
+            state, scope, compute_figures(events, scope), cursor, _cause(late), rules, rules_version
+        )
         changes += [change] if change else []
     for day in sorted(d for d in by_day if cursor is None or d >= cursor):
         state, change = lapse(state, scope, day - timedelta(days=1), rules)
@@ -150,7 +173,13 @@ def apply_events(
         )
         events += by_day[day]
         state, change = step(
-            state, scope, compute_figures(events, scope), day, _cause(by_day[day]), rules, rules_version,
+            state,
+            scope,
+            compute_figures(events, scope),
+            day,
+            _cause(by_day[day]),
+            rules,
+            rules_version,
             supersedes=premature,
         )
         changes += [change] if change else []
@@ -159,13 +188,17 @@ def apply_events(
 
 def reclassify(state: ScopeState, scope: str, today: date, rules: Rules, rules_version: int):
     """New borders: classify the same figures again as of today (cause ``rules``)."""
-    new_state, change = step(state, scope, state.figures, max(today, state.clock_on), "rules", rules, rules_version)
+    new_state, change = step(
+        state, scope, state.figures, max(today, state.clock_on), "rules", rules, rules_version
+    )
     if new_state is not None:
         new_state = replace(new_state, clock_on=state.clock_on)
     return new_state, change
 
 
-def from_scratch(purchases: list[Purchase], scope: str, today: date, rules: Rules) -> tuple[Figures | None, str | None]:
+def from_scratch(
+    purchases: list[Purchase], scope: str, today: date, rules: Rules
+) -> tuple[Figures | None, str | None]:
     """What a customer's figures and segment are, computed from nothing but the event store."""
     scoped = [p for p in purchases if in_scope(p, scope)]
     figures = compute_figures(scoped, scope)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import date
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -16,7 +16,6 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from shared import metrics
-from shared.cpm import Purchase
 from shared.events import PurchaseEvent
 from shared.kafka import deadletter_row, write_outbox
 from shared.settings import Settings, today_in
@@ -43,6 +42,14 @@ def _emit(outbox: list, tenant_id: str, customer_id: str, changes) -> None:
             metrics.CHANGES_OUT.labels(topic).inc()
 
 
+def _lapse_until(state, scope, *, today, rules):
+    return lapse(state, scope, today, rules)
+
+
+def _reclassify(state, scope, *, today, rules, version):
+    return reclassify(state, scope, today, rules, version)
+
+
 class Classifier:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -58,7 +65,9 @@ class Classifier:
             try:
                 event = PurchaseEvent.model_validate_json(record.value or b"")
             except ValidationError as exc:
-                reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+                reason = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+                )
                 outbox.append(deadletter_row(SERVICE, record, reason))
                 metrics.DEADLETTERS.labels(SERVICE).inc()
                 continue
@@ -69,10 +78,20 @@ class Classifier:
         rows = []
         for (tenant_id, _), e in events.items():
             at, on = _occurred_on(e, tenants[tenant_id].time_zone)
-            rows.append((
-                tenant_id, e.event_id, e.branch_id, e.customer_id, e.kind, at, on, e.amount,
-                e.order_id, e.model_dump_json(),
-            ))
+            rows.append(
+                (
+                    tenant_id,
+                    e.event_id,
+                    e.branch_id,
+                    e.customer_id,
+                    e.kind,
+                    at,
+                    on,
+                    e.amount,
+                    e.order_id,
+                    e.model_dump_json(),
+                )
+            )
         new_keys = await store.insert_purchases(conn, rows)
         new_by_tenant: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         for tenant_id, event_id in new_keys:
@@ -81,7 +100,9 @@ class Classifier:
             await self._classify(conn, tenants[tenant_id], customers, outbox)
         await write_outbox(conn, outbox)
 
-    async def _classify(self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list) -> None:
+    async def _classify(
+        self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list
+    ) -> None:
         ids = sorted(customers)
         states = await store.lock_states(conn, tenant.tenant_id, ids)
         purchases = await store.load_purchases(conn, tenant.tenant_id, ids)
@@ -93,7 +114,9 @@ class Classifier:
             scopes = {"all"} | {p.branch_id for p in purchases[customer]}
             for scope in sorted(scopes):
                 before = states.get((customer, scope))
-                after, changes = apply_events(before, scope, known, new, tenant.rules, tenant.rules_version)
+                after, changes = apply_events(
+                    before, scope, known, new, tenant.rules, tenant.rules_version
+                )
                 if after is not None and after != before:
                     changed[(customer, scope)] = after
                 _emit(outbox, tenant.tenant_id, customer, changes)
@@ -109,10 +132,14 @@ class Classifier:
                 async with pool.acquire() as conn, conn.transaction():
                     tenant = await self.tenant(conn, row["tenant_id"])
                     today = today_in(tenant.time_zone, self.settings)
-                    due = await store.due_states(conn, tenant.tenant_id, today, self.settings.sweep_batch_size)
+                    due = await store.due_states(
+                        conn, tenant.tenant_id, today, self.settings.sweep_batch_size
+                    )
                     if not due:
                         break
-                    await self._apply_each(conn, tenant, due, lambda s, scope: lapse(s, scope, today, tenant.rules))
+                    await self._apply_each(
+                        conn, tenant, due, partial(_lapse_until, today=today, rules=tenant.rules)
+                    )
                     moved += len(due)
                     metrics.LAPSES.inc(len(due))
         return moved
@@ -141,8 +168,15 @@ class Classifier:
                         )
                         break
                     await self._apply_each(
-                        conn, tenant, batch,
-                        lambda s, scope: reclassify(s, scope, today, tenant.rules, tenant.rules_version),
+                        conn,
+                        tenant,
+                        batch,
+                        partial(
+                            _reclassify,
+                            today=today,
+                            rules=tenant.rules,
+                            version=tenant.rules_version,
+                        ),
                     )
                     done += len(batch)
         return done

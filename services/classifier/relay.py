@@ -54,7 +54,7 @@ class Relay:
         while not stop.is_set():
             try:
                 sent = await self.publish_once(producer)
-            except (KafkaError, asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, asyncpg.PostgresError, OSError) as exc:
                 self.healthy = False
                 log.warning("relay: publishing failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -73,11 +73,14 @@ class Relay:
             metrics.OUTBOX_BACKLOG.set(0)
             return 0
         futures = [
-            await producer.send(r["topic"], key=r["key"].encode(), value=r["payload"].encode()) for r in rows
+            await producer.send(r["topic"], key=r["key"].encode(), value=r["payload"].encode())
+            for r in rows
         ]
         await asyncio.gather(*futures)
         # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
-        await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        await self.pool.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
         backlog = await self.pool.fetchval("SELECT count(*) FROM outbox")
         metrics.OUTBOX_BACKLOG.set(backlog)

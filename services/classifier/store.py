@@ -9,7 +9,13 @@ from decimal import Decimal
 import asyncpg
 
 from shared.cpm import Figures, Purchase
-from shared.events import CUSTOMER_STATES, SEGMENT_CHANGES, CustomerState, FiguresBefore, SegmentChange
+from shared.events import (
+    CUSTOMER_STATES,
+    SEGMENT_CHANGES,
+    CustomerState,
+    FiguresBefore,
+    SegmentChange,
+)
 
 from .domain import Change, ScopeState
 
@@ -35,7 +41,9 @@ async def insert_purchases(conn: asyncpg.Connection, rows: list[tuple]) -> set[t
     return {(r["tenant_id"], r["event_id"]) for r in inserted}
 
 
-async def load_purchases(conn: asyncpg.Connection, tenant_id: str, customers: list[str]) -> dict[str, list[Purchase]]:
+async def load_purchases(
+    conn: asyncpg.Connection, tenant_id: str, customers: list[str]
+) -> dict[str, list[Purchase]]:
     rows = await conn.fetch(
         "SELECT customer_id, event_id, kind, branch_id, occurred_on, amount, order_id FROM purchases"
         " WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
@@ -45,7 +53,14 @@ async def load_purchases(conn: asyncpg.Connection, tenant_id: str, customers: li
     out: dict[str, list[Purchase]] = defaultdict(list)
     for r in rows:
         out[r["customer_id"]].append(
-            Purchase(r["event_id"], r["kind"], r["branch_id"], r["occurred_on"], r["amount"], r["order_id"])
+            Purchase(
+                r["event_id"],
+                r["kind"],
+                r["branch_id"],
+                r["occurred_on"],
+                r["amount"],
+                r["order_id"],
+            )
         )
     return out
 
@@ -54,12 +69,20 @@ def _state(r) -> ScopeState:
     figures = None
     if r["purchase_count"] > 0:
         figures = Figures(
-            r["purchase_count"], r["total_amount"], r["first_purchase_on"], r["last_purchase_on"], r["home_branch_id"]
+            r["purchase_count"],
+            r["total_amount"],
+            r["first_purchase_on"],
+            r["last_purchase_on"],
+            r["home_branch_id"],
         )
-    return ScopeState(r["seq"], r["segment"], figures, r["clock_on"], r["lapse_due_on"], r["rules_version"])
+    return ScopeState(
+        r["seq"], r["segment"], figures, r["clock_on"], r["lapse_due_on"], r["rules_version"]
+    )
 
 
-async def lock_states(conn: asyncpg.Connection, tenant_id: str, customers: list[str]) -> dict[tuple[str, str], ScopeState]:
+async def lock_states(
+    conn: asyncpg.Connection, tenant_id: str, customers: list[str]
+) -> dict[tuple[str, str], ScopeState]:
     """Read and lock the states of these customers (row locks, in key order: no deadlocks)."""
     rows = await conn.fetch(
         f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
@@ -92,18 +115,30 @@ async def states_before_rules(conn: asyncpg.Connection, tenant_id: str, version:
     return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
 
 
-async def save_states(conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]) -> None:
+async def save_states(
+    conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]
+) -> None:
     if not states:
         return
     rows = []
     for (customer, scope), s in states.items():
         f = s.figures
-        rows.append((
-            scope, customer, s.seq, s.segment,
-            f.purchase_count if f else 0, f.total_amount if f else Decimal(0),
-            f.first_purchase_on if f else None, f.last_purchase_on if f else None,
-            f.home_branch_id if f else None, s.clock_on, s.lapse_due_on, s.rules_version,
-        ))
+        rows.append(
+            (
+                scope,
+                customer,
+                s.seq,
+                s.segment,
+                f.purchase_count if f else 0,
+                f.total_amount if f else Decimal(0),
+                f.first_purchase_on if f else None,
+                f.last_purchase_on if f else None,
+                f.home_branch_id if f else None,
+                s.clock_on,
+                s.lapse_due_on,
+                s.rules_version,
+            )
+        )
     cols = [list(c) for c in zip(*rows, strict=True)]
     await conn.execute(
         f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
@@ -122,8 +157,14 @@ async def save_states(conn: asyncpg.Connection, tenant_id: str, states: dict[tup
 
 def _figure_fields(f: Figures | None, as_of: date) -> dict:
     if f is None:
-        return dict(purchase_count=0, total_amount=Decimal(0), first_purchase_on=None,
-                    last_purchase_on=None, tenure_days=None, lapse_days=None)
+        return dict(
+            purchase_count=0,
+            total_amount=Decimal(0),
+            first_purchase_on=None,
+            last_purchase_on=None,
+            tenure_days=None,
+            lapse_days=None,
+        )
     return dict(
         purchase_count=f.purchase_count,
         total_amount=f.total_amount,
@@ -153,7 +194,9 @@ def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[
     )
     before = None
     if change.before is not None or change.before_segment is not None:
-        before = FiguresBefore(segment=change.before_segment, **_figure_fields(change.before, change.effective_on))
+        before = FiguresBefore(
+            segment=change.before_segment, **_figure_fields(change.before, change.effective_on)
+        )
     rows = [(CUSTOMER_STATES, key, CustomerState(**common, before=before).model_dump_json())]
     if change.segment_changed:
         rows.append((SEGMENT_CHANGES, key, SegmentChange(**common).model_dump_json()))

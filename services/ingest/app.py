@@ -34,14 +34,18 @@ class Publisher:
     async def get(self):
         async with self.lock:
             if self.producer is None:
-                producer = new_producer(self.bootstrap, request_timeout_ms=5000, retry_backoff_ms=200)
+                producer = new_producer(
+                    self.bootstrap, request_timeout_ms=5000, retry_backoff_ms=200
+                )
                 try:
                     await ensure_topics(self.bootstrap, self.partitions)
                     await producer.start()
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     with suppress(Exception):
                         await producer.stop()
-                    raise http.ApiError(503, "broker_unavailable", f"Kafka is not reachable: {exc}") from exc
+                    raise http.ApiError(
+                        503, "broker_unavailable", f"Kafka is not reachable: {exc}"
+                    ) from exc
                 self.producer = producer
             return self.producer
 
@@ -68,7 +72,8 @@ class Publisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             await self.reset()
             raise http.ApiError(
-                503, "broker_unavailable",
+                503,
+                "broker_unavailable",
                 "Kafka did not acknowledge the events; nothing is confirmed. Resending is safe.",
                 cause=str(exc) or type(exc).__name__,
             ) from exc
@@ -106,14 +111,20 @@ def _items(body: bytes, content_type: str) -> list:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise http.ApiError(
-                    400, "invalid_json", f"line {n} is not JSON: {exc.msg}", line=n, column=exc.colno
+                    400,
+                    "invalid_json",
+                    f"line {n} is not JSON: {exc.msg}",
+                    line=n,
+                    column=exc.colno,
                 ) from exc
         return items
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise http.ApiError(
-            400, "invalid_json", f"the body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            400,
+            "invalid_json",
+            f"the body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
         ) from exc
     if isinstance(data, dict) and "events" in data:
         data = data["events"]
@@ -121,7 +132,9 @@ def _items(body: bytes, content_type: str) -> list:
         return [data]
     if isinstance(data, list):
         return data
-    raise http.ApiError(422, "invalid_request", "send one event object, {\"events\": [...]} or NDJSON")
+    raise http.ApiError(
+        422, "invalid_request", 'send one event object, {"events": [...]} or NDJSON'
+    )
 
 
 def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dict]]:
@@ -129,26 +142,33 @@ def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dic
     events, problems = [], []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            problems.append({"index": index, "field": "", "reason": "an event must be a JSON object"})
+            problems.append(
+                {"index": index, "field": "", "reason": "an event must be a JSON object"}
+            )
             continue
         item = {**item}
         given = item.setdefault("tenant_id", tenant_id)
         if given != tenant_id:
-            problems.append({
-                "index": index, "field": "tenant_id",
-                "reason": f"tenant_id {given!r} does not match the caller's tenant {tenant_id!r}",
-            })
+            problems.append(
+                {
+                    "index": index,
+                    "field": "tenant_id",
+                    "reason": f"tenant_id {given!r} does not match the caller's tenant {tenant_id!r}",
+                }
+            )
             continue
         try:
             events.append(PurchaseEvent.model_validate(item))
         except ValidationError as exc:
             for e in exc.errors():
-                problems.append({
-                    "index": index,
-                    "event_id": item.get("event_id"),
-                    "field": ".".join(str(p) for p in e["loc"]),
-                    "reason": e["msg"],
-                })
+                problems.append(
+                    {
+                        "index": index,
+                        "event_id": item.get("event_id"),
+                        "field": ".".join(str(p) for p in e["loc"]),
+                        "reason": e["msg"],
+                    }
+                )
     return events, problems
 
 
@@ -160,7 +180,9 @@ async def post_purchases(request: Request, tenant_id: Annotated[str, Depends(htt
     if not items:
         raise http.ApiError(422, "invalid_request", "no events in the request")
     if len(items) > MAX_EVENTS:
-        raise http.ApiError(413, "too_many_events", f"at most {MAX_EVENTS} events per request", received=len(items))
+        raise http.ApiError(
+            413, "too_many_events", f"at most {MAX_EVENTS} events per request", received=len(items)
+        )
     events, problems = validate(items, tenant_id)
     if problems:
         metrics.INGEST_REJECTED.inc(len({p["index"] for p in problems}))

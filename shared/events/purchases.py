@@ -27,7 +27,9 @@ class PurchaseEvent(BaseModel):
 
     schema_version: int = Field(1, ge=1, le=1, description="Contract version; absent means 1.")
     event_id: str = Field(
-        min_length=1, max_length=200, description="Unique per tenant; the idempotency key.",
+        min_length=1,
+        max_length=200,
+        description="Unique per tenant; the idempotency key.",
         examples=["pos-17-000123"],
     )
     tenant_id: str = Field(min_length=1, max_length=100, examples=["demo"])
@@ -38,13 +40,18 @@ class PurchaseEvent(BaseModel):
         examples=["2026-11-20T14:03:00+09:00"],
     )
     amount: Decimal | None = Field(
-        None, ge=0, max_digits=14, decimal_places=2,
+        None,
+        ge=0,
+        max_digits=14,
+        decimal_places=2,
         description="Tax included, what the customer paid (a return's amount is subtracted). "
         "Optional for a void.",
         examples=["10800"],
     )
     kind: Literal["sale", "return", "void"] = "sale"
-    order_id: str | None = Field(None, max_length=200, description="Sales sharing it are one purchase.")
+    order_id: str | None = Field(
+        None, max_length=200, description="Sales sharing it are one purchase."
+    )
     tax: Decimal | None = Field(None, max_digits=14, decimal_places=2)
     currency: str = Field("JPY", min_length=3, max_length=3)
     channel: str | None = Field(None, max_length=100, examples=["store", "online"])

@@ -1,0 +1,243 @@
+"""The `kizuna` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import date
+
+from shared.settings import Settings, get_settings, today_in
+
+SERVICES = ("ingest", "classifier", "reports", "notifier")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    import uvicorn
+
+    if not settings.database_url or (
+        args.service != "reports" and not settings.kafka_bootstrap_servers
+    ):
+        print(
+            "kizuna serve needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (kizuna up sets both)",
+            file=sys.stderr,
+        )
+        return 2
+    port = getattr(settings, f"{args.service}_port")
+    uvicorn.run(
+        f"services.{args.service}.app:app",
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from shared.db import migrate, resolve_database_url
+
+    async def run():
+        url, server = await resolve_database_url(settings)
+        applied = await migrate(url)
+        print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+        del server
+
+    asyncio.run(run())
+    return 0
+
+
+def print_portfolio(body: dict) -> None:
+    from shared.cpm import SEGMENT_NAMES_JA
+
+    print(f"\nポートフォリオ / portfolio — scope {body['scope']}, as of {body['as_of']}")
+    print(
+        f"  顧客数 customers: {body['total_customers']:,}   売上累計 sales: ¥{float(body['total_sales']):,.0f}"
+    )
+    print(f"  {'segment':<18}{'顧客層':<10}{'customers':>10}{'share':>8}{'sales':>16}{'share':>8}")
+    for s in body["segments"]:
+        print(
+            f"  {s['segment']:<18}{SEGMENT_NAMES_JA[s['segment']]:<10}{s['customers']:>10,}"
+            f"{float(s['customer_share']) * 100:>7.1f}%{float(s['sales']):>16,.0f}{float(s['sales_share']) * 100:>7.1f}%"
+        )
+
+
+async def _up(args, settings: Settings) -> int:
+    import httpx
+
+    from services.supervisor import Stack
+
+    stack = Stack(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("Kizuna を起動しています / starting Kizuna …", flush=True)
+    try:
+        await stack.start()
+        print(
+            f"  broker   {stack.bootstrap}{' (embedded Tansu, memory only)' if stack.broker else ''}"
+        )
+        print(
+            f"  database {stack.database_url.split('@')[-1]}{' (embedded)' if stack.embedded_db else ''}"
+        )
+        watcher = asyncio.create_task(stack.watch(stop))
+        if args.demo:
+            await load_demo(stack, settings, args, stop)
+        print("\nKizuna is running / 稼働中:")
+        print(f"  dashboard ダッシュボード  {stack.url('reports')}/")
+        print(f"  send purchases           POST {stack.url('ingest')}/v1/purchases")
+        print(f"  portfolio                {stack.url('reports')}/v1/portfolio?scope=all")
+        print(f"  follow-ups フォロー       {stack.url('notifier')}/v1/followups?due=today")
+        print("Ctrl-C で停止 / Ctrl-C stops everything cleanly.", flush=True)
+        await stop.wait()
+        watcher.cancel()
+    finally:
+        print("\n停止しています / stopping: draining the pipeline first …", flush=True)
+        await stack.stop()
+        print("stopped / 停止しました")
+    del httpx
+    return 0
+
+
+async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> None:
+    import httpx
+
+    from services import demo
+
+    tenant = args.tenant
+    end = today_in(settings.default_time_zone, settings)
+    print(
+        f"\nデモデータを投入中 / loading demo data: {args.customers:,} customers, {args.years} years to {end} …"
+    )
+    last = {"shown": 0}
+
+    def progress(sent: int, total: int | None) -> None:
+        if sent - last["shown"] >= 20000 or (total and sent == total):
+            last["shown"] = sent
+            print(f"  sent {sent:,} events", flush=True)
+
+    events = demo.generate(
+        customers=args.customers,
+        branches=5,
+        years=args.years,
+        seed=args.seed,
+        tenant=tenant,
+        end=end,
+    )
+    sent = await demo.load(stack.url("ingest"), tenant, events, progress=progress)
+    print(f"  {sent:,} events accepted; classifying …", flush=True)
+    started = loop_time = asyncio.get_running_loop().time()
+
+    async def show():
+        nonlocal loop_time
+        now = asyncio.get_running_loop().time()
+        if now - loop_time > 5:
+            loop_time = now
+            print(f"  … still working ({now - started:.0f}s)", flush=True)
+
+    await stack.wait_idle(timeout=1800, progress=show)
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(
+            f"{stack.url('reports')}/v1/portfolio",
+            params={"scope": "all"},
+            headers={"X-Kizuna-Tenant": tenant},
+        )
+        if r.status_code == 200:
+            print_portfolio(r.json())
+
+
+def cmd_up(args, settings: Settings) -> int:
+    return asyncio.run(_up(args, settings))
+
+
+def cmd_demo_data(args, settings: Settings) -> int:
+    from services import demo
+
+    end = (
+        date.fromisoformat(args.end) if args.end else today_in(settings.default_time_zone, settings)
+    )
+    events = demo.generate(
+        customers=args.customers,
+        branches=5,
+        years=args.years,
+        seed=args.seed,
+        tenant=args.tenant,
+        end=end,
+    )
+    if args.out:
+        n = demo.write_ndjson(events, args.out)
+        print(f"wrote {n:,} events to {args.out}")
+        return 0
+    url = args.url or f"http://{settings.host}:{settings.ingest_port}"
+
+    def progress(sent, total):
+        print(f"\r  sent {sent:,} events", end="", flush=True)
+
+    n = asyncio.run(demo.load(url, args.tenant, events, progress=progress))
+    print(f"\n{n:,} events accepted by {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kizuna",
+        description="Kizuna (絆): a live customer portfolio (CPM). 顧客ポートフォリオをリアルタイムに。",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser(
+        "up", help="run everything in the foreground (embedded broker/database by default)"
+    )
+    up.add_argument(
+        "--demo", action="store_true", help="load a demo chain (5 branches, 3 years of sales)"
+    )
+    up.add_argument("--customers", type=int, default=20000, help="demo customers (default 20,000)")
+    up.add_argument("--years", type=int, default=3, help="years of demo history (default 3)")
+    up.add_argument("--seed", type=int, default=7)
+    up.add_argument(
+        "--tenant", default=None, help="demo tenant (default KIZUNA_DEFAULT_TENANT, 'demo')"
+    )
+    up.set_defaults(func=cmd_up)
+
+    mig = sub.add_parser("migrate", help="apply the database migrations that have not run yet")
+    mig.set_defaults(func=cmd_migrate)
+
+    serve = sub.add_parser("serve", help="run one service (kizuna up runs all four)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(func=cmd_serve)
+
+    dd = sub.add_parser(
+        "demo-data", help="generate demo purchases and send them to ingest (or to a file)"
+    )
+    dd.add_argument("--customers", type=int, default=20000)
+    dd.add_argument("--years", type=int, default=3)
+    dd.add_argument("--seed", type=int, default=7)
+    dd.add_argument("--tenant", default="demo")
+    dd.add_argument("--end", help="last day of data, YYYY-MM-DD (default today)")
+    dd.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
+    dd.add_argument("--out", help="write NDJSON to this file instead of sending")
+    dd.set_defaults(func=cmd_demo_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    if getattr(args, "tenant", "x") is None:
+        args.tenant = settings.default_tenant
+    _logging(settings.log_level)
+    return args.func(args, settings) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
