@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from shared import service
 from shared.db import _with_database, migrate, resolve_database_url
 from shared.embedded import EmbeddedBroker
-from shared import service
 from shared.kafka import ensure_topics
 from shared.settings import Settings, get_settings
 

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from shared import http
 from shared.db import create_pool
 from shared.events import PURCHASES
-from shared.service import supervised
 from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.service import supervised
 from shared.settings import get_settings
 
 from .pipeline import SERVICE, Classifier
