@@ -1,5 +1,6 @@
 """The deployment files: docker-compose.yml is valid Compose and starts things in a safe order,
-deploy/Dockerfile builds one non-root image, and the container health probe finds its service.
+deploy/Dockerfile builds one non-root image, deploy/k8s has probes, limits and a non-root user
+per service, and the container health probe finds its service.
 
 Validation uses Docker Compose itself (`config -q`, no engine needed); `make test` installs
 Debian's docker-compose for it through deploy/install-test-tools.sh. The structural checks are
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 HEALTHCHECK_SCRIPT = ROOT / "deploy" / "healthcheck.py"
+K8S = ROOT / "deploy" / "k8s"
 
 PORTS = {
     name: Settings.model_fields[f"{name}_port"].default
@@ -45,7 +47,10 @@ SERVICE_ENV = {
     "KIZUNA_HOST": "0.0.0.0",
 }
 RESTARTING = re.compile(r"^(always|unless-stopped|on-failure(:\d+)?)$")
-YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1], encoding='utf-8')), sys.stdout)"
+YAML_TO_JSON = (
+    "import json, sys, yaml; "
+    "json.dump(list(yaml.safe_load_all(open(sys.argv[1], encoding='utf-8'))), sys.stdout)"
+)
 NO_TOOL = (
     "no Docker Compose to validate with: `make test` installs Debian's docker-compose through "
     "deploy/install-test-tools.sh, which needs root and apt-get"
@@ -126,15 +131,15 @@ def test_validator_rejects_a_broken_file(compose, tmp_path, find, replace):
 # --- the parsed file ----------------------------------------------------------------------------
 
 
-def load_yaml(path: Path) -> dict:
-    """PyYAML in this environment if present, else the Python that Debian's docker-compose runs on
-    (python3-yaml is one of its dependencies)."""
+def load_yaml(path: Path) -> list:
+    """Every document of a YAML file: with PyYAML in this environment if present, else with the
+    Python that Debian's docker-compose runs on (python3-yaml is one of its dependencies)."""
     try:
         import yaml
     except ImportError:
         pass
     else:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     candidates = []
     if found := shutil.which("docker-compose"):
         first = Path(found).read_bytes()[:200].split(b"\n", 1)[0]
@@ -154,7 +159,8 @@ def load_yaml(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def model() -> dict:
-    return load_yaml(COMPOSE_FILE)
+    (document,) = load_yaml(COMPOSE_FILE)
+    return document
 
 
 def _env(service: dict) -> dict[str, str]:
@@ -222,7 +228,7 @@ def deployment_problems(model: dict) -> list[str]:
         limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
         if not (limits.get("cpus") and limits.get("memory")):
             problems.append(f"{name}: no resource limits (deploy.resources.limits cpus and memory)")
-        if name not in ("migrate",) and not _healthcheck(service):
+        if name != "migrate" and not _healthcheck(service):
             problems.append(f"{name}: no healthcheck")
 
     kafka = services["kafka"]
@@ -392,6 +398,76 @@ def test_dockerfile_builds_one_non_root_image():
     assert "deploy/healthcheck.py" in copied and "kizuna-healthcheck" in copied
 
 
+# --- the Kubernetes manifests ------------------------------------------------------------------
+
+
+def _image_uid() -> int:
+    users = [a for i, a in _instructions(DOCKERFILE.read_text(encoding="utf-8")) if i == "USER"]
+    return int(users[-1].split(":")[0])
+
+
+def k8s_problems(name: str, documents: list[dict], uid: int) -> list[str]:
+    """What keeps one service's manifest from running safely: probes, limits, a non-root user."""
+    by_kind = {d.get("kind"): d for d in documents if d}
+    deployment, service = by_kind.get("Deployment"), by_kind.get("Service")
+    if deployment is None or service is None:
+        return [f"{name}: needs a Deployment and a Service"]
+    problems = []
+    pod = deployment["spec"]["template"]["spec"]
+    security = pod.get("securityContext") or {}
+    if security.get("runAsNonRoot") is not True:
+        problems.append(f"{name}: the pod does not require runAsNonRoot")
+    if security.get("runAsUser", uid) != uid:
+        problems.append(f"{name}: runAsUser {security.get('runAsUser')} is not the image's {uid}")
+    containers = {c["name"]: c for c in pod.get("containers", [])}
+    main = containers.get(name)
+    if main is None:
+        return [*problems, f"{name}: no container named {name}"]
+    if main.get("command") != ["kizuna", "serve", name]:
+        problems.append(f"{name}: command is {main.get('command')}")
+    ports = {p.get("name"): p.get("containerPort") for p in main.get("ports", [])}
+    if ports.get("http") != PORTS[name]:
+        problems.append(f"{name}: containerPort http is {ports.get('http')}, not {PORTS[name]}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = (main.get(probe) or {}).get("httpGet") or {}
+        if get.get("path") != path or get.get("port") not in ("http", PORTS[name]):
+            problems.append(f"{name}: {probe} is not GET {path} on the service port")
+    resources = main.get("resources") or {}
+    for kind in ("requests", "limits"):
+        if not {"cpu", "memory"} <= set(resources.get(kind) or {}):
+            problems.append(f"{name}: no cpu and memory {kind}")
+    if (main.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{name}: privilege escalation is not switched off")
+    inits = [c.get("command") for c in pod.get("initContainers", [])]
+    if ["kizuna", "migrate"] not in inits:
+        problems.append(f"{name}: migrations do not run before the service starts")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    if service["spec"].get("selector") != selector:
+        problems.append(f"{name}: the Service does not select the Deployment's pods")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(PORTS))
+def test_k8s_manifest_per_service(name):
+    path = K8S / f"{name}.yaml"
+    assert path.exists(), f"deploy/k8s/{name}.yaml is missing"
+    assert k8s_problems(name, load_yaml(path), _image_uid()) == []
+    (kustomization,) = load_yaml(K8S / "kustomization.yaml")
+    assert f"{name}.yaml" in kustomization["resources"]
+
+
+def test_k8s_checks_catch_breakage():
+    documents = load_yaml(K8S / "reports.yaml")
+    broken = copy.deepcopy(documents)
+    pod = next(d for d in broken if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    pod["securityContext"].pop("runAsNonRoot")
+    pod["containers"][0].pop("readinessProbe")
+    pod["containers"][0]["resources"].pop("limits")
+    problems = " | ".join(k8s_problems("reports", broken, _image_uid()))
+    for expected in ("runAsNonRoot", "readinessProbe", "no cpu and memory limits"):
+        assert expected in problems
+
+
 # --- the health probe ---------------------------------------------------------------------------
 
 
@@ -433,16 +509,7 @@ def test_probe_ports_match_settings(probe):
             "http://127.0.0.1:9001/readyz",
         ),
         (
-            [["kizuna", "serve", "notifier", "--port", "7003"]],
-            None,
-            {},
-            "http://127.0.0.1:7003/readyz",
-        ),
-        (
-            [
-                ["/sbin/docker-init", "--", "kizuna", "serve", "notifier"],
-                ["kizuna", "serve", "notifier"],
-            ],
+            [["/sbin/docker-init", "--", "sh", "/entry.sh"], ["kizuna", "serve", "notifier"]],
             None,
             {},
             "http://127.0.0.1:8003/readyz",
@@ -450,11 +517,11 @@ def test_probe_ports_match_settings(probe):
         ([["kizuna", "migrate"]], None, {}, None),
         ([["kizuna", "migrate"]], "http://ingest:8001/readyz", {}, "http://ingest:8001/readyz"),
     ],
-    ids=["from-cmdline", "path", "port-from-env", "port-flag", "under-init", "one-shot", "url"],
+    ids=["from-cmdline", "path", "port-from-env", "under-init", "one-shot", "url"],
 )
 def test_probe_finds_the_service_url(probe, tmp_path, commands, arg, environ, url):
     assert probe.target_url(arg, environ=environ, proc=_proc(tmp_path, *commands)) == url
 
 
-def test_probe_reports_a_dead_service(probe, tmp_path):
+def test_probe_reports_a_dead_service(probe):
     assert probe.main(["kizuna-healthcheck", "http://127.0.0.1:9/readyz"]) == 1

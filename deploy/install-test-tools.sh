@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs from Debian that pip cannot give. Called by `make test`
+# before pytest; idempotent and quiet.
+#
+# docker-compose (Debian's 1.29): tests/unit/test_compose.py uses it only as a validator,
+# `docker-compose -f docker-compose.yml config -q`, which checks the file against the Compose
+# specification schema it ships, with no Docker engine. Recommends are skipped on purpose: they
+# would pull in docker.io, containerd and runc, which a validator does not need.
+#
+# Never fails the build: when the tool cannot be installed (not root, no apt-get, no registry)
+# it says why and exits 0, and the test that needs it skips with that reason (fails under CI).
+set -uo pipefail
+
+PACKAGE=docker-compose
+
+have_validator() {
+    command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1 && return 0
+    command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && return 0
+    return 1
+}
+
+say() { echo "install-test-tools: $*" >&2; }
+
+have_validator && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    say "no apt-get here; install Docker Compose yourself to run the compose validation test."
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    say "$PACKAGE is missing and this is not root; run 'sudo apt-get install --no-install-recommends $PACKAGE'" \
+        "(the compose validation test skips until then)."
+    exit 0
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+
+install() {
+    apt-get install -y -qq --no-install-recommends "$PACKAGE" >>"$log" 2>&1
+}
+
+# Update the package lists only when the package is unknown to them, or when installing from
+# them fails (lists older than the mirror).
+if ! { apt-cache show "$PACKAGE" >/dev/null 2>&1 && install; }; then
+    if ! { apt-get update -qq >>"$log" 2>&1 && install; }; then
+        say "could not install $PACKAGE; the compose validation test will skip. apt said:"
+        tail -n 15 "$log" >&2
+        exit 0
+    fi
+fi
+
+if ! have_validator; then
+    say "$PACKAGE installed but does not run:"
+    docker-compose version >&2 || true
+fi
+exit 0
