@@ -96,6 +96,14 @@ def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[s
     return DEADLETTER, key, letter.model_dump_json()
 
 
+def count_changes(rows: Sequence[tuple[str, str, str]]) -> None:
+    counts: dict[str, int] = {}
+    for topic, _, _ in rows:
+        counts[topic] = counts.get(topic, 0) + 1
+    for topic, n in counts.items():
+        metrics.CHANGES_OUT.labels(topic).inc(n)
+
+
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
     if rows:
         await conn.copy_records_to_table(
@@ -246,7 +254,9 @@ class PgOffsetConsumer:
         for tp in self.consumer.assignment():
             high, position = self.consumer.highwater(tp), self.positions.get(tp)
             if high is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
+                    max(0, high - position)
+                )
 
 
 def partition_of(tp: TopicPartition) -> str:

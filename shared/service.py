@@ -22,7 +22,12 @@ def supervised(coro, name: str, stop: asyncio.Event) -> asyncio.Task:
         if t.cancelled() or stop.is_set():
             return
         exc = t.exception()
-        log.critical("background task %s ended unexpectedly: %r; stopping the service", name, exc, exc_info=exc)
+        log.critical(
+            "background task %s ended unexpectedly: %r; stopping the service",
+            name,
+            exc,
+            exc_info=exc,
+        )
         failed.append(exc or RuntimeError(f"{name} ended"))
         stop.set()
         if exit_on_failure:

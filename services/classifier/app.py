@@ -64,7 +64,11 @@ async def lifespan(app: FastAPI):
     tasks = [
         supervised(consumer.run(stop), "consume", stop),
         supervised(relay.run(stop), "relay", stop),
-        supervised(clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds), "clock", stop),
+        supervised(
+            clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds),
+            "clock",
+            stop,
+        ),
     ]
     app.state.consumer, app.state.relay, app.state.pool = consumer, relay, pool
     try:

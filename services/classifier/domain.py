@@ -54,7 +54,9 @@ class Change:
 
     @property
     def segment_changed(self) -> bool:
-        return self.before_segment != self.segment
+        # Undoing a premature lapse moves the published chain (lapsed → …) even when the
+        # segment before and after the purchase is the same.
+        return self.before_segment != self.segment or self.supersedes_seq is not None
 
 
 def _same(a: Figures | None, b: Figures | None) -> bool:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from shared import metrics
 from shared.events import PurchaseEvent
-from shared.kafka import deadletter_row, write_outbox
+from shared.kafka import count_changes, deadletter_row, write_outbox
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
@@ -36,10 +36,7 @@ def _occurred_on(event: PurchaseEvent, zone: str) -> tuple:
 
 def _emit(outbox: list, tenant_id: str, customer_id: str, changes) -> None:
     for change in changes:
-        rows = store.outbox_rows(tenant_id, customer_id, change)
-        outbox += rows
-        for topic, _, _ in rows:
-            metrics.CHANGES_OUT.labels(topic).inc()
+        outbox += store.outbox_rows(tenant_id, customer_id, change)
 
 
 def _lapse_until(state, scope, *, today, rules):
@@ -99,6 +96,7 @@ class Classifier:
         for tenant_id, customers in new_by_tenant.items():
             await self._classify(conn, tenants[tenant_id], customers, outbox)
         await write_outbox(conn, outbox)
+        count_changes(outbox)
 
     async def _classify(
         self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list
@@ -192,3 +190,4 @@ class Classifier:
                 _emit(outbox, tenant.tenant_id, customer, [change])
         await store.save_states(conn, tenant.tenant_id, changed)
         await write_outbox(conn, outbox)
+        count_changes(outbox)

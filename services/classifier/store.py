@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import asyncpg
+import orjson
 
 from shared.cpm import Figures, Purchase
 from shared.events import (
@@ -86,7 +87,7 @@ async def lock_states(
     """Read and lock the states of these customers (row locks, in key order: no deadlocks)."""
     rows = await conn.fetch(
         f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
-        " ORDER BY scope, customer_id FOR UPDATE",
+        " ORDER BY customer_id, scope FOR UPDATE",
         tenant_id,
         sorted(customers),
     )
@@ -144,7 +145,7 @@ async def save_states(
         f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
         " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],"
         " $7::numeric[], $8::date[], $9::date[], $10::text[], $11::date[], $12::date[], $13::int[])"
-        " ON CONFLICT (tenant_id, scope, customer_id) DO UPDATE SET seq = EXCLUDED.seq,"
+        " ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET seq = EXCLUDED.seq,"
         " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
         " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
         " last_purchase_on = EXCLUDED.last_purchase_on, home_branch_id = EXCLUDED.home_branch_id,"
@@ -157,47 +158,58 @@ async def save_states(
 
 def _figure_fields(f: Figures | None, as_of: date) -> dict:
     if f is None:
-        return dict(
-            purchase_count=0,
-            total_amount=Decimal(0),
-            first_purchase_on=None,
-            last_purchase_on=None,
-            tenure_days=None,
-            lapse_days=None,
-        )
-    return dict(
-        purchase_count=f.purchase_count,
-        total_amount=f.total_amount,
-        first_purchase_on=f.first_purchase_on,
-        last_purchase_on=f.last_purchase_on,
-        tenure_days=f.tenure_days,
-        lapse_days=max(0, f.lapse_days(as_of)),
-    )
+        return {
+            "purchase_count": 0,
+            "total_amount": "0",
+            "first_purchase_on": None,
+            "last_purchase_on": None,
+            "tenure_days": None,
+            "lapse_days": None,
+        }
+    return {
+        "purchase_count": f.purchase_count,
+        "total_amount": str(f.total_amount),
+        "first_purchase_on": f.first_purchase_on.isoformat(),
+        "last_purchase_on": f.last_purchase_on.isoformat(),
+        "tenure_days": (f.last_purchase_on - f.first_purchase_on).days,
+        "lapse_days": max(0, (as_of - f.last_purchase_on).days),
+    }
 
 
 def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[str, str, str]]:
-    """The customer-state (always) and segment-change (when the segment moved) of a change."""
+    """The customer-state (always) and segment-change (when the segment moved) of a change.
+
+    Serialised from plain dicts: this is the hot path, and building two pydantic models per
+    change cost more than the rest of the classification. tests/unit checks that every payload
+    is exactly what ``CustomerState`` / ``SegmentChange`` would have written.
+    """
     key = f"{tenant_id}:{customer_id}"
-    common = dict(
-        tenant_id=tenant_id,
-        scope=change.scope,
-        customer_id=customer_id,
-        seq=change.seq,
-        from_segment=change.before_segment,
-        to_segment=change.segment,
-        effective_on=change.effective_on,
-        cause=change.cause,
-        home_branch_id=change.figures.home_branch_id if change.figures else None,
-        rules_version=change.rules_version,
-        supersedes_seq=change.supersedes_seq,
+    common = {
+        "schema_version": 1,
+        "tenant_id": tenant_id,
+        "scope": change.scope,
+        "customer_id": customer_id,
+        "seq": change.seq,
+        "from_segment": change.before_segment,
+        "to_segment": change.segment,
+        "effective_on": change.effective_on.isoformat(),
+        "cause": change.cause,
         **_figure_fields(change.figures, change.effective_on),
-    )
+        "home_branch_id": change.figures.home_branch_id if change.figures else None,
+        "rules_version": change.rules_version,
+        "supersedes_seq": change.supersedes_seq,
+    }
     before = None
     if change.before is not None or change.before_segment is not None:
-        before = FiguresBefore(
-            segment=change.before_segment, **_figure_fields(change.before, change.effective_on)
-        )
-    rows = [(CUSTOMER_STATES, key, CustomerState(**common, before=before).model_dump_json())]
+        before = {
+            "segment": change.before_segment,
+            **_figure_fields(change.before, change.effective_on),
+        }
+    rows = [(CUSTOMER_STATES, key, _dumps({**common, "before": before}))]
     if change.segment_changed:
-        rows.append((SEGMENT_CHANGES, key, SegmentChange(**common).model_dump_json()))
+        rows.append((SEGMENT_CHANGES, key, _dumps(common)))
     return rows
+
+
+def _dumps(value: dict) -> str:
+    return orjson.dumps(value).decode()

@@ -48,7 +48,8 @@ CREATE TABLE customer_states (
     lapse_due_on      date,                 -- set while active: the day it lapses without events
     rules_version     integer NOT NULL DEFAULT 0,
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, scope, customer_id)
+    -- customer before scope: a batch reads all scopes of its customers in one index range
+    PRIMARY KEY (tenant_id, customer_id, scope)
 );
 CREATE INDEX customer_states_lapse_due ON customer_states (tenant_id, lapse_due_on) WHERE lapse_due_on IS NOT NULL;
 

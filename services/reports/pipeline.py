@@ -1,0 +1,81 @@
+"""The reports consumer's work unit: one consumed batch of customer states, applied in the
+PostgreSQL transaction that also stores the consumer's offsets (see ``PgOffsetConsumer``)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from shared import metrics
+from shared.events import CustomerState
+from shared.kafka import deadletter_row, write_outbox
+
+from . import store
+from .domain import fold, problem_with, sum_deltas
+
+log = logging.getLogger("kizuna.reports")
+SERVICE = "reports"
+GROUP = "kizuna-reports"
+
+STATES_APPLIED = Counter(
+    "kizuna_reports_states_applied_total", "Customer states applied to the portfolio"
+)
+STATES_SKIPPED = Counter(
+    "kizuna_reports_states_skipped_total",
+    "Customer states skipped as already applied (redelivery) or stale",
+)
+
+
+def decode(records: list[ConsumerRecord]) -> tuple[list[CustomerState], list[tuple[str, str, str]]]:
+    """Customer states from records; what cannot be read becomes a dead-letter outbox row."""
+    states, dead = [], []
+    for record in records:
+        try:
+            state = CustomerState.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+        else:
+            reason = problem_with(state)
+            if reason is None:
+                states.append(state)
+                continue
+        dead.append(deadletter_row(SERVICE, record, reason))
+    return states, dead
+
+
+async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
+    """Fold a batch into customer rows and portfolio deltas: one read (with row locks) and one
+    write per table, however many states and customers the batch holds."""
+    states, dead = decode(records)
+    by_key: dict[store.Key, list[CustomerState]] = defaultdict(list)
+    for state in states:
+        by_key[(state.tenant_id, state.scope, state.customer_id)].append(state)
+    stored = await store.lock_customers(conn, list(by_key))
+    new_rows, changed_rows, deltas = {}, {}, []
+    applied = skipped = 0
+    for key, key_states in by_key.items():
+        folded = fold(stored.get(key), key_states)
+        applied += folded.applied
+        skipped += folded.skipped
+        if not folded.applied:
+            continue
+        (changed_rows if key in stored else new_rows)[key] = folded.row
+        deltas += [(key[0], key[1], d) for d in folded.deltas]
+    daily, current = sum_deltas(deltas)
+    await store.insert_customers(conn, new_rows)
+    await store.update_customers(conn, changed_rows)
+    await store.add_daily(conn, daily)
+    await store.add_current(conn, current)
+    await write_outbox(conn, dead)
+    STATES_APPLIED.inc(applied)
+    STATES_SKIPPED.inc(skipped)
+    if dead:
+        metrics.DEADLETTERS.labels(SERVICE).inc(len(dead))
+        log.warning("%d record(s) sent to the dead-letter topic", len(dead))

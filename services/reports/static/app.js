@@ -1,0 +1,274 @@
+// Kizuna dashboard: reads the reports JSON API, no build step, no dependencies.
+// Labels only here; every number and segment comes from the API (the one classification lives
+// in shared/cpm.py, never in the browser).
+"use strict";
+
+const TIERS = [
+  ["first", "初回", "First"],
+  ["fledgling", "よちよち", "Fledgling"],
+  ["steady", "コツコツ", "Steady"],
+  ["trendy", "流行", "Trendy"],
+  ["loyal", "優良", "Loyal"],
+];
+const STATES = [["active", "現役", "Active"], ["lapsed", "離脱", "Lapsed"]];
+const LIVE_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+const yen = new Intl.NumberFormat("ja-JP", { style: "currency", currency: "JPY", maximumFractionDigits: 0 });
+const int = new Intl.NumberFormat("ja-JP");
+const pct = (x) => `${(Number(x) * 100).toFixed(1)}%`;
+
+const view = { segment: null, next: null, timer: null, portfolio: null };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c ?? "")));
+  return node;
+}
+
+function params() {
+  const q = new URLSearchParams({ scope: $("scope").value || "all" });
+  if ($("as-of").value) q.set("as_of", $("as-of").value);
+  return q;
+}
+
+async function api(path, options = {}) {
+  const headers = { "X-Kizuna-Tenant": $("tenant").value.trim() || "demo", ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) {
+    let detail = `${response.status}`;
+    try {
+      const body = await response.json();
+      const err = body.error || {};
+      const problems = (err.problems || []).map((p) => `${p.field}: ${p.reason}`).join("; ");
+      detail = problems || err.message || detail;
+    } catch (_) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return response;
+}
+
+function showError(message) {
+  const banner = $("banner");
+  banner.hidden = !message;
+  banner.textContent = message || "";
+}
+
+// --- portfolio ---------------------------------------------------------------------------------
+
+async function loadScopes() {
+  try {
+    const { scopes } = await (await api("/v1/scopes")).json();
+    const select = $("scope");
+    const current = select.value || "all";
+    select.replaceChildren(...scopes.map((s) => el("option", { value: s }, s === "all" ? "all（全店）" : s)));
+    select.value = scopes.includes(current) ? current : "all";
+  } catch (e) {
+    showError(`範囲を読めません / cannot load scopes: ${e.message}`);
+  }
+}
+
+async function loadPortfolio() {
+  try {
+    const body = await (await api(`/v1/portfolio?${params()}`)).json();
+    view.portfolio = body;
+    render(body);
+    showError("");
+    $("updated").textContent = `更新 updated ${new Date().toLocaleTimeString("ja-JP")}`;
+  } catch (e) {
+    showError(`ポートフォリオを読めません / cannot load the portfolio: ${e.message}`);
+  }
+}
+
+function render(body) {
+  const bySegment = Object.fromEntries(body.segments.map((s) => [s.segment, s]));
+  $("k-customers").textContent = int.format(body.total_customers);
+  $("k-sales").textContent = yen.format(Number(body.total_sales));
+  const active = body.segments.filter((s) => s.segment.endsWith("_active")).reduce((n, s) => n + s.customers, 0);
+  $("k-active").textContent = body.total_customers ? pct(active / body.total_customers) : "–";
+  $("k-loyal-lapsed").textContent = int.format(bySegment.loyal_lapsed.customers);
+  $("as-of-label").textContent = `${body.scope} · ${body.as_of} 時点 (as of)`;
+
+  const rows = TIERS.map(([tier, ja, en]) => el("tr", {},
+    el("th", { scope: "row" }, el("span", { class: "tier-ja" }, `${ja}客`), el("span", { class: "en" }, en)),
+    ...STATES.map(([state]) => cell(bySegment[`${tier}_${state}`], state)),
+  ));
+  $("matrix").replaceChildren(...rows);
+
+  // Bars scaled to the largest share so small segments stay readable; the labels give the truth.
+  const top = Math.max(0.0001, ...body.segments.flatMap((s) => [s.customer_share, s.sales_share]));
+  const bar = (kind, value) => el("div", { class: "bar-track" },
+    el("div", { class: `bar-fill ${kind}`, style: `width:${(Math.max(0, value) / top) * 100}%` }));
+  $("shares").replaceChildren(...body.segments.map((s) => el("div", { class: "share-row" },
+    el("span", {}, s.name_ja, " ", el("span", { class: "en" }, englishName(s.segment))),
+    el("div", { class: "bars" }, bar("cust", s.customer_share), bar("sales", s.sales_share)),
+    el("span", { class: "num" }, pct(s.customer_share), " / ", pct(s.sales_share)),
+  )));
+}
+
+function englishName(segment) {
+  const [tier, state] = segment.split("_");
+  const t = TIERS.find((x) => x[0] === tier);
+  const s = STATES.find((x) => x[0] === state);
+  return `${t[2]} ${s[2].toLowerCase()}`;
+}
+
+function cell(s, state) {
+  // Heat by customer share: the eye finds where the customers are (and who is leaving).
+  const alpha = 0.08 + Math.min(1, s.customer_share * 2.5) * 0.5;
+  const rgb = state === "active" ? "var(--active-soft)" : "var(--lapsed-soft)";
+  const td = el("td", {
+    class: `cell ${state}${view.segment === s.segment ? " selected" : ""}`,
+    style: `background: rgba(${rgb}, ${alpha.toFixed(3)})`,
+    tabindex: "0",
+    role: "button",
+    "aria-label": `${s.name_ja} ${englishName(s.segment)}: ${s.customers}`,
+    onclick: () => openList(s.segment),
+    onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openList(s.segment); } },
+  },
+    el("div", { class: "seg" }, s.name_ja, " ", el("span", { class: "en" }, englishName(s.segment))),
+    el("div", { class: "count" }, int.format(s.customers)),
+    el("div", { class: "row" }, el("span", {}, "人数比 ", pct(s.customer_share)), el("span", {}, "金額比 ", pct(s.sales_share))),
+    el("div", { class: "row" }, el("span", {}, "売上 sales"), el("span", {}, yen.format(Number(s.sales)))),
+  );
+  return td;
+}
+
+// --- segment list ------------------------------------------------------------------------------
+
+async function openList(segment, more = false) {
+  view.segment = segment;
+  if (!more) view.next = null;
+  const q = new URLSearchParams({ scope: $("scope").value || "all", limit: "50" });
+  if (more && view.next) q.set("cursor", view.next);
+  try {
+    const body = await (await api(`/v1/segments/${segment}/customers?${q}`)).json();
+    $("list-card").hidden = false;
+    $("list-title").replaceChildren(`${body.name_ja} `, el("span", { class: "en" }, `${englishName(segment)} · ${body.scope}`));
+    const rows = body.items.map((c) => el("tr", {},
+      el("td", {}, c.customer_id),
+      el("td", { class: "num" }, yen.format(Number(c.total_amount))),
+      el("td", { class: "num" }, int.format(c.purchase_count)),
+      el("td", {}, c.first_purchase_on),
+      el("td", {}, c.last_purchase_on),
+      el("td", { class: "num" }, int.format(c.tenure_days)),
+      el("td", { class: "num" }, int.format(c.lapse_days)),
+    ));
+    if (more) $("list").append(...rows); else $("list").replaceChildren(...rows);
+    if (!rows.length && !more) $("list").append(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "該当なし / nobody here")));
+    view.next = body.next;
+    $("list-more").hidden = !body.next;
+    if (view.portfolio) render(view.portfolio);
+    if (!more) $("list-card").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (e) {
+    showError(`顧客リストを読めません / cannot load the list: ${e.message}`);
+  }
+}
+
+async function download(encoding) {
+  // A plain link cannot send the tenant header, so fetch and hand the bytes to the browser.
+  const q = new URLSearchParams({ scope: $("scope").value || "all", format: "csv", encoding });
+  try {
+    const response = await api(`/v1/segments/${view.segment}/customers?${q}`);
+    const blob = await response.blob();
+    const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    const a = el("a", { href: URL.createObjectURL(blob), download: match ? match[1] : `${view.segment}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (e) {
+    showError(`CSV を作れません / cannot export: ${e.message}`);
+  }
+}
+
+// --- borders -----------------------------------------------------------------------------------
+
+async function loadRules() {
+  try {
+    const body = await (await api("/v1/rules")).json();
+    const form = $("rules");
+    for (const name of ["amount_border", "fledgling_tenure_days", "loyal_tenure_days", "lapse_days"]) {
+      form.elements[name].value = Number(body.rules[name]);
+    }
+    view.rules = body.rules;
+    const pending = body.applied_version < body.version ? " · 再分類中 re-classifying…" : "";
+    $("rules-version").textContent = `version ${body.version}${body.version ? "" : "（既定 defaults）"}${pending}`;
+  } catch (e) {
+    $("rules-version").textContent = "";
+  }
+}
+
+async function saveRules(event) {
+  event.preventDefault();
+  const form = $("rules");
+  const rules = { ...(view.rules || {}) };
+  rules.amount_border = form.elements.amount_border.value;
+  for (const name of ["fledgling_tenure_days", "loyal_tenure_days", "lapse_days"]) {
+    rules[name] = Number(form.elements[name].value);
+  }
+  const msg = $("rules-msg");
+  try {
+    const body = await (await api("/v1/rules", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(rules),
+    })).json();
+    msg.className = "small ok";
+    msg.textContent = `保存しました saved: version ${body.version}`;
+    loadRules();
+  } catch (e) {
+    msg.className = "small error";
+    msg.textContent = e.message;
+  }
+}
+
+// --- wiring ------------------------------------------------------------------------------------
+
+function remember() {
+  localStorage.setItem("kizuna.tenant", $("tenant").value.trim());
+  localStorage.setItem("kizuna.scope", $("scope").value);
+}
+
+function schedule() {
+  clearInterval(view.timer);
+  // Live only makes sense for today: a past as-of date does not move.
+  if ($("live").checked && !$("as-of").value) view.timer = setInterval(loadPortfolio, LIVE_MS);
+}
+
+async function reloadAll() {
+  remember();
+  await loadScopes();
+  await Promise.all([loadPortfolio(), loadRules()]);
+  if (view.segment) openList(view.segment);
+  schedule();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const q = new URLSearchParams(location.search);
+  $("tenant").value = q.get("tenant") || localStorage.getItem("kizuna.tenant") || "demo";
+  const scope = q.get("scope") || localStorage.getItem("kizuna.scope") || "all";
+  $("scope").replaceChildren(el("option", { value: scope }, scope));
+  if (q.get("as_of")) $("as-of").value = q.get("as_of");
+  if (q.get("segment")) view.segment = q.get("segment");  // a shareable link to one list
+
+  $("tenant").addEventListener("change", () => { view.segment = null; $("list-card").hidden = true; reloadAll(); });
+  $("scope").addEventListener("change", () => { remember(); loadPortfolio(); if (view.segment) openList(view.segment); });
+  $("as-of").addEventListener("change", () => { loadPortfolio(); schedule(); });
+  $("today").addEventListener("click", () => { $("as-of").value = ""; loadPortfolio(); schedule(); });
+  $("live").addEventListener("change", schedule);
+  $("controls").addEventListener("submit", (e) => { e.preventDefault(); reloadAll(); });
+  $("list-close").addEventListener("click", () => { view.segment = null; $("list-card").hidden = true; if (view.portfolio) render(view.portfolio); });
+  $("list-more").addEventListener("click", () => openList(view.segment, true));
+  for (const b of document.querySelectorAll("[data-encoding]")) b.addEventListener("click", () => download(b.dataset.encoding));
+  $("rules").addEventListener("submit", saveRules);
+  reloadAll();
+});
