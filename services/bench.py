@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
 from shared.db import _with_database, migrate, resolve_database_url
@@ -342,11 +342,12 @@ async def naive_baseline(env: Env, seconds: float) -> float:
                         on,
                     )
         processed += 1
+        first.set()
 
+    first = asyncio.Event()
     await broker.start()
     try:
-        while processed == 0:
-            await asyncio.sleep(0.1)
+        await first.wait()
         begin, start_count = time.perf_counter(), processed
         await asyncio.sleep(seconds)
         return (processed - start_count) / (time.perf_counter() - begin)

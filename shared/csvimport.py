@@ -37,8 +37,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -268,7 +268,7 @@ def parse_datetime(text: str) -> datetime:
     if g.get("Z"):
         z = g["Z"].replace(":", "")
         if z in ("z", "Z"):
-            tz = timezone.utc
+            tz = UTC
         else:
             sign = -1 if z[0] == "-" else 1
             tz = timezone(sign * timedelta(hours=int(z[1:3]), minutes=int(z[3:5])))

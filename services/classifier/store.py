@@ -13,9 +13,6 @@ from shared.cpm import Figures, Purchase
 from shared.events import (
     CUSTOMER_STATES,
     SEGMENT_CHANGES,
-    CustomerState,
-    FiguresBefore,
-    SegmentChange,
 )
 
 from .domain import Change, ScopeState
