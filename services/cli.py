@@ -227,13 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
     dd.add_argument("--out", help="write NDJSON to this file instead of sending")
     dd.set_defaults(func=cmd_demo_data)
-    bench = sub.add_parser("bench", help="run a benchmark scenario; results go to docs/BENCHMARKS.md")
-    bench.add_argument("scenario", choices=["classify"], help="classify: the classifier against two baselines")
+    bench = sub.add_parser(
+        "bench", help="run a benchmark scenario; results go to docs/BENCHMARKS.md"
+    )
+    bench.add_argument(
+        "scenario", choices=["classify"], help="classify: the classifier against two baselines"
+    )
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument("--customers", type=int, default=200_000)
     bench.add_argument("--branches", type=int, default=5)
-    bench.add_argument("--instances", type=int, default=2, help="also run N classifier processes in one group")
-    bench.add_argument("--naive-seconds", type=float, default=20, help="how long to run the per-event baseline")
+    bench.add_argument(
+        "--instances", type=int, default=2, help="also run N classifier processes in one group"
+    )
+    bench.add_argument(
+        "--naive-seconds", type=float, default=20, help="how long to run the per-event baseline"
+    )
     bench.add_argument("--partitions", type=int, default=8)
     bench.set_defaults(func=cmd_bench)
     return p

@@ -218,8 +218,8 @@ _ERAS = {
     "m": 1867, "t": 1911, "s": 1925, "h": 1988, "r": 2018,
 }  # fmt: skip
 _TIME = (
-    r"(?:[\sT]+(?P<H>\d{1,2})[:時](?P<M>\d{1,2})(?:[:分](?P<S>\d{1,2})(?:\.(?P<F>\d{1,6})\d*)?秒?)?分?"
-    r"\s*(?P<Z>Z|[+-]\d{2}:?\d{2})?)?"
+    r"(?:[\st]+(?P<H>\d{1,2})[:時](?P<M>\d{1,2})(?:[:分](?P<S>\d{1,2})(?:\.(?P<F>\d{1,6})\d*)?秒?)?分?"
+    r"\s*(?P<Z>z|[+-]\d{2}:?\d{2})?)?"
 )
 _WEEKDAY = r"(?:\s*\(\s*[^)]{1,3}\s*\))?"  # 2003/3/30(日)
 _DATE_RES = (
@@ -267,7 +267,7 @@ def parse_datetime(text: str) -> datetime:
     tz = None
     if g.get("Z"):
         z = g["Z"].replace(":", "")
-        if z in ("z", "Z"):
+        if z == "z":
             tz = UTC
         else:
             sign = -1 if z[0] == "-" else 1
@@ -994,7 +994,7 @@ class _Record:
 def _open(source: Source) -> tuple[IO[bytes], bool, int]:
     """(binary stream, whether we opened it, its start offset)."""
     if isinstance(source, str | os.PathLike):
-        return open(source, "rb"), True, 0  # noqa: SIM115 - closed by the reader
+        return open(source, "rb"), True, 0  # closed by the reader
     if isinstance(source, io.TextIOBase):
         raise TypeError("read_sales/read_customers need a binary stream (open the file with 'rb')")
     start = 0
@@ -1203,7 +1203,6 @@ class _Reader:
         skipped = [r.start for r in seen if r.start < header.start]
         self._skipped_lines = skipped
         self.header_line = header.start
-        self._ncols = len(header.cells)
         names = [c.strip().replace("\ufeff", "") for c in header.cells]
         while names and not names[-1]:  # trailing delimiters on the header line
             names.pop()
@@ -1259,12 +1258,9 @@ class _Reader:
         if len(cells) != n:
             if len(cells) > n and not any(c.strip() for c in cells[n:]):
                 cells = cells[:n]
-            elif len(cells) < n and not any(self._header_cells[len(cells) :]) and cells:
-                cells = cells + [""] * (n - len(cells))
             elif len(record.lines) > 1 and self._fits(record.lines[1][1]):
                 # a quote opened on the first line swallowed the next rows: read them again
                 self._lines.push_back(record.lines[1:])
-                self._records = self._read_records()
                 return Rejection(record.start, None, _first_line(record), _unterminated(record))
             else:
                 span = (
@@ -1467,7 +1463,7 @@ class SalesReader(_Reader):
         if not branch:
             branch = self.branch or ""
         if not branch:
-            problems.append((col["branch"], "", "missing branch (店舗) and no --branch given"))
+            problems.append((col.get("branch"), "", "missing branch (店舗) and no --branch given"))
         elif len(branch) > 100:
             problems.append((col["branch"], branch, "branch longer than 100"))
 
@@ -1486,10 +1482,8 @@ class SalesReader(_Reader):
         quantity = number("quantity", places=3)
         tax = number("tax")
         amount = number("amount")
-        if amount is None and "amount" in idx and not get("amount") and not problems:
-            if not (get("net_amount") or get("unit_price")) and kind != "void":
-                problems.append((col["amount"], "", "missing amount"))
-        if amount is None and not get("amount") and kind != "void":
+        if not get("amount") and kind != "void":
+            # no amount in the row: net amount + tax, else unit price × quantity (+ tax)
             net = number("net_amount")
             if net is not None:
                 amount = net + (tax or 0)
@@ -1497,11 +1491,14 @@ class SalesReader(_Reader):
                 amount = unit_price * (quantity if quantity is not None else 1) + (tax or 0)
                 if amount.as_tuple().exponent < -2:
                     amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)
-            elif "amount" not in idx and not get("net_amount") and not problems:
-                source = "net_amount" if "net_amount" in idx else "unit_price"
-                problems.append(
-                    (col[source], "", f"missing {_WHAT[source]}: cannot compute the amount")
-                )
+            elif not get("net_amount") and not get("unit_price"):
+                source = next(f for f in ("amount", "net_amount", "unit_price") if f in idx)
+                reason = f"missing {_WHAT[source]}"
+                if source != "amount":
+                    reason += ": cannot compute the amount"
+                elif {"net_amount", "unit_price"} & idx.keys():
+                    reason += " (and nothing to compute it from)"
+                problems.append((col[source], "", reason))
 
         order = _code(get("order_id"))
         if len(order) > 200:

@@ -1,0 +1,1 @@
+"""The notifier: follow-up tasks for newly lapsed customers, closed by comebacks."""
