@@ -215,9 +215,18 @@ class PgOffsetConsumer:
             started = time.perf_counter()
             try:
                 await self._process(batches, records)
-            except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - nothing may end consumption silently
+                # Database or network trouble heals; a bug in a handler does not, but retrying
+                # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
-                log.warning("%s: batch failed (%s); retrying in %.1fs", self.group_id, exc, backoff)
+                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
+                log.warning(
+                    "%s: batch failed (%r); retrying in %.1fs",
+                    self.group_id,
+                    exc,
+                    backoff,
+                    exc_info=not expected,
+                )
                 for tp, part in batches.items():
                     self.consumer.seek(tp, part[0].offset)
                 await asyncio.sleep(backoff)

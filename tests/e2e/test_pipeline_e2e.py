@@ -139,12 +139,13 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
             return [i for i in items if i["id"] == task["id"]]
 
         await wait_for(closed, timeout=60, what="the comeback to close the task")
-        vip = (await http.get(reports + "/v1/customers/VIP", params={"scope": "all"})).json()
-        assert (vip["segment"], vip["purchase_count"], float(vip["total_amount"])) == (
-            "loyal_active",
-            3,
-            92000,
-        )
+
+        async def vip_back():
+            vip = (await http.get(reports + "/v1/customers/VIP", params={"scope": "all"})).json()
+            return vip if vip["purchase_count"] == 3 else None
+
+        vip = await wait_for(vip_back, timeout=60, what="the reports to count the comeback")
+        assert (vip["segment"], float(vip["total_amount"])) == ("loyal_active", 92000)
         open_tasks = (await http.get(notifier + "/v1/followups", params={"status": "open"})).json()[
             "items"
         ]
