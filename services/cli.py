@@ -18,6 +18,11 @@ def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aiokafka narrates every join and rebalance at INFO; keep the console for what matters
+    logging.getLogger("aiokafka").setLevel(
+        max(logging.WARNING, logging.getLevelName(level.upper()))
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_serve(args, settings: Settings) -> int:
