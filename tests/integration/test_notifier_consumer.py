@@ -242,7 +242,7 @@ async def test_restart_replays_without_duplicates(publish, service, service_pool
     assert [i["customer_id"] for i in (await client.get("/v1/followups")).json()["items"]] == ["C4"]
 
 
-async def test_unexpected_failure_replaces_the_consumer_and_loses_nothing(
+async def test_unexpected_failure_is_retried_and_loses_nothing(
     publish, service, service_pool, monkeypatch, tenant
 ):
     real_apply = Notifier.apply
@@ -255,9 +255,9 @@ async def test_unexpected_failure_replaces_the_consumer_and_loses_nothing(
         return await real_apply(self, conn, changes)
 
     monkeypatch.setattr(Notifier, "apply", apply_failing_once)
-    restarts = service.restarts
     await publish(change(tenant, "C5", 3, "fledgling_active", "fledgling_lapsed", "lapse"))
 
-    assert failures and service.restarts == restarts + 1
+    # the batch failed once and was retried from its offsets (shared.kafka.PgOffsetConsumer)
+    assert failures
     assert len(await tasks_of(service_pool, tenant, "C5")) == 1
     assert service.healthy
