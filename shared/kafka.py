@@ -143,6 +143,7 @@ class PgOffsetConsumer:
         batch_size: int = 5000,
         session_timeout_ms: int = 6000,
         max_wait_ms: int = 200,
+        parallel: int = 1,
     ):
         self.service = service
         self.bootstrap = bootstrap
@@ -152,6 +153,7 @@ class PgOffsetConsumer:
         self.handle = handle
         self.batch_size = batch_size
         self.max_wait_ms = max_wait_ms
+        self.parallel = max(1, parallel)
         self.cluster: str | None = None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -213,22 +215,23 @@ class PgOffsetConsumer:
                 self.healthy = True
                 continue
             started = time.perf_counter()
-            try:
-                await self._process(batches, records)
-            except Exception as exc:  # noqa: BLE001 - nothing may end consumption silently
+            failed = await self._process_in_groups(batches)
+            if failed:
                 # Database or network trouble heals; a bug in a handler does not, but retrying
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
+                exc = failed[0][1]
                 expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
                 log.warning(
                     "%s: batch failed (%r); retrying in %.1fs",
                     self.group_id,
                     exc,
                     backoff,
-                    exc_info=not expected,
+                    exc_info=exc if not expected else None,
                 )
-                for tp, part in batches.items():
-                    self.consumer.seek(tp, part[0].offset)
+                for group, _ in failed:
+                    for tp, part in group.items():
+                        self.consumer.seek(tp, part[0].offset)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
                 continue
@@ -243,7 +246,26 @@ class PgOffsetConsumer:
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
 
-    async def _process(self, batches, records: list[ConsumerRecord]) -> None:
+    async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
+        """Process a fetched batch as ``parallel`` transactions over disjoint partitions.
+
+        Partitions are keyed by customer, so the groups touch disjoint customers: while one
+        transaction waits for PostgreSQL, the event loop classifies the next group. Returns the
+        groups that failed (their partitions are replayed; the others are committed).
+        """
+        parts = sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition))
+        groups = [dict(parts[i :: self.parallel]) for i in range(min(self.parallel, len(parts)))]
+        results = await asyncio.gather(*(self._process(g) for g in groups), return_exceptions=True)
+        failed = [
+            (g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)
+        ]
+        for _, r in failed:
+            if not isinstance(r, Exception):  # cancellation and the like: not ours to retry
+                raise r
+        return failed
+
+    async def _process(self, batches) -> None:
+        records = [r for part in batches.values() for r in part]
         async with self.pool.acquire() as conn, conn.transaction():
             await self.handle(conn, records)
             await conn.executemany(

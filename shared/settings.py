@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     default_tenant: str = "demo"
     default_time_zone: str = "Asia/Tokyo"
     classifier_batch_size: int = Field(5000, ge=1)
+    classifier_parallel: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Concurrent transactions per fetched batch (disjoint partitions).",
+    )
     consumer_batch_size: int = Field(5000, ge=1)
     relay_batch_size: int = Field(5000, ge=1)
     sweep_interval_seconds: float = Field(1.0, gt=0)
@@ -52,6 +58,29 @@ class Settings(BaseSettings):
     )
     session_timeout_ms: int = Field(6000, ge=1000)
     log_level: str = "INFO"
+
+    # --- Notifier: alert delivery (e-mail over SMTP, webhooks) and the at-risk scan ----------
+    # docker-compose points smtp_host/port at Mailpit; the defaults suit a local Mailpit or a
+    # test server. Retries and back-off apply to both channels (services/notifier/README.md).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(1025, ge=1, le=65535)
+    smtp_from: str = Field("Kizuna <kizuna@localhost>", description="From header of alerts.")
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    delivery_max_attempts: int = Field(
+        6, ge=1, le=50, description="Tries per alert delivery; then it is recorded as dead."
+    )
+    delivery_backoff_seconds: float = Field(
+        5.0, gt=0, description="Wait before the first retry; doubles with every further try."
+    )
+    delivery_backoff_max_seconds: float = Field(3600.0, gt=0)
+    alert_worker_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the delivery worker looks for due deliveries."
+    )
+    at_risk_scan_interval_seconds: float = Field(
+        600.0, gt=0, description="How often active customers are checked for a long silence."
+    )
+    # --- end of the notifier's block ------------------------------------------------------
 
     @field_validator("default_time_zone")
     @classmethod

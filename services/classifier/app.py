@@ -58,6 +58,7 @@ async def lifespan(app: FastAPI):
         handle=handle,
         batch_size=settings.classifier_batch_size,
         session_timeout_ms=settings.session_timeout_ms,
+        parallel=settings.classifier_parallel,
     )
     await consumer.start()
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -24,6 +25,7 @@ class Relay:
         self.batch_size = batch_size
         self.wake = asyncio.Event()
         self.healthy = False
+        self.partition_counts: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         producer = new_producer(self.bootstrap)
@@ -72,19 +74,49 @@ class Relay:
         if not rows:
             metrics.OUTBOX_BACKLOG.set(0)
             return 0
-        futures = [
-            await producer.send(r["topic"], key=r["key"].encode(), value=r["payload"].encode())
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
+        await self._send(producer, rows)
         # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
         await self.pool.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        backlog = await self.pool.fetchval("SELECT count(*) FROM outbox")
-        metrics.OUTBOX_BACKLOG.set(backlog)
+        span = await self.pool.fetchval(
+            "SELECT max(id) - min(id) + 1 FROM outbox"
+        )  # cheap upper bound
+        metrics.OUTBOX_BACKLOG.set(span or 0)
         return len(rows)
+
+    async def _send(self, producer, rows) -> None:
+        """Publish rows as whole record batches per partition, in id order within each.
+
+        Building batches ourselves skips aiokafka's per-message path (a pure-Python murmur2
+        and a future per record), which capped the relay at about 40,000 records/s. Keys are
+        placed by CRC-32 (C speed): Kizuna's relay is the only producer of the topics it writes,
+        so every record of a customer still lands in one partition, in order.
+        """
+        builders: dict[tuple[str, int], object] = {}
+        futures = []
+        counts = {t: await self._partitions(producer, t) for t in {r["topic"] for r in rows}}
+        for r in rows:
+            topic, key, value = r["topic"], r["key"].encode(), r["payload"].encode()
+            partition = zlib.crc32(key) % counts[topic]
+            builder = builders.get((topic, partition))
+            if builder is None:
+                builder = builders[(topic, partition)] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[(topic, partition)] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+        await asyncio.gather(*futures)
+
+    async def _partitions(self, producer, topic: str) -> int:
+        count = self.partition_counts.get(topic)
+        if count is None:
+            count = self.partition_counts[topic] = len(await producer.partitions_for(topic))
+        return count
 
     async def drain(self, producer=None, timeout: float = 60) -> None:
         """Publish everything left (a clean stop)."""

@@ -132,6 +132,13 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(services, broker, po
     async def idle():
         if await pool.fetchval("SELECT count(*) FROM outbox"):
             return False
+        # the lapse clock has caught up too (it may still be writing its last changes)
+        if await pool.fetchval(
+            "SELECT count(*) FROM customer_states WHERE tenant_id = $1 AND lapse_due_on <= $2",
+            tenant,
+            TODAY,
+        ):
+            return False
         for group, topic in (
             ("kizuna-classifier", PURCHASES),
             ("kizuna-reports", "kizuna.customer-states.v1"),
