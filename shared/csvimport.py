@@ -36,7 +36,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import IO, Any, Literal
@@ -73,6 +73,7 @@ CHUNK_BYTES = 1 << 20
 MAX_RECORD_LINES = 1000  # a quoted field spanning more lines is an unterminated quote
 HEADER_SCAN = 20  # non-blank records searched for the header (title rows may come first)
 MAX_AMOUNT = Decimal(10) ** 12  # PurchaseEvent: 14 digits, 2 decimals
+MAX_QUANTITY = Decimal(10) ** 9  # LineItem: 12 digits, 3 decimals
 
 Source = str | os.PathLike | IO[bytes]
 
@@ -356,8 +357,9 @@ _DELIMITERS = ("\t", ",", ";", "|")  # ties go to the first
 def detect(raw_head: bytes) -> Dialect:
     """Guess encoding, line ending and delimiter from the first bytes of a file.
 
-    Encoding: a BOM decides (UTF-8, UTF-16); else strict UTF-8 if the sample decodes (a cut
-    multi-byte character at the end is fine), else CP932 (the Windows superset of Shift_JIS).
+    Encoding: a BOM decides (UTF-8, UTF-16); else UTF-8 if the sample decodes (a cut
+    multi-byte character at the end is fine, and so are a few bad bytes among many valid
+    UTF-8 characters), else CP932 (the Windows superset of Shift_JIS).
     Delimiter: the candidate that splits the first line with more than one field into the most
     fields (the header: amounts like ``105,607`` in data rows do not confuse it)."""
     confident = True
@@ -370,7 +372,15 @@ def detect(raw_head: bytes) -> Dialect:
             text = _decode_head(raw_head, "utf-8", "strict")
             encoding, confident = "utf-8", not raw_head.isascii()
         except UnicodeDecodeError:
-            encoding, text = "cp932", _decode_head(raw_head, "cp932", "replace")
+            # a UTF-8 file with a stray bad byte is still UTF-8: CP932 text is almost never
+            # valid UTF-8, so compare the valid non-ASCII characters with the invalid bytes
+            text = _decode_head(raw_head, "utf-8", "replace")
+            bad = text.count("\ufffd")
+            good = sum(1 for ch in text if ch > "\x7f") - bad
+            if good < 10 * bad:
+                encoding, text = "cp932", _decode_head(raw_head, "cp932", "replace")
+            else:
+                encoding = "utf-8"
     if "\n" in text:
         newline = b"\n"
     elif "\r" in text:
@@ -413,7 +423,7 @@ _CUSTOMER_ID = _spec(
     "顧客コード",
     "顧客コード|顧客番号|顧客ID|顧客No|会員番号|会員コード|会員ID|お客様番号|お客様コード|"
     "お客様ID|得意先コード|取引先コード|customer_id|customer id|customer code|customer no|"
-    "customer number|member id|member no|client id|client code",
+    "customer number|member id|member no|client id|client code|customer|client|member",
 )
 _BRANCH = _spec(
     "branch",
@@ -1102,6 +1112,7 @@ class _Reader:
                 raise TypeError("read_sales/read_customers need a binary stream (open with 'rb')")
             self.total_bytes = _size(self._stream, start)
             self.dialect = detect(head)
+            self._strict = replace(self.dialect, strict=True)
             self._lines = _Lines(self._stream, head, self.dialect)
             self._records = self._read_records()
             self._find_header(mapping_overrides)
@@ -1255,13 +1266,13 @@ class _Reader:
             return Rejection(record.start, None, _first_line(record), record.error)
         cells = record.cells
         n = len(self._header_cells)
+        if len(record.lines) > 1 and self._fits(record.lines[1][1]) and self._malformed(record):
+            # a quote opened on the first line swallowed the next rows: read them again
+            self._lines.push_back(record.lines[1:])
+            return Rejection(record.start, None, _first_line(record), _unterminated(record))
         if len(cells) != n:
             if len(cells) > n and not any(c.strip() for c in cells[n:]):
                 cells = cells[:n]
-            elif len(record.lines) > 1 and self._fits(record.lines[1][1]):
-                # a quote opened on the first line swallowed the next rows: read them again
-                self._lines.push_back(record.lines[1:])
-                return Rejection(record.start, None, _first_line(record), _unterminated(record))
             else:
                 span = (
                     f" (the row spans lines {record.start}–{record.lines[-1][0]})"
@@ -1274,16 +1285,32 @@ class _Reader:
                     None,
                     f"wrong number of columns: {len(cells)}, the header has {n}{span}",
                 )
-        for number, _ in record.lines:
-            if number in self._lines.bad:
+        bad = self._lines.bad
+        if bad:
+            reasons = [bad.pop(number) for number, _ in record.lines if number in bad]
+            if reasons:
                 column = next(
                     (self._header_cells[i] for i, c in enumerate(cells) if "\ufffd" in c), None
                 )
-                return Rejection(record.start, column, None, self._lines.bad[number])
+                return Rejection(record.start, column, None, reasons[0])
         return self._row(cells, record.start)
 
+    def _malformed(self, record: _Record) -> bool:
+        """Whether a record's quotes are broken: a quote that closes a field but is followed by
+        something other than a delimiter (the opening quote of a later field, when an
+        unterminated quote swallowed the rows after it), or no closing quote at all."""
+        try:
+            for _ in csv.reader([text for _, text in record.lines], self._strict):
+                pass
+        except csv.Error:
+            return True
+        return False
+
     def _fits(self, line: str) -> bool:
-        cells = next(csv.reader([line], self.dialect), [])
+        try:
+            cells = next(csv.reader([line], self.dialect), [])
+        except csv.Error:
+            return False
         n = len(self._header_cells)
         return len(cells) == n or (len(cells) > n and not any(c.strip() for c in cells[n:]))
 
@@ -1393,7 +1420,7 @@ class SalesReader(_Reader):
         self._orders: dict[str, tuple[str, int]] = {}
         self._reused: list[str] = []
         self._reused_count = 0
-        self._run_order: tuple[str | None, list[str], set[str]] = (None, [], set())
+        self._run_order: tuple[str | None, list[str], set[Decimal]] = (None, [], set())
         self._repeated_totals: list[str] = []
         super().__init__(
             source,
@@ -1429,7 +1456,7 @@ class SalesReader(_Reader):
             except ValueError as exc:
                 problems.append((col[name], text, str(exc)))
                 return None
-            if abs(value) >= MAX_AMOUNT:
+            if abs(value) >= (MAX_QUANTITY if name == "quantity" else MAX_AMOUNT):
                 problems.append((col[name], text, f"{_WHAT.get(name, name)} is too large"))
                 return None
             return value
@@ -1491,6 +1518,8 @@ class SalesReader(_Reader):
                 amount = unit_price * (quantity if quantity is not None else 1) + (tax or 0)
                 if amount.as_tuple().exponent < -2:
                     amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)
+                if abs(amount) >= MAX_AMOUNT:
+                    problems.append((col["unit_price"], get("unit_price"), "amount is too large"))
             elif not get("net_amount") and not get("unit_price"):
                 source = next(f for f in ("amount", "net_amount", "unit_price") if f in idx)
                 reason = f"missing {_WHAT[source]}"
@@ -1528,11 +1557,7 @@ class SalesReader(_Reader):
         elif amount is not None and kind == "sale" and quantity is not None and quantity < 0:
             kind = "return"  # 返品: quantity -1 with the amount written positive
         if not order:
-            day = (
-                at.date().isoformat()
-                if at.tzinfo is self.zone
-                else at.astimezone(self.zone).date().isoformat()
-            )
+            day = at.astimezone(self.zone).date().isoformat()  # the tenant's calendar date
             who = (
                 customer
                 if len(customer) <= 180
@@ -1604,7 +1629,7 @@ class SalesReader(_Reader):
         total repeated on each line: it would be added once per line)."""
         first = self._orders.get(order)
         if first is None:
-            if len(self._orders) < 200_000:
+            if len(self._orders) < 100_000:
                 self._orders[order] = (customer, line)
         elif first[0] != customer:
             self._reused_count += 1
@@ -1619,9 +1644,11 @@ class SalesReader(_Reader):
                 self._run_order = (order, [], set())
                 current, amounts, items = self._run_order
             amounts.append(amount_s or "")
-            items.add(repr(item))
+            if item and item["unit_price"] is not None:
+                items.add(Decimal(item["unit_price"]) * Decimal(item["quantity"]))
 
     def _close_run(self) -> None:
+        # lines whose unit price × quantity differ, all with the same amount
         order, amounts, items = self._run_order
         if order is not None and len(amounts) >= 2 and len(set(amounts)) == 1 and len(items) > 1:
             self._repeated_totals.append(order)
@@ -1704,7 +1731,7 @@ class CustomerReader(_Reader):
             s = _nfkc(_clean(cells[i]))
             return " ".join(s.split()) or None  # NFKC'd ideographic spaces included
 
-        customer = get("customer_id")
+        customer = _code(cells[idx["customer_id"]])
         if not customer:
             problems.append((col["customer_id"], "", "missing customer code (顧客コード)"))
         elif len(customer) > 200:
@@ -1730,7 +1757,7 @@ class CustomerReader(_Reader):
             digits = postal.replace("-", "")
             if len(digits) == 7 and digits.isdigit():
                 postal = f"{digits[:3]}-{digits[3:]}"
-        branch = get("branch") or self.branch
+        branch = (_code(cells[idx["branch"]]) if "branch" in idx else "") or self.branch
         return CustomerRow(
             line=line,
             tenant_id=self.tenant,
