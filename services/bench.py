@@ -454,18 +454,233 @@ async def scenario_classify(
     return append_report("classify", rows, notes)
 
 
+SEGMENT_MIX = [  # share of customers per segment, roughly the demo chain's
+    ("first_active", 0.13), ("first_lapsed", 0.44), ("fledgling_active", 0.02), ("fledgling_lapsed", 0.04),
+    ("steady_active", 0.06), ("steady_lapsed", 0.07), ("trendy_active", 0.01), ("trendy_lapsed", 0.01),
+    ("loyal_active", 0.18), ("loyal_lapsed", 0.04),
+]
+
+
+async def seed_reports(pool, tenant: str, customers: int) -> None:
+    """Report tables as the consumer would leave them for N customers over three years, written
+    set-based (the portfolio read never looks at customers; this only makes the tables real)."""
+    mix = "ARRAY[" + ",".join(f"'{seg}'" for seg, _ in SEGMENT_MIX) + "]"
+    cum, bounds = 0.0, []
+    for _, share in SEGMENT_MIX:
+        cum += share
+        bounds.append(f"{cum:.4f}")
+    edges = "ARRAY[" + ",".join(bounds) + "]::float8[]"
+    await pool.execute(
+        f"""
+        INSERT INTO report_customers (tenant_id, scope, customer_id, seq, segment, purchase_count, total_amount,
+                                      first_purchase_on, last_purchase_on, home_branch_id, effective_on)
+        SELECT $1, scope, 'C' || lpad(g::text, 8, '0'), 1, seg, 1 + (g % 9), (1000 + (g::bigint * 7919) % 90000)::numeric,
+               $2::date - (g % 1095), $2::date - (g % 300), 'br' || (g % 5), $2::date - (g % 1095)
+        FROM generate_series(1, $3) g,
+             LATERAL (SELECT ({mix})[least(10, 1 + width_bucket(((g * 2654435761::bigint) % 10000) / 10000.0,
+                                                                 {edges}))] AS seg) s,
+             LATERAL (VALUES ('all'), ('br' || (g % 5))) AS v(scope)
+        """,
+        tenant, BENCH_END, customers,
+    )
+    await pool.execute(
+        "INSERT INTO portfolio_daily_deltas (tenant_id, scope, day, segment, customers, sales)"
+        " SELECT tenant_id, scope, effective_on, segment, count(*), sum(total_amount) FROM report_customers"
+        " WHERE tenant_id = $1 GROUP BY 1, 2, 3, 4",
+        tenant,
+    )
+    await pool.execute(
+        "INSERT INTO portfolio_current (tenant_id, scope, segment, customers, sales)"
+        " SELECT tenant_id, scope, segment, count(*), sum(total_amount) FROM report_customers"
+        " WHERE tenant_id = $1 GROUP BY 1, 2, 3",
+        tenant,
+    )
+    await pool.execute("ANALYZE")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def scenario_portfolio(sizes: list[int], requests: int) -> str:
+    rows = []
+    settings = Settings()
+    server_url, embedded = await resolve_database_url(settings)
+    env = Env(None, server_url)  # type: ignore[arg-type]
+    try:
+        for size in sizes:
+            url = await env.fresh_database(f"portfolio{size}")
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+            print(f"seeding report tables for {size:,} customers …", flush=True)
+            await seed_reports(pool, "bench", size)
+            await pool.close()
+            port = free_port()
+            proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+                [sys.executable, "-m", "services.cli", "serve", "reports"],
+                env={**os.environ, "DATABASE_URL": url, "KIZUNA_REPORTS_PORT": str(port), "KIZUNA_NOW": BENCH_NOW,
+                     "KIZUNA_LOG_LEVEL": "WARNING", "KAFKA_BOOTSTRAP_SERVERS": ""},
+            )
+            try:
+                base = f"http://127.0.0.1:{port}"
+                async with httpx.AsyncClient(timeout=10, headers={"X-Kizuna-Tenant": "bench"}) as c:
+                    for _ in range(200):
+                        with suppress(httpx.HTTPError):
+                            if (await c.get(base + "/healthz")).status_code == 200:
+                                break
+                        await asyncio.sleep(0.1)
+                    for label, params in (("now", {"scope": "all"}), ("as_of a year ago", {"scope": "all", "as_of": str(BENCH_END - timedelta(days=365))})):
+                        for _ in range(20):  # warm up
+                            await c.get(base + "/v1/portfolio", params=params)
+                        times = []
+                        for _ in range(requests):
+                            t = time.perf_counter()
+                            r = await c.get(base + "/v1/portfolio", params=params)
+                            times.append((time.perf_counter() - t) * 1000)
+                            assert r.status_code == 200, r.text
+                        total = r.json()["total_customers"]
+                        rows.append((f"{size:,} customers, {label} (total_customers {total:,})",
+                                     f"median {percentile(times, 0.5):.1f} ms, p99 {percentile(times, 0.99):.1f} ms"))
+                        print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    finally:
+        await env.drop()
+        del embedded
+    notes = [f"{requests} sequential requests each after 20 warm-up ones, over HTTP to one reports process "
+             "(uvicorn, one worker). Target (issue 4): p99 < 50 ms at both sizes, and the same time at both."]
+    return append_report("portfolio", rows, notes)
+
+
+async def scenario_lapse(customers: int, lapsing: int, partitions: int) -> str:
+    """N customers in the classifier's state of whom M reach their lapse date on one day; the
+    clock moves to that day; time until every lapse is in state and published."""
+    lapse_day = BENCH_END
+    async with bench_env(partitions) as env:
+        url = await env.fresh_database("lapse")
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        print(f"seeding {customers:,} customer states ({lapsing:,} due on {lapse_day}) …", flush=True)
+        await pool.execute(
+            """
+            INSERT INTO customer_states (tenant_id, scope, customer_id, seq, segment, purchase_count, total_amount,
+                                         first_purchase_on, last_purchase_on, home_branch_id, clock_on, lapse_due_on)
+            SELECT 'bench', 'all', 'C' || lpad(g::text, 8, '0'), 2, 'loyal_active', 5, 90000,
+                   last - 300, last, 'br1', last, last + 240
+            FROM generate_series(1, $1) g,
+                 LATERAL (SELECT CASE WHEN g <= $2 THEN $3::date - 240 ELSE $3::date - 240 + 1 + (g % 200) END AS last) d
+            """,
+            customers, lapsing, lapse_day,
+        )
+        await pool.execute("INSERT INTO tenants (tenant_id) VALUES ('bench') ON CONFLICT DO NOTHING")
+        await pool.execute("ANALYZE")
+        run = ServiceRun(url, env.broker.bootstrap, {"KIZUNA_NOW": f"{lapse_day}T00:05:00+09:00"})
+        started = time.perf_counter()
+        try:
+            while True:
+                run.sample()
+                due = await pool.fetchval("SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", lapse_day)
+                backlog = await pool.fetchval("SELECT count(*) FROM outbox")
+                if not due and not backlog:
+                    break
+                await asyncio.sleep(0.2)
+            elapsed = time.perf_counter() - started
+            lapsed = await pool.fetchval("SELECT count(*) FROM customer_states WHERE segment = 'loyal_lapsed'")
+        finally:
+            run.stop()
+            await pool.close()
+    rows = [
+        ("customers / due that day", f"{customers:,} / {lapsing:,}"),
+        ("time from the clock moving to all changes published (incl. process start)", f"{elapsed:.1f} s"),
+        ("customers lapsed", f"{lapsed:,}"),
+        ("classifier peak RSS", f"{run.peak_rss / 2**20:.0f} MB"),
+    ]
+    notes = ["States seeded directly (set-based SQL) — the scenario measures the sweep, not loading. "
+             "Each lapse publishes a customer-state and a segment-change. Target (issue 4): < 60 s."]
+    return append_report("lapse", rows, notes)
+
+
+async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
+    """A steady feed through ingest HTTP; latency from the HTTP accept (202) to the change
+    being visible in GET /v1/customers/{id} on reports."""
+    from services.supervisor import Stack
+
+    settings = Settings()
+    server_url, embedded = await resolve_database_url(settings)
+    env = Env(None, server_url)  # type: ignore[arg-type]
+    url = await env.fresh_database("latency")
+    ports = {f"{name}_port": free_port() for name in ("ingest", "classifier", "reports", "notifier")}
+    stack_settings = Settings(
+        database_url=url, embedded_kafka_port=free_port(), topic_partitions=partitions,
+        data_dir=ROOT / ".kizuna" / "bench", **ports,
+    )
+    stack = Stack(stack_settings)
+    latencies: list[float] = []
+    sent = 0
+    try:
+        await stack.start()
+        ingest, reports = stack.url("ingest"), stack.url("reports")
+        rnd = random.Random(5)
+        today = date.today()
+        headers = {"X-Kizuna-Tenant": "bench"}
+        ticks_per_second = 10
+        per_tick = rate // ticks_per_second
+        pollers = []
+
+        async def watch(client, customer, accepted_at):
+            while True:
+                r = await client.get(f"{reports}/v1/customers/{customer}", params={"scope": "all"})
+                if r.status_code == 200:
+                    latencies.append((time.perf_counter() - accepted_at) * 1000)
+                    return
+                await asyncio.sleep(0.005)
+
+        async with httpx.AsyncClient(timeout=30, headers=headers, limits=httpx.Limits(max_connections=50)) as client:
+            print(f"feeding {rate:,} events/s for {seconds}s …", flush=True)
+            start = time.perf_counter()
+            for tick in range(seconds * ticks_per_second):
+                tracked = f"L{tick:06d}"
+                events = [
+                    {"event_id": f"lat-{tick}-{i}", "branch_id": f"br{i % 5}",
+                     "customer_id": tracked if i == 0 else f"C{rnd.randrange(50_000):07d}",
+                     "occurred_at": f"{today}T12:00:00", "amount": str(rnd.randrange(500, 30000))}
+                    for i in range(per_tick)
+                ]
+                r = await client.post(f"{ingest}/v1/purchases", json={"events": events})
+                accepted_at = time.perf_counter()
+                assert r.status_code == 202, r.text
+                sent += per_tick
+                pollers.append(asyncio.create_task(watch(client, tracked, accepted_at)))
+                behind = start + (tick + 1) / ticks_per_second - time.perf_counter()
+                if behind > 0:
+                    await asyncio.sleep(behind)
+            achieved = sent / (time.perf_counter() - start)
+            await asyncio.wait_for(asyncio.gather(*pollers), timeout=120)
+    finally:
+        await stack.stop(drain_timeout=30)
+        await env.drop()
+        del embedded
+    rows = [
+        ("feed", f"{sent:,} events in {seconds}s ({achieved:,.0f}/s achieved, batches of {per_tick} every 100 ms)"),
+        ("samples (one tracked new customer per batch)", f"{len(latencies):,}"),
+        ("accept → visible in GET /v1/customers/{id}", f"p50 {percentile(latencies, 0.5):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms"),
+    ]
+    notes = ["Whole stack on this machine: embedded broker, PostgreSQL, the four services, the load "
+             "generator and the pollers. Target (issue 4): p99 < 500 ms."]
+    return append_report("latency", rows, notes)
+
+
 def main(args) -> int:
     if args.scenario == "classify":
         text = asyncio.run(
-            scenario_classify(
-                args.events,
-                args.customers,
-                args.branches,
-                args.instances,
-                args.naive_seconds,
-                args.partitions,
-            )
+            scenario_classify(args.events, args.customers, args.branches, args.instances, args.naive_seconds, args.partitions)
         )
+    elif args.scenario == "portfolio":
+        text = asyncio.run(scenario_portfolio([10_000, 1_000_000], args.requests))
+    elif args.scenario == "latency":
+        text = asyncio.run(scenario_latency(args.rate, args.seconds, args.partitions))
+    elif args.scenario == "lapse":
+        text = asyncio.run(scenario_lapse(args.lapse_customers, args.lapsing, args.partitions))
     else:
         print(f"unknown scenario {args.scenario}", file=sys.stderr)
         return 2

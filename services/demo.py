@@ -102,8 +102,8 @@ WEEKDAY_WEIGHT = (0.8, 0.8, 0.85, 0.85, 1.0, 1.4, 1.3)
 # Customer kinds: share of new customers, and how they behave after the first purchase.
 ONCE, FEW, STEADY, REGULAR, DEVOTED, TRENDY = range(6)
 KIND_SHARE = (
-    (ONCE, 0.65),     # never come back
-    (FEW, 0.09),      # one to three more purchases, then gone
+    (ONCE, 0.65),  # never come back
+    (FEW, 0.09),  # one to three more purchases, then gone
     (STEADY, 0.095),  # every one to three months, modest baskets
     (REGULAR, 0.09),  # every three to seven weeks
     (DEVOTED, 0.04),  # tea lovers, every two or three weeks
@@ -136,7 +136,9 @@ def _month_starts(start: date, end: date) -> Iterator[tuple[int, int]]:
 class _Chain:
     """The generator's state: per-customer numbers in flat lists, the calendar, the RNG."""
 
-    def __init__(self, customers: int, branches: int, years: int, seed: int, tenant: str, end: date):
+    def __init__(
+        self, customers: int, branches: int, years: int, seed: int, tenant: str, end: date
+    ):
         if customers < 0 or years < 1 or branches < 1:
             raise ValueError("customers must be ≥ 0, years ≥ 1 and branches ≥ 1")
         self.rng = random.Random(seed)
@@ -145,7 +147,9 @@ class _Chain:
         self.start = _prior_date(end, years) + timedelta(days=1)
         self.start_ord, self.end_ord = self.start.toordinal(), end.toordinal()
         shops = [b[:3] for b in BRANCHES[:branches]]
-        shops += [(f"store{n}", f"S{n:02d}", f"{n}号店") for n in range(len(shops) + 1, branches + 1)]
+        shops += [
+            (f"store{n}", f"S{n:02d}", f"{n}号店") for n in range(len(shops) + 1, branches + 1)
+        ]
         self.shops = shops
         self.branch = shops + [ONLINE]  # index len(shops) is online
         self.online = len(shops)
@@ -163,8 +167,10 @@ class _Chain:
             self.shop_w.append(m * WEEKDAY_WEIGHT[d.weekday()])
             self.web_w.append(m)
             self.gift_season.append(
-                (d.month == 6 and d.day >= 15) or (d.month == 7 and d.day <= 20)
-                or (d.month == 11 and d.day >= 20) or (d.month == 12 and d.day <= 25)
+                (d.month == 6 and d.day >= 15)
+                or (d.month == 7 and d.day <= 20)
+                or (d.month == 11 and d.day >= 20)
+                or (d.month == 12 and d.day <= 25)
             )
         self.max_shop_w = max(self.shop_w)
         self.max_web_w = max(self.web_w)
@@ -547,12 +553,20 @@ def _describe_422(response, chunk: list[dict]) -> str:
     for p in problems[:5]:
         index = p.get("index")
         event_id = p.get("event_id") or (
-            chunk[index].get("event_id") if isinstance(index, int) and 0 <= index < len(chunk) else None
+            chunk[index].get("event_id")
+            if isinstance(index, int) and 0 <= index < len(chunk)
+            else None
         )
-        shown.append(f"  #{index} {event_id or ''} {p.get('field', '')}: {p.get('reason', '')}".rstrip())
+        shown.append(
+            f"  #{index} {event_id or ''} {p.get('field', '')}: {p.get('reason', '')}".rstrip()
+        )
     more = f"\n  … and {len(problems) - 5} more" if len(problems) > 5 else ""
     message = error.get("message") or "invalid events"
-    return f"ingest rejected a batch (422): {message}" + ("\n" + "\n".join(shown) if shown else "") + more
+    return (
+        f"ingest rejected a batch (422): {message}"
+        + ("\n" + "\n".join(shown) if shown else "")
+        + more
+    )
 
 
 def _chunks(events: Iterable[dict], size: int) -> Iterator[list[dict]]:

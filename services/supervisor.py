@@ -67,6 +67,15 @@ class Stack:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.database_url
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
+        # the children must agree with this process's settings, whatever their source
+        s = self.settings
+        env["KIZUNA_HOST"] = s.host
+        env["KIZUNA_TOPIC_PARTITIONS"] = str(s.topic_partitions)
+        env["KIZUNA_DATA_DIR"] = str(s.data_dir)
+        for service in SERVICES + ("classifier",):
+            env[f"KIZUNA_{service.upper()}_PORT"] = str(port_of(s, service))
+        if s.now:
+            env["KIZUNA_NOW"] = s.now.isoformat()
         return env
 
     async def start(self) -> None:
