@@ -1,8 +1,15 @@
-"""The notifier service: consumes segment changes into follow-up tasks and comebacks, and
-serves the staff's task list.
+"""The notifier service: consumes segment changes into follow-up tasks, alerts, sequence steps
+and comebacks; delivers alerts by e-mail and webhook; warns early about customers whose silence
+is already long for them; serves the staff's task list. (services/notifier/README.md)
 
-    GET  /v1/followups?status=open|done&scope=all|{branch_id}&due=today&limit=&cursor=
+    GET  /v1/followups?status=open|done|cancelled&scope=all|{branch_id}&due=today&reason=&limit=&cursor=
     POST /v1/followups/{id}/done
+    GET  /v1/notifications/settings          PUT /v1/notifications/settings
+    GET  /v1/notifications/deliveries?status=pending|sent|dead|cancelled|digested
+    POST /v1/notifications/deliveries/{id}/retry
+    GET  /v1/alerts?scope=&kind=lapsed|at_risk&since=&limit=
+    GET  /v1/sequences                        GET|PUT|DELETE /v1/sequences/{segment}
+    GET  /v1/comebacks?scope=&from=YYYY-MM-DD&to=YYYY-MM-DD
 """
 
 from __future__ import annotations
@@ -10,24 +17,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Depends, FastAPI, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import Body, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, Field, ValidationError
 
 from shared import http
+from shared.cpm import SEGMENTS
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
 from shared.http import ApiError, tenant_header
 from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
 
-from . import store
-from .domain import CHAIN, decode_cursor, encode_cursor
+from . import messages, store
+from .domain import (
+    CHAIN,
+    FollowupSequence,
+    NotificationSettings,
+    decode_cursor,
+    encode_cursor,
+)
 from .pipeline import SERVICE, Notifier
+from .workers import AtRiskScanner, DeliveryWorker
 
 log = logging.getLogger("kizuna.notifier")
 GROUP = "kizuna-notifier"
@@ -119,10 +135,19 @@ async def lifespan(app: FastAPI):
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
     supervisor = ConsumerSupervisor(pool, settings)
     await supervisor.start()
-    app.state.pool, app.state.supervisor = pool, supervisor
+    worker, scanner = DeliveryWorker(pool, settings), AtRiskScanner(pool, settings)
+    stop = asyncio.Event()
+    tasks = [
+        supervised(worker.run(stop), "deliver", stop),
+        supervised(scanner.run(stop), "at-risk scan", stop),
+    ]
+    app.state.pool, app.state.supervisor, app.state.tasks = pool, supervisor, tasks
     try:
         yield
     finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.close()
         await supervisor.stop()
         await pool.close()
 
@@ -151,9 +176,14 @@ class FollowupItem(BaseModel):
     due_on: date = Field(description="The day the task falls due (when the lapse was noticed).")
     total_amount: Decimal
     # Beyond the contract's fields, additive: what closed the task and when, so the done list
-    # doubles as the daily report of follow-up work (done by staff, comeback, superseded).
+    # doubles as the daily report of follow-up work (done by staff, comeback, superseded,
+    # left_segment, bought); and for at-risk warnings and sequence steps what to do and how.
     outcome: str | None = Field(None, examples=["comeback"])
     done_on: date | None = None
+    channel: str | None = Field(None, description="Sequence steps: post | email | phone | fax.")
+    note: str | None = Field(None, description="What to do, from the tenant's template.")
+    step: int | None = Field(None, description="Sequence steps: position, from 0.")
+    last_purchase_on: date | None = None
 
 
 class FollowupPage(BaseModel):
@@ -174,6 +204,10 @@ def _item(f: store.Followup) -> FollowupItem:
         total_amount=f.total_amount,
         outcome=f.outcome,
         done_on=f.done_on,
+        channel=f.channel,
+        note=f.note,
+        step=f.step,
+        last_purchase_on=f.last_purchase_on,
     )
 
 
@@ -196,9 +230,12 @@ async def list_followups(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    reason: Annotated[
+        Literal["lapsed", "at_risk", "sequence"] | None, Query(description="Only this kind.")
+    ] = None,
 ) -> FollowupPage:
     """The task list, most valuable first: loyal_lapsed, trendy, steady, fledgling, first,
-    then by total purchases."""
+    then by total purchases. Holds lapses, at-risk warnings and sequence steps."""
     try:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
@@ -214,6 +251,7 @@ async def list_followups(
             due_by=due_by,
             after=after,
             limit=limit + 1,
+            reason=reason,
         )
     page = rows[:limit]
     more = len(rows) > limit
@@ -245,10 +283,234 @@ async def mark_done(followup_id: int, pool: Pool, tenant_id: TenantId) -> Follow
 async def _ready() -> dict[str, bool]:
     state = app.state
     supervisor = getattr(state, "supervisor", None)
+    tasks = getattr(state, "tasks", [])
     return {
         "database": await http.check_db(state.pool) if hasattr(state, "pool") else False,
         "consumer": bool(supervisor and supervisor.healthy),
+        "workers": bool(tasks) and not any(t.done() for t in tasks),
     }
 
 
 http.install(app, _ready)
+
+
+def _problems(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "reason": e["msg"]}
+        for e in exc.errors()
+    ]
+
+
+# --- Notification settings -----------------------------------------------------------------------
+
+
+class SettingsBody(NotificationSettings):
+    """The settings as PUT: everything in ``NotificationSettings`` plus the webhook secret."""
+
+    webhook_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=200,
+        description="Signs webhook bodies (HMAC-SHA256). Write-only; omitted keeps the stored one.",
+    )
+
+
+SETTINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SettingsBody.model_json_schema()}},
+    }
+}
+
+
+def _settings_view(stored: store.StoredSettings) -> dict:
+    return {
+        "version": stored.version,
+        "settings": stored.settings.model_dump(mode="json"),
+        "webhook_secret_set": stored.webhook_secret is not None,
+        "template_fields": messages.FIELDS,
+        "default_templates": {
+            kind: {"subject": subject, "body": body}
+            for kind, (subject, body) in messages.DEFAULT_TEMPLATES.items()
+        },
+    }
+
+
+@app.get("/v1/notifications/settings", tags=["notifications"])
+async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
+    """Recipients (per branch, or chain-wide), immediate or digest per segment, the at-risk
+    policy and templates; the defaults (version 0) until set. The webhook secret is never
+    shown, only whether one is set."""
+    async with pool.acquire() as conn:
+        return _settings_view(await store.load_settings(conn, tenant_id))
+
+
+@app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
+async def put_notification_settings(
+    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
+    """Replace the settings. They apply to alerts raised from now on (an alert's routing and
+    text are fixed when it is raised, so its resends stay identical)."""
+    try:
+        body = SettingsBody.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_settings", "the settings are not valid", problems=_problems(exc)
+        ) from None
+    settings = NotificationSettings.model_validate(body.model_dump(exclude={"webhook_secret"}))
+    async with pool.acquire() as conn, conn.transaction():
+        current = await store.load_settings(conn, tenant_id)
+        if settings.has_webhooks and not (body.webhook_secret or current.webhook_secret):
+            raise ApiError(
+                422,
+                "webhook_secret_required",
+                "webhook recipients need a webhook_secret to sign with",
+                problems=[{"field": "webhook_secret", "reason": "required with webhooks"}],
+            )
+        stored = await store.save_settings(conn, tenant_id, settings, body.webhook_secret)
+    return _settings_view(stored)
+
+
+DeliveryStatus = Literal["pending", "sent", "dead", "cancelled", "digested"]
+
+
+@app.get("/v1/notifications/deliveries", tags=["notifications"])
+async def list_deliveries(
+    pool: Pool,
+    tenant_id: TenantId,
+    status: DeliveryStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict:
+    """Alert deliveries, newest first; ``status=dead`` is the dead-letter list (attempts and
+    the last error on each)."""
+    async with pool.acquire() as conn:
+        return {"items": await store.list_deliveries(conn, tenant_id, status, limit)}
+
+
+@app.post("/v1/notifications/deliveries/{delivery_id}/retry", tags=["notifications"])
+async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> dict:
+    """Send a dead delivery again (same id: a receiver that did get it can drop it)."""
+    async with pool.acquire() as conn:
+        row = await store.retry_delivery(conn, tenant_id, delivery_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no delivery {delivery_id}", id=delivery_id)
+    return row
+
+
+@app.get("/v1/alerts", tags=["notifications"])
+async def list_alerts(
+    pool: Pool,
+    tenant_id: TenantId,
+    scope: Annotated[
+        str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
+    ] = CHAIN,
+    kind: Literal["lapsed", "at_risk"] | None = None,
+    since: Annotated[date | None, Query(description="Raised for this day or later.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict:
+    """Alerts most valuable first, with where each went: a branch sees its customers', the
+    chain (``scope=all``) sees all."""
+    async with pool.acquire() as conn:
+        items = await store.list_alerts(
+            conn,
+            tenant_id,
+            branch_id=None if scope == CHAIN else scope,
+            kind=kind,
+            since=since,
+            limit=limit,
+        )
+    return {"items": items}
+
+
+# --- Follow-up sequences -------------------------------------------------------------------------
+
+SEQUENCE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": FollowupSequence.model_json_schema()}},
+    }
+}
+
+
+def _segment(segment: str) -> str:
+    if segment not in SEGMENTS:
+        raise ApiError(404, "unknown_segment", f"no segment {segment!r}", segments=list(SEGMENTS))
+    return segment
+
+
+@app.get("/v1/sequences", tags=["sequences"])
+async def list_sequences(pool: Pool, tenant_id: TenantId) -> dict:
+    async with pool.acquire() as conn:
+        return {"items": await store.list_sequences(conn, tenant_id)}
+
+
+@app.get("/v1/sequences/{segment}", tags=["sequences"])
+async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
+    """The steps scheduled when a customer enters ``segment`` (chain-wide)."""
+    _segment(segment)
+    async with pool.acquire() as conn:
+        found = [s for s in await store.list_sequences(conn, tenant_id) if s["segment"] == segment]
+    if not found:
+        raise ApiError(404, "not_found", f"no sequence for {segment}", segment=segment)
+    return found[0]
+
+
+@app.put("/v1/sequences/{segment}", tags=["sequences"], openapi_extra=SEQUENCE_BODY)
+async def put_sequence(
+    segment: str, pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
+    """Define the steps for customers entering ``segment`` from now on: each step due
+    ``offset_days`` after the entry, by post / email / phone / fax, with a template of the
+    customer's fields. A customer who moves to another segment stops the sequence (open steps
+    not yet due are cancelled). Tasks already scheduled are left as they are."""
+    _segment(segment)
+    try:
+        sequence = FollowupSequence.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_sequence", "the sequence is not valid", problems=_problems(exc)
+        ) from None
+    async with pool.acquire() as conn:
+        version = await store.save_sequence(conn, tenant_id, segment, sequence)
+    return {"segment": segment, "version": version, **sequence.model_dump(mode="json")}
+
+
+@app.delete("/v1/sequences/{segment}", status_code=204, tags=["sequences"])
+async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None:
+    """No new steps for entries from now on (scheduled ones stay, and still stop on a move)."""
+    _segment(segment)
+    async with pool.acquire() as conn:
+        if not await store.delete_sequence(conn, tenant_id, segment):
+            raise ApiError(404, "not_found", f"no sequence for {segment}", segment=segment)
+
+
+# --- Comebacks -----------------------------------------------------------------------------------
+
+
+@app.get("/v1/comebacks", tags=["followups"])
+async def comebacks(
+    pool: Pool,
+    tenant_id: TenantId,
+    scope: Annotated[
+        str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
+    ] = CHAIN,
+    from_: Annotated[date | None, Query(alias="from", description="Default: 30 days ago")] = None,
+    to: Annotated[date | None, Query(description="Inclusive; default today")] = None,
+) -> dict:
+    """Lapsed customers who bought again, so follow-up work shows up as results: how many in
+    all, how many after a follow-up task, how many after staff had done it; per segment they
+    came back from and per day."""
+    async with pool.acquire() as conn:
+        end = to or await _today(conn, tenant_id)
+        start = from_ or end - timedelta(days=30)
+        if start > end:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "the request is not valid",
+                problems=[{"field": "from", "reason": "must not be after 'to'"}],
+            )
+        counts = await store.comeback_counts(
+            conn, tenant_id, None if scope == CHAIN else scope, start, end
+        )
+    return {"scope": scope, "from": start, "to": end, **counts}

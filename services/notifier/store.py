@@ -1,24 +1,39 @@
-"""The notifier's SQL: follow-up tasks and comebacks.
+"""The notifier's SQL: follow-up tasks, comebacks, alerts and their deliveries, notification
+settings, follow-up sequences, and the at-risk scan's reads of the classifier's tables.
 
 Writes are set-based (one statement per kind of action and batch) and idempotent: tasks are
-unique by (tenant, dedupe_key), comebacks by (tenant, customer, seq), and closing only touches
-open tasks, so a redelivered batch changes nothing.
+unique by (tenant, dedupe_key), alerts by (tenant, alert_key), deliveries by their
+deterministic id, comebacks by (tenant, customer, seq), and closing only touches open tasks,
+so a redelivered batch changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 import asyncpg
 
-from .domain import CancelFollowup, OpenFollowup, Reactivated, SortKey
+from .domain import (
+    DEFAULT_NOTIFICATION_SETTINGS,
+    AtRiskCandidate,
+    CancelFollowup,
+    FollowupSequence,
+    NewAlert,
+    NewTask,
+    NotificationSettings,
+    OpenFollowup,
+    Reactivated,
+    SortKey,
+    StopSequence,
+)
 
 ITEM_COLUMNS = (
     "id, customer_id, branch_id, segment, reason, status, outcome, created_on, due_on, done_on,"
-    " total_amount, priority"
+    " total_amount, priority, channel, note, step, last_purchase_on"
 )
 
 
@@ -36,6 +51,10 @@ class Followup:
     done_on: date | None
     total_amount: Decimal
     priority: int
+    channel: str | None = None
+    note: str | None = None
+    step: int | None = None
+    last_purchase_on: date | None = None
 
     @property
     def sort_key(self) -> SortKey:
@@ -59,8 +78,13 @@ async def time_zones(
 
 
 async def open_followups(conn: asyncpg.Connection, tasks: list[OpenFollowup]) -> int:
-    """Insert new tasks; a task already recorded for that lapse (in any status) is left alone,
-    so a redelivered lapse never reopens a task that staff or a comeback closed. Returns how
+    """Insert lapse tasks; see ``open_tasks``."""
+    return await open_tasks(conn, [t.task() for t in tasks])
+
+
+async def open_tasks(conn: asyncpg.Connection, tasks: Sequence[NewTask]) -> int:
+    """Insert new tasks; a task already recorded for that cause (in any status) is left alone,
+    so a redelivered change never reopens a task that staff or a comeback closed. Returns how
     many were new."""
     if not tasks:
         return 0
@@ -69,9 +93,11 @@ async def open_followups(conn: asyncpg.Connection, tasks: list[OpenFollowup]) ->
     tasks = [unique[k] for k in sorted(unique)]
     inserted = await conn.fetch(
         "INSERT INTO followups (tenant_id, customer_id, branch_id, segment, reason, priority,"
-        " lapse_seq, created_on, due_on, total_amount, dedupe_key)"
+        " lapse_seq, created_on, due_on, total_amount, dedupe_key, entry_seq, step, channel, note,"
+        " last_purchase_on)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::smallint[], $7::bigint[], $8::date[], $9::date[], $10::numeric[], $11::text[])"
+        " $6::smallint[], $7::bigint[], $8::date[], $9::date[], $10::numeric[], $11::text[],"
+        " $12::bigint[], $13::smallint[], $14::text[], $15::text[], $16::date[])"
         " ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
         [t.tenant_id for t in tasks],
         [t.customer_id for t in tasks],
@@ -84,6 +110,11 @@ async def open_followups(conn: asyncpg.Connection, tasks: list[OpenFollowup]) ->
         [t.due_on for t in tasks],
         [t.total_amount for t in tasks],
         [t.dedupe_key for t in tasks],
+        [t.entry_seq for t in tasks],
+        [t.step for t in tasks],
+        [t.channel for t in tasks],
+        [t.note for t in tasks],
+        [t.last_purchase_on for t in tasks],
     )
     return len(inserted)
 
@@ -100,6 +131,16 @@ async def cancel_followups(conn: asyncpg.Connection, cancels: list[CancelFollowu
         [c.tenant_id for c in cancels],
         [c.dedupe_key for c in cancels],
         [c.on for c in cancels],
+    )
+    # The lapse never was: its alert is withdrawn and what was not sent yet is not sent.
+    await conn.execute(
+        "WITH w AS (UPDATE alerts a SET status = 'withdrawn'"
+        "   FROM unnest($1::text[], $2::text[]) AS c(tenant_id, alert_key)"
+        "   WHERE a.tenant_id = c.tenant_id AND a.alert_key = c.alert_key RETURNING a.id)"
+        " UPDATE alert_deliveries d SET status = 'cancelled', updated_at = now()"
+        " FROM w WHERE d.alert_id = w.id AND d.status = 'pending'",
+        [c.tenant_id for c in cancels],
+        [c.dedupe_key for c in cancels],
     )
     return int(result.split()[-1])
 
@@ -126,25 +167,40 @@ async def reactivate(conn: asyncpg.Connection, moves: list[Reactivated]) -> int:
         [m.on for m in moves],
         [m.outcome for m in moves],
     )
+    # Deliveries of the ended lapse's alert that have not gone out yet (a morning digest, a
+    # webhook still retrying) would only tell staff about someone who is back: not sent.
+    await conn.execute(
+        "UPDATE alert_deliveries d SET status = 'cancelled', updated_at = now()"
+        " FROM alerts a, unnest($1::text[], $2::text[], $3::bigint[]) AS m(tenant_id, customer_id, seq)"
+        " WHERE d.alert_id = a.id AND d.status = 'pending' AND a.kind = 'lapsed'"
+        "   AND a.tenant_id = m.tenant_id AND a.customer_id = m.customer_id AND a.seq < m.seq",
+        [m.tenant_id for m in moves],
+        [m.customer_id for m in moves],
+        [m.seq for m in moves],
+    )
     comebacks = [m for m in moves if m.comeback]
     if not comebacks:
         return 0
     # followup_id: the task of the lapse this comeback ended, whoever closed it (staff may
     # have called before the customer came back; that is what follow-up work is for).
     inserted = await conn.fetch(
-        "INSERT INTO comebacks (tenant_id, customer_id, seq, segment, came_back_on, followup_id)"
+        "INSERT INTO comebacks (tenant_id, customer_id, seq, segment, came_back_on, followup_id,"
+        " branch_id, from_segment)"
         " SELECT m.tenant_id, m.customer_id, m.seq, m.segment, m.on_,"
         "   (SELECT f.id FROM followups f WHERE f.tenant_id = m.tenant_id"
         "     AND f.customer_id = m.customer_id AND f.reason = 'lapsed' AND f.lapse_seq < m.seq"
-        "     AND f.status <> 'cancelled' ORDER BY f.lapse_seq DESC LIMIT 1)"
-        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::date[])"
-        "   AS m(tenant_id, customer_id, seq, segment, on_)"
+        "     AND f.status <> 'cancelled' ORDER BY f.lapse_seq DESC LIMIT 1),"
+        "   m.branch_id, m.from_segment"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::date[], $6::text[],"
+        "   $7::text[]) AS m(tenant_id, customer_id, seq, segment, on_, branch_id, from_segment)"
         " ON CONFLICT (tenant_id, customer_id, seq) DO NOTHING RETURNING seq",
         [m.tenant_id for m in comebacks],
         [m.customer_id for m in comebacks],
         [m.seq for m in comebacks],
         [m.segment for m in comebacks],
         [m.on for m in comebacks],
+        [m.branch_id for m in comebacks],
+        [m.from_segment for m in comebacks],
     )
     return len(inserted)
 
@@ -158,6 +214,7 @@ async def list_followups(
     due_by: date | None,
     after: SortKey | None,
     limit: int,
+    reason: str | None = None,
 ) -> list[Followup]:
     """One page of tasks, most valuable first (priority, total descending, id)."""
     rows = await conn.fetch(
@@ -168,6 +225,7 @@ async def list_followups(
         # Keyset paging; written out because total sorts descending while the others ascend.
         " AND ($5::smallint IS NULL OR priority > $5"
         "   OR (priority = $5 AND (total_amount < $6 OR (total_amount = $6 AND id > $7))))"
+        " AND ($9::text IS NULL OR reason = $9)"
         " ORDER BY priority, total_amount DESC, id LIMIT $8",
         tenant_id,
         status,
@@ -177,6 +235,7 @@ async def list_followups(
         after.total_amount if after else None,
         after.id if after else None,
         limit,
+        reason,
     )
     return [_followup(r) for r in rows]
 
@@ -224,3 +283,573 @@ async def customer_comebacks(
         customer_id,
     )
     return [dict(r) for r in rows]
+
+
+# --- Notification settings and follow-up sequences -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSettings:
+    settings: NotificationSettings
+    webhook_secret: str | None
+    version: int  # 0: never set, the defaults
+
+
+async def load_settings(conn: asyncpg.Connection, tenant_id: str) -> StoredSettings:
+    row = await conn.fetchrow(
+        "SELECT settings::text AS settings, webhook_secret, version FROM notification_settings"
+        " WHERE tenant_id = $1",
+        tenant_id,
+    )
+    if row is None:
+        return StoredSettings(DEFAULT_NOTIFICATION_SETTINGS, None, 0)
+    return StoredSettings(
+        NotificationSettings.model_validate_json(row["settings"]),
+        row["webhook_secret"],
+        row["version"],
+    )
+
+
+async def tenant_settings(
+    conn: asyncpg.Connection, tenant_ids: Iterable[str]
+) -> dict[str, NotificationSettings]:
+    """Each tenant's settings; tenants that never set any get the defaults."""
+    ids = sorted(set(tenant_ids))
+    rows = await conn.fetch(
+        "SELECT tenant_id, settings::text AS settings FROM notification_settings"
+        " WHERE tenant_id = ANY($1::text[])",
+        ids,
+    )
+    known = {r["tenant_id"]: NotificationSettings.model_validate_json(r["settings"]) for r in rows}
+    return {t: known.get(t, DEFAULT_NOTIFICATION_SETTINGS) for t in ids}
+
+
+async def save_settings(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    settings: NotificationSettings,
+    webhook_secret: str | None,
+) -> StoredSettings:
+    """Replace the tenant's settings; ``webhook_secret`` None keeps the stored secret."""
+    row = await conn.fetchrow(
+        "INSERT INTO notification_settings (tenant_id, settings, webhook_secret)"
+        " VALUES ($1, $2::jsonb, $3)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET settings = EXCLUDED.settings,"
+        "   webhook_secret = coalesce(EXCLUDED.webhook_secret, notification_settings.webhook_secret),"
+        "   version = notification_settings.version + 1, updated_at = now()"
+        " RETURNING webhook_secret, version",
+        tenant_id,
+        settings.model_dump_json(),
+        webhook_secret,
+    )
+    return StoredSettings(settings, row["webhook_secret"], row["version"])
+
+
+async def tenant_sequences(
+    conn: asyncpg.Connection, tenant_ids: Iterable[str]
+) -> dict[tuple[str, str], FollowupSequence]:
+    rows = await conn.fetch(
+        "SELECT tenant_id, segment, sequence::text AS sequence FROM followup_sequences"
+        " WHERE tenant_id = ANY($1::text[])",
+        sorted(set(tenant_ids)),
+    )
+    return {
+        (r["tenant_id"], r["segment"]): FollowupSequence.model_validate_json(r["sequence"])
+        for r in rows
+    }
+
+
+async def list_sequences(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    rows = await conn.fetch(
+        "SELECT segment, sequence::text AS sequence, version, updated_at FROM followup_sequences"
+        " WHERE tenant_id = $1 ORDER BY segment",
+        tenant_id,
+    )
+    return [
+        {
+            "segment": r["segment"],
+            "version": r["version"],
+            "updated_at": r["updated_at"],
+            **json.loads(r["sequence"]),
+        }
+        for r in rows
+    ]
+
+
+async def save_sequence(
+    conn: asyncpg.Connection, tenant_id: str, segment: str, sequence: FollowupSequence
+) -> int:
+    """Store the sequence for entries from now on; tasks already scheduled stay as they are."""
+    return await conn.fetchval(
+        "INSERT INTO followup_sequences (tenant_id, segment, sequence) VALUES ($1, $2, $3::jsonb)"
+        " ON CONFLICT (tenant_id, segment) DO UPDATE SET sequence = EXCLUDED.sequence,"
+        "   version = followup_sequences.version + 1, updated_at = now()"
+        " RETURNING version",
+        tenant_id,
+        segment,
+        sequence.model_dump_json(),
+    )
+
+
+async def delete_sequence(conn: asyncpg.Connection, tenant_id: str, segment: str) -> bool:
+    result = await conn.execute(
+        "DELETE FROM followup_sequences WHERE tenant_id = $1 AND segment = $2", tenant_id, segment
+    )
+    return result != "DELETE 0"
+
+
+async def stop_sequences(conn: asyncpg.Connection, stops: list[StopSequence]) -> int:
+    """Cancel the open steps each move ends (``StopSequence``). Keyed by seq, not arrival:
+    steps of an entry after the move are never touched. Returns how many were cancelled."""
+    if not stops:
+        return 0
+    rows = await conn.fetch(
+        "WITH s AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
+        "   $5::date[], $6::bigint[]) AS s(tenant_id, customer_id, seq, segment, on_, superseded)),"
+        " hit AS ("
+        "   SELECT DISTINCT ON (f.id) f.id, s.on_, s.superseded = f.entry_seq AS superseded"
+        "   FROM followups f JOIN s ON f.tenant_id = s.tenant_id AND f.customer_id = s.customer_id"
+        "   WHERE f.status = 'open' AND f.reason = 'sequence' AND ("
+        "     f.entry_seq = s.superseded"
+        "     OR (f.entry_seq < s.seq AND f.segment IS DISTINCT FROM s.segment AND f.due_on > s.on_))"
+        "   ORDER BY f.id, s.seq)"
+        " UPDATE followups f SET status = 'cancelled',"
+        "   outcome = CASE WHEN hit.superseded THEN 'superseded' ELSE 'left_segment' END,"
+        "   done_on = hit.on_, updated_at = now()"
+        " FROM hit WHERE f.id = hit.id RETURNING f.id",
+        [s.tenant_id for s in stops],
+        [s.customer_id for s in stops],
+        [s.seq for s in stops],
+        [s.segment for s in stops],
+        [s.on for s in stops],
+        [s.superseded_seq for s in stops],
+    )
+    return len(rows)
+
+
+async def customer_names(
+    conn: asyncpg.Connection, tenant_id: str, customer_ids: Iterable[str]
+) -> dict[str, str]:
+    """The hook for customers' names in templates. There is no customer master data yet
+    (issue 5 imports it): every name is unknown, and templates show the customer id. When it
+    exists, this is the one query to write."""
+    del conn, tenant_id, customer_ids
+    return {}
+
+
+# --- Alerts and deliveries ---------------------------------------------------------------------------
+
+
+async def raise_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert]) -> int:
+    """Record alerts and their deliveries, in the caller's transaction. An alert already
+    recorded (redelivery, a rescan) is left alone and gets no deliveries: one alert per lapse
+    or silence episode, whatever arrives twice. Returns how many were new."""
+    if not alerts:
+        return 0
+    unique = {(a.tenant_id, a.alert_key): a for a in alerts}
+    alerts = [unique[k] for k in sorted(unique)]
+    rows = await conn.fetch(
+        "INSERT INTO alerts (tenant_id, alert_key, kind, customer_id, branch_id, segment, priority,"
+        " total_amount, last_purchase_on, effective_on, seq, mode, subject, body, details, raised_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::smallint[], $8::numeric[], $9::date[], $10::date[], $11::bigint[],"
+        " $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::timestamptz[])"
+        " ON CONFLICT (tenant_id, alert_key) DO NOTHING RETURNING id, tenant_id, alert_key",
+        [a.tenant_id for a in alerts],
+        [a.alert_key for a in alerts],
+        [a.kind for a in alerts],
+        [a.customer_id for a in alerts],
+        [a.branch_id for a in alerts],
+        [a.segment for a in alerts],
+        [a.priority for a in alerts],
+        [a.total_amount for a in alerts],
+        [a.last_purchase_on for a in alerts],
+        [a.effective_on for a in alerts],
+        [a.seq for a in alerts],
+        [a.mode for a in alerts],
+        [a.subject for a in alerts],
+        [a.body for a in alerts],
+        [json.dumps(a.details, default=str) for a in alerts],
+        [a.raised_at for a in alerts],
+    )
+    new = {(r["tenant_id"], r["alert_key"]): r["id"] for r in rows}
+    deliveries = [
+        (new[(a.tenant_id, a.alert_key)], a, d)
+        for a in alerts
+        if (a.tenant_id, a.alert_key) in new
+        for d in a.deliveries
+    ]
+    if deliveries:
+        await conn.execute(
+            "INSERT INTO alert_deliveries (id, tenant_id, alert_id, kind, channel, target,"
+            " branch_id, mode, priority, total_amount, subject, body, digest_due_at)"
+            " SELECT d.id, d.tenant_id, d.alert_id, 'alert', d.channel, d.target, d.branch_id,"
+            "   d.mode, d.priority, d.total_amount, d.subject, d.body, d.digest_due_at"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
+            "   $6::text[], $7::text[], $8::smallint[], $9::numeric[], $10::text[], $11::text[],"
+            "   $12::timestamptz[]) AS d(id, tenant_id, alert_id, channel, target, branch_id, mode,"
+            "   priority, total_amount, subject, body, digest_due_at)"
+            " ON CONFLICT (id) DO NOTHING",
+            [d.id for _, _, d in deliveries],
+            [a.tenant_id for _, a, _ in deliveries],
+            [alert_id for alert_id, _, _ in deliveries],
+            [d.channel for _, _, d in deliveries],
+            [d.target for _, _, d in deliveries],
+            [a.branch_id for _, a, _ in deliveries],
+            [d.mode for _, _, d in deliveries],
+            [a.priority for _, a, _ in deliveries],
+            [a.total_amount for _, a, _ in deliveries],
+            [d.subject for _, _, d in deliveries],
+            [d.body for _, _, d in deliveries],
+            [d.digest_due_at for _, _, d in deliveries],
+        )
+    return len(new)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery leased to this worker for one try."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    channel: str
+    target: str
+    subject: str | None
+    body: str
+    attempts: int
+    priority: int
+    total_amount: Decimal
+    created_at: datetime
+
+
+async def claim_deliveries(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float
+) -> list[Claimed]:
+    """Lease due deliveries, most valuable first. The lease (moving ``next_attempt_at`` past
+    the longest send) keeps other workers off while this one tries; if this one dies, the
+    lease runs out and another sends again, with the same id."""
+    rows = await conn.fetch(
+        "UPDATE alert_deliveries d SET next_attempt_at = now() + make_interval(secs => $2),"
+        "   updated_at = now()"
+        " FROM (SELECT id FROM alert_deliveries"
+        "   WHERE status = 'pending' AND mode = 'immediate' AND next_attempt_at <= now()"
+        "   ORDER BY priority, total_amount DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        " WHERE d.id = due.id"
+        " RETURNING d.id, d.tenant_id, d.kind, d.channel, d.target, d.subject, d.body, d.attempts,"
+        "   d.priority, d.total_amount, d.created_at",
+        limit,
+        lease_seconds,
+    )
+    claimed = [Claimed(**dict(r)) for r in rows]
+    return sorted(claimed, key=lambda c: (c.priority, -c.total_amount, c.id))
+
+
+async def webhook_secrets(conn: asyncpg.Connection, tenant_ids: Iterable[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT tenant_id, webhook_secret FROM notification_settings"
+        " WHERE tenant_id = ANY($1::text[]) AND webhook_secret IS NOT NULL",
+        sorted(set(tenant_ids)),
+    )
+    return {r["tenant_id"]: r["webhook_secret"] for r in rows}
+
+
+async def record_sent(conn: asyncpg.Connection, delivery_id: str, attempts: int) -> None:
+    """The receiver accepted it. Whatever happened to the row meanwhile, it was sent."""
+    await conn.execute(
+        "UPDATE alert_deliveries SET status = 'sent', attempts = $2, sent_at = now(),"
+        " last_error = NULL, updated_at = now() WHERE id = $1",
+        delivery_id,
+        attempts,
+    )
+
+
+async def record_failure(
+    conn: asyncpg.Connection,
+    delivery_id: str,
+    *,
+    attempts: int,
+    status: str,
+    error: str,
+    retry_in: float,
+) -> None:
+    """A failed try: ``pending`` again after ``retry_in`` seconds, or ``dead`` (the dead-letter
+    record: attempts and the last error stay on the row). A delivery cancelled meanwhile stays
+    cancelled."""
+    await conn.execute(
+        "UPDATE alert_deliveries SET status = $3, attempts = $2, last_error = $4,"
+        " next_attempt_at = now() + make_interval(secs => $5), updated_at = now()"
+        " WHERE id = $1 AND status = 'pending'",
+        delivery_id,
+        attempts,
+        status,
+        error[:2000],
+        retry_in,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DigestMember:
+    id: str
+    tenant_id: str
+    target: str
+    branch_id: str | None
+    priority: int
+    total_amount: Decimal
+    subject: str
+    last_purchase_on: date | None
+    digest_due_at: datetime
+
+
+async def due_digest_members(
+    conn: asyncpg.Connection, now: datetime, limit: int
+) -> list[DigestMember]:
+    """Digest members whose morning has come, locked for this transaction, most valuable first
+    within each tenant and target."""
+    rows = await conn.fetch(
+        "SELECT d.id, d.tenant_id, d.target, d.branch_id, d.priority, d.total_amount,"
+        "   d.subject, a.last_purchase_on, d.digest_due_at"
+        " FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id"
+        " WHERE d.status = 'pending' AND d.mode = 'digest' AND d.digest_due_at <= $1"
+        " ORDER BY d.tenant_id, d.target, d.branch_id, d.priority, d.total_amount DESC, d.id"
+        " LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [DigestMember(**dict(r)) for r in rows]
+
+
+async def create_digest(
+    conn: asyncpg.Connection,
+    *,
+    digest_id: str,
+    members: Sequence[DigestMember],
+    subject: str,
+    body: str,
+) -> None:
+    """One digest e-mail row (sent like any delivery) and its members marked as carried by it,
+    in one transaction: a resend of the digest is the same message."""
+    first = members[0]
+    await conn.execute(
+        "INSERT INTO alert_deliveries (id, tenant_id, kind, channel, target, branch_id, mode,"
+        " priority, total_amount, subject, body)"
+        " VALUES ($1, $2, 'digest', 'email', $3, $4, 'immediate', $5, $6, $7, $8)"
+        " ON CONFLICT (id) DO NOTHING",
+        digest_id,
+        first.tenant_id,
+        first.target,
+        first.branch_id,
+        min(m.priority for m in members),
+        max(m.total_amount for m in members),
+        subject,
+        body,
+    )
+    await conn.execute(
+        "UPDATE alert_deliveries SET status = 'digested', digest_id = $2, updated_at = now()"
+        " WHERE id = ANY($1::text[])",
+        [m.id for m in members],
+        digest_id,
+    )
+
+
+async def delivery_backlog(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM alert_deliveries WHERE status = 'pending' AND mode = 'immediate'"
+    )
+
+
+DELIVERY_COLUMNS = (
+    "d.id, d.kind, d.channel, d.target, d.branch_id, d.mode, d.status, d.attempts, d.last_error,"
+    " d.subject, d.created_at, d.sent_at, d.next_attempt_at, d.digest_id, a.customer_id,"
+    " a.kind AS alert_kind"
+)
+
+
+async def list_deliveries(
+    conn: asyncpg.Connection, tenant_id: str, status: str | None, limit: int
+) -> list[dict]:
+    rows = await conn.fetch(
+        f"SELECT {DELIVERY_COLUMNS} FROM alert_deliveries d LEFT JOIN alerts a ON a.id = d.alert_id"
+        " WHERE d.tenant_id = $1 AND ($2::text IS NULL OR d.status = $2)"
+        " ORDER BY d.created_at DESC, d.id LIMIT $3",
+        tenant_id,
+        status,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def retry_delivery(conn: asyncpg.Connection, tenant_id: str, delivery_id: str) -> dict | None:
+    """Queue a dead delivery again (same id, so a receiver that got it still drops it)."""
+    await conn.execute(
+        "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
+        " updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = 'dead'",
+        tenant_id,
+        delivery_id,
+    )
+    row = await conn.fetchrow(
+        f"SELECT {DELIVERY_COLUMNS} FROM alert_deliveries d LEFT JOIN alerts a ON a.id = d.alert_id"
+        " WHERE d.tenant_id = $1 AND d.id = $2",
+        tenant_id,
+        delivery_id,
+    )
+    return dict(row) if row else None
+
+
+async def list_alerts(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    branch_id: str | None,
+    kind: str | None,
+    since: date | None,
+    limit: int,
+) -> list[dict]:
+    """Alerts most valuable first, each with its deliveries' channel and status."""
+    rows = await conn.fetch(
+        "SELECT a.id, a.kind, a.customer_id, a.branch_id, a.segment, a.total_amount,"
+        "   a.last_purchase_on, a.effective_on, a.mode, a.status, a.subject, a.raised_at,"
+        "   coalesce((SELECT json_agg(json_build_object('id', d.id, 'channel', d.channel,"
+        "     'status', d.status, 'attempts', d.attempts) ORDER BY d.channel, d.id)"
+        "     FROM alert_deliveries d WHERE d.alert_id = a.id), '[]')::text AS deliveries"
+        " FROM alerts a WHERE a.tenant_id = $1"
+        "   AND ($2::text IS NULL OR a.branch_id = $2) AND ($3::text IS NULL OR a.kind = $3)"
+        "   AND ($4::date IS NULL OR a.effective_on >= $4)"
+        " ORDER BY a.priority, a.total_amount DESC, a.id LIMIT $5",
+        tenant_id,
+        branch_id,
+        kind,
+        since,
+        limit,
+    )
+    return [dict(r) | {"deliveries": json.loads(r["deliveries"])} for r in rows]
+
+
+# --- Comebacks: follow-up work showing up as results --------------------------------------------------
+
+
+async def comeback_counts(
+    conn: asyncpg.Connection, tenant_id: str, branch_id: str | None, start: date, end: date
+) -> dict:
+    """Comebacks from ``start`` to ``end`` (inclusive): in all, after a follow-up task, after
+    staff had done it; per segment they came back from and per day. A comeback recorded before
+    its branch was stored takes its task's branch."""
+    where = (
+        " FROM comebacks c LEFT JOIN followups f ON f.id = c.followup_id"
+        " WHERE c.tenant_id = $1 AND c.came_back_on BETWEEN $2 AND $3"
+        "   AND ($4::text IS NULL OR coalesce(c.branch_id, f.branch_id) = $4)"
+    )
+    args = (tenant_id, start, end, branch_id)
+    totals = await conn.fetchrow(
+        "SELECT count(*) AS comebacks, count(f.id) AS after_followup,"
+        " count(*) FILTER (WHERE f.outcome = 'done') AS after_contact" + where,
+        *args,
+    )
+    segments = await conn.fetch(
+        "SELECT coalesce(c.from_segment, f.segment) AS segment, count(*) AS comebacks"
+        + where
+        + " GROUP BY 1 ORDER BY 2 DESC, 1",
+        *args,
+    )
+    days = await conn.fetch(
+        "SELECT c.came_back_on AS day, count(*) AS comebacks" + where + " GROUP BY 1 ORDER BY 1",
+        *args,
+    )
+    return {
+        **dict(totals),
+        "by_segment": [dict(r) for r in segments],
+        "by_day": [{"date": r["day"], "comebacks": r["comebacks"]} for r in days],
+    }
+
+
+# --- At risk: reads of the classifier's tables --------------------------------------------------------
+#
+# The at-risk scan reads ``customer_states`` (scope 'all') and ``purchases``, which belong to
+# the classifier, read-only. Why here and not through a topic: the notifier shares the
+# database with the classifier; the silence it looks for is the absence of events, so no event
+# would carry it, and the rhythm (the median gap between a customer's purchase days) needs the
+# whole purchase history, which the classifier already keeps. A new topic would only copy that
+# table. Nothing here writes to those tables; if the services ever get databases of their own,
+# these two queries are what a read model (or a topic) must replace.
+
+
+async def tenants(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    rows = await conn.fetch("SELECT tenant_id, time_zone FROM tenants ORDER BY tenant_id")
+    return [(r["tenant_id"], r["time_zone"]) for r in rows]
+
+
+async def at_risk_candidates(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    segments: Sequence[str],
+    silent_since: date,
+    today: date,
+    after: str,
+    limit: int,
+) -> list[AtRiskCandidate]:
+    """One page (by customer id, after ``after``) of active customers of ``segments`` silent
+    since ``silent_since`` or longer and not yet warned about this silence, with their purchase
+    days: one per order (sales sharing an order_id are one order, dated by the earliest),
+    voided orders left out, as ``shared.cpm.compute_figures`` counts them."""
+    rows = await conn.fetch(
+        "WITH c AS ("
+        "   SELECT s.customer_id, s.segment, s.home_branch_id, s.total_amount,"
+        "     s.last_purchase_on, s.lapse_due_on FROM customer_states s"
+        "   WHERE s.tenant_id = $1 AND s.scope = 'all' AND s.segment = ANY($2::text[])"
+        "     AND s.last_purchase_on <= $3 AND s.customer_id > $5"
+        "     AND NOT EXISTS (SELECT 1 FROM followups f WHERE f.tenant_id = $1"
+        "       AND f.dedupe_key = 'at_risk:' || s.customer_id || ':'"
+        "         || to_char(s.last_purchase_on, 'YYYY-MM-DD'))"
+        "   ORDER BY s.customer_id LIMIT $6),"
+        " voided AS ("
+        "   SELECT DISTINCT p.customer_id, p.order_id FROM purchases p JOIN c USING (customer_id)"
+        "   WHERE p.tenant_id = $1 AND p.kind = 'void' AND p.order_id IS NOT NULL),"
+        " orders AS ("
+        "   SELECT p.customer_id, min(p.occurred_on) AS on_"
+        "   FROM purchases p JOIN c USING (customer_id)"
+        "   WHERE p.tenant_id = $1 AND p.kind = 'sale' AND p.occurred_on <= $4"
+        "     AND NOT EXISTS (SELECT 1 FROM voided v"
+        "       WHERE v.customer_id = p.customer_id AND v.order_id = p.order_id)"
+        "   GROUP BY p.customer_id, coalesce('o:' || p.order_id, 'e:' || p.event_id))"
+        " SELECT c.*, coalesce((SELECT array_agg(DISTINCT o.on_ ORDER BY o.on_) FROM orders o"
+        "   WHERE o.customer_id = c.customer_id), '{}') AS order_dates"
+        " FROM c ORDER BY c.customer_id",
+        tenant_id,
+        list(segments),
+        silent_since,
+        today,
+        after,
+        limit,
+    )
+    return [
+        AtRiskCandidate(
+            tenant_id=tenant_id,
+            customer_id=r["customer_id"],
+            segment=r["segment"],
+            branch_id=r["home_branch_id"],
+            total_amount=r["total_amount"],
+            last_purchase_on=r["last_purchase_on"],
+            lapse_due_on=r["lapse_due_on"],
+            order_dates=tuple(r["order_dates"]),
+        )
+        for r in rows
+    ]
+
+
+async def close_at_risk(conn: asyncpg.Connection, tenant_id: str, on: date) -> int:
+    """Close open at-risk tasks whose silence ended: the customer bought again, lapsed (the
+    lapse task takes over) or left the portfolio."""
+    result = await conn.execute(
+        "UPDATE followups f SET status = 'done', done_on = $2, updated_at = now(),"
+        "   outcome = CASE WHEN s.last_purchase_on > f.last_purchase_on THEN 'bought'"
+        "     WHEN s.segment LIKE '%\\_lapsed' THEN 'lapsed' ELSE 'left' END"
+        " FROM customer_states s"
+        " WHERE f.tenant_id = $1 AND f.reason = 'at_risk' AND f.status = 'open'"
+        "   AND s.tenant_id = f.tenant_id AND s.customer_id = f.customer_id AND s.scope = 'all'"
+        "   AND (s.last_purchase_on > f.last_purchase_on OR s.segment IS NULL"
+        "     OR s.segment NOT LIKE '%\\_active')",
+        tenant_id,
+        on,
+    )
+    return int(result.split()[-1])

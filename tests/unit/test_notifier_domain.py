@@ -159,6 +159,7 @@ def test_lapse_task_fields():
         created_on=lapsed_on,
         due_on=TODAY,
         total_amount=Decimal("154000"),
+        last_purchase_on=TODAY - timedelta(days=241),
     )
     assert action.reason == "lapsed"
     assert action.dedupe_key == "lapsed:C1:7" == lapse_key("C1", 7)
@@ -172,7 +173,14 @@ def test_comeback_and_rules_reactivation():
         MAX_AGE,
     )
     assert back == Reactivated(
-        "demo", "C1", 9, "loyal_active", TODAY - timedelta(days=1), comeback=True
+        "demo",
+        "C1",
+        9,
+        "loyal_active",
+        TODAY - timedelta(days=1),
+        comeback=True,
+        from_segment="loyal_lapsed",
+        branch_id="shibuya",
     )
     assert back.outcome == "comeback"
     # New borders make the customer active without a purchase: the task closes, no comeback.
