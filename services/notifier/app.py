@@ -394,6 +394,10 @@ async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> d
         row = await store.retry_delivery(conn, tenant_id, delivery_id)
     if row is None:
         raise ApiError(404, "not_found", f"no delivery {delivery_id}", id=delivery_id)
+    if row["status"] != "pending":
+        raise ApiError(
+            409, "not_dead", f"delivery {delivery_id} is {row['status']}", current=row["status"]
+        )
     return row
 
 

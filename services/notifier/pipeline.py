@@ -27,6 +27,7 @@ from . import metrics as notifier_metrics
 from . import store
 from .domain import (
     LAPSED,
+    SEQUENCE,
     CancelFollowup,
     OpenFollowup,
     Reactivated,
@@ -121,7 +122,7 @@ class Notifier:
 
         # Open before closing: a lapse and the change that ends it may share a batch.
         opened = await store.open_followups(conn, lapses)
-        notify = await store.tenant_settings(conn, {a.tenant_id for a in lapses})
+        notify = await store.tenant_settings(conn, {a.tenant_id for a in lapses}) if lapses else {}
         alerts = [
             plan_alert(
                 kind=LAPSED,
@@ -169,9 +170,9 @@ class Notifier:
         if raised:
             notifier_metrics.ALERTS_RAISED.labels(LAPSED).inc(raised)
         if scheduled:
-            notifier_metrics.SEQUENCE_STEPS.labels("scheduled").inc(scheduled)
+            metrics.FOLLOWUPS_OPENED.labels(SEQUENCE).inc(scheduled)
         if stopped:
-            notifier_metrics.SEQUENCE_STEPS.labels("cancelled").inc(stopped)
+            notifier_metrics.SEQUENCE_STEPS_CANCELLED.inc(stopped)
         return Applied(opened, cancelled, comebacks, raised, scheduled, stopped)
 
     async def _names(

@@ -722,7 +722,11 @@ async def list_alerts(
         since,
         limit,
     )
-    return [dict(r) | {"deliveries": json.loads(r["deliveries"])} for r in rows]
+    return [
+        dict(r)
+        | {"total_amount": str(r["total_amount"]), "deliveries": json.loads(r["deliveries"])}
+        for r in rows
+    ]
 
 
 # --- Comebacks: follow-up work showing up as results --------------------------------------------------
@@ -762,15 +766,7 @@ async def comeback_counts(
     }
 
 
-# --- At risk: reads of the classifier's tables --------------------------------------------------------
-#
-# The at-risk scan reads ``customer_states`` (scope 'all') and ``purchases``, which belong to
-# the classifier, read-only. Why here and not through a topic: the notifier shares the
-# database with the classifier; the silence it looks for is the absence of events, so no event
-# would carry it, and the rhythm (the median gap between a customer's purchase days) needs the
-# whole purchase history, which the classifier already keeps. A new topic would only copy that
-# table. Nothing here writes to those tables; if the services ever get databases of their own,
-# these two queries are what a read model (or a topic) must replace.
+# --- At risk: reads of the classifier's tables (see ``at_risk_candidates``) ---------------------
 
 
 async def tenants(conn: asyncpg.Connection) -> list[tuple[str, str]]:
@@ -791,30 +787,34 @@ async def at_risk_candidates(
     """One page (by customer id, after ``after``) of active customers of ``segments`` silent
     since ``silent_since`` or longer and not yet warned about this silence, with their purchase
     days: one per order (sales sharing an order_id are one order, dated by the earliest),
-    voided orders left out, as ``shared.cpm.compute_figures`` counts them."""
+    voided orders left out, as ``shared.cpm.compute_figures`` counts them.
+
+    Why the notifier reads the classifier's ``customer_states`` (scope 'all') and
+    ``purchases`` here, read-only, instead of consuming a topic: both services share the
+    database; the silence looked for is the *absence* of events, so no event carries it; and a
+    customer's rhythm (the median gap between their purchase days) needs their whole purchase
+    history, which the classifier already keeps. A topic would only copy that table. Nothing
+    here writes to those tables; should the services ever get databases of their own, this
+    query (and ``close_at_risk``) is what a read model must replace."""
     rows = await conn.fetch(
-        "WITH c AS ("
-        "   SELECT s.customer_id, s.segment, s.home_branch_id, s.total_amount,"
-        "     s.last_purchase_on, s.lapse_due_on FROM customer_states s"
-        "   WHERE s.tenant_id = $1 AND s.scope = 'all' AND s.segment = ANY($2::text[])"
-        "     AND s.last_purchase_on <= $3 AND s.customer_id > $5"
-        "     AND NOT EXISTS (SELECT 1 FROM followups f WHERE f.tenant_id = $1"
-        "       AND f.dedupe_key = 'at_risk:' || s.customer_id || ':'"
-        "         || to_char(s.last_purchase_on, 'YYYY-MM-DD'))"
-        "   ORDER BY s.customer_id LIMIT $6),"
-        " voided AS ("
-        "   SELECT DISTINCT p.customer_id, p.order_id FROM purchases p JOIN c USING (customer_id)"
-        "   WHERE p.tenant_id = $1 AND p.kind = 'void' AND p.order_id IS NOT NULL),"
-        " orders AS ("
-        "   SELECT p.customer_id, min(p.occurred_on) AS on_"
-        "   FROM purchases p JOIN c USING (customer_id)"
-        "   WHERE p.tenant_id = $1 AND p.kind = 'sale' AND p.occurred_on <= $4"
-        "     AND NOT EXISTS (SELECT 1 FROM voided v"
-        "       WHERE v.customer_id = p.customer_id AND v.order_id = p.order_id)"
-        "   GROUP BY p.customer_id, coalesce('o:' || p.order_id, 'e:' || p.event_id))"
-        " SELECT c.*, coalesce((SELECT array_agg(DISTINCT o.on_ ORDER BY o.on_) FROM orders o"
-        "   WHERE o.customer_id = c.customer_id), '{}') AS order_dates"
-        " FROM c ORDER BY c.customer_id",
+        "SELECT s.customer_id, s.segment, s.home_branch_id, s.total_amount, s.last_purchase_on,"
+        "   s.lapse_due_on,"
+        # One index range over the customer's purchases: group by order (a sale without an
+        # order id is its own); an order with a void is cancelled; dated by its earliest sale.
+        "   ARRAY(SELECT DISTINCT o.on_ FROM ("
+        "     SELECT min(p.occurred_on) FILTER (WHERE p.kind = 'sale') AS on_ FROM purchases p"
+        "     WHERE p.tenant_id = s.tenant_id AND p.customer_id = s.customer_id"
+        "       AND p.occurred_on <= $4 AND p.kind IN ('sale', 'void')"
+        "     GROUP BY coalesce('o:' || p.order_id, 'e:' || p.event_id)"
+        "     HAVING NOT bool_or(p.kind = 'void')) o"
+        "   WHERE o.on_ IS NOT NULL ORDER BY o.on_) AS order_dates"
+        " FROM customer_states s"
+        " WHERE s.tenant_id = $1 AND s.customer_id > $5 AND s.scope = 'all'"
+        "   AND s.segment = ANY($2::text[]) AND s.last_purchase_on <= $3"
+        "   AND NOT EXISTS (SELECT 1 FROM followups f WHERE f.tenant_id = $1"
+        "     AND f.dedupe_key = 'at_risk:' || s.customer_id || ':'"
+        "       || to_char(s.last_purchase_on, 'YYYY-MM-DD'))"
+        " ORDER BY s.customer_id LIMIT $6",
         tenant_id,
         list(segments),
         silent_since,

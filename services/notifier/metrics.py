@@ -1,0 +1,17 @@
+"""The notifier's own Prometheus metrics (beside ``shared.metrics``), on its ``/metrics``."""
+
+from prometheus_client import Counter, Gauge
+
+ALERTS_RAISED = Counter("kizuna_alerts_raised_total", "Alerts raised", ["kind"])
+DELIVERIES = Counter(
+    "kizuna_alert_deliveries_total",
+    "Tries to deliver an alert, by channel and outcome (sent, retry, dead)",
+    ["channel", "outcome"],
+)
+DELIVERY_BACKLOG = Gauge(
+    "kizuna_alert_delivery_backlog", "Alert deliveries waiting to be sent (digests excluded)"
+)
+SEQUENCE_STEPS_CANCELLED = Counter(
+    "kizuna_sequence_steps_cancelled_total",
+    "Open sequence steps cancelled because the customer moved to another segment",
+)
