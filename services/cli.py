@@ -232,6 +232,35 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
     dd.add_argument("--out", help="write NDJSON to this file instead of sending")
     dd.set_defaults(func=cmd_demo_data)
+    imp = sub.add_parser(
+        "import",
+        help="import a sales or customer CSV file through the running ingest service",
+        description="Import a sales or customer file (CSV/TSV, CP932 or UTF-8, Japanese or "
+        "English headers) through ingest (kizuna up). Exit 0: all rows imported; 1: some rows "
+        "rejected (written to FILE.rejections.csv); 2: the header cannot be mapped; 3: the "
+        "import could not run or stopped (run it again to resume).",
+    )
+    imp.add_argument("kind", choices=["sales", "customers"])
+    imp.add_argument("file", help="the CSV or tab-separated file")
+    imp.add_argument(
+        "--tenant", default=None, help="tenant (default KIZUNA_DEFAULT_TENANT, 'demo')"
+    )
+    imp.add_argument("--branch", help="branch of every row, for a file without a branch column")
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=field",
+        help="map a column to a field (repeatable); '-' as field ignores the column",
+    )
+    imp.add_argument(
+        "--dry-run", action="store_true", help="show encoding, delimiter, mapping, first rows"
+    )
+    imp.add_argument("--resume", type=int, metavar="ID", help="resume this unfinished import")
+    imp.add_argument("--rejections", metavar="PATH", help="where to write the rejected rows")
+    imp.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
+    imp.set_defaults(func=cmd_import)
+
     bench = sub.add_parser(
         "bench", help="run a benchmark scenario; results go to docs/BENCHMARKS.md"
     )
@@ -258,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--partitions", type=int, default=8)
     bench.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_import(args, settings: Settings) -> int:
+    from services import importer_cli
+
+    return importer_cli.main(args, settings)
 
 
 def cmd_bench(args, settings: Settings) -> int:

@@ -1,4 +1,5 @@
-"""The ingest service: ``POST /v1/purchases`` (one event, ``{"events": [...]}`` or NDJSON)."""
+"""The ingest service: ``POST /v1/purchases`` (one event, ``{"events": [...]}`` or NDJSON) and
+the CSV imports (``/v1/imports``, services/ingest/imports.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from services.importer import PurchasePublisher
 from shared import http, metrics
+from shared.db import create_pool, resolve_database_url
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.kafka import ensure_topics, new_producer
 from shared.settings import get_settings
+
+from . import imports
 
 log = logging.getLogger("kizuna.ingest")
 MAX_EVENTS = 20000
@@ -88,10 +93,24 @@ async def lifespan(app: FastAPI):
     app.state.publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic_partitions)
     with suppress(http.ApiError):
         await app.state.publisher.get()
+    # The imports' progress and checkpoints. min_size=0: ingest starts (and accepts purchases)
+    # while the database is down; readiness says so.
+    database_url, embedded_db = settings.database_url, None
+    if not database_url:
+        database_url, embedded_db = await resolve_database_url(settings)
+    app.state.pool = await create_pool(database_url, min_size=0, max_size=8)
+    await asyncio.to_thread(imports.sweep_spool)
+    app.state.imports = imports.ImportRunner(
+        app.state.pool,
+        PurchasePublisher(app.state.publisher.get, app.state.publisher.reset),
+    )
     try:
         yield
     finally:
+        await app.state.imports.close()  # interrupted imports resume on the next upload
         await app.state.publisher.close()
+        await app.state.pool.close()
+        del embedded_db
 
 
 app = FastAPI(
@@ -202,9 +221,13 @@ async def post_purchases(request: Request, tenant_id: Annotated[str, Depends(htt
 async def _ready() -> dict[str, bool]:
     try:
         await app.state.publisher.get()
-        return {"broker": True}
+        broker = True
     except http.ApiError:
-        return {"broker": False}
+        broker = False
+    return {"broker": broker, "database": await http.check_db(app.state.pool)}
+
+
+app.include_router(imports.router)
 
 
 http.install(app, _ready)

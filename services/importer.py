@@ -1,0 +1,870 @@
+"""CSV import: a sales file becomes purchase events on ``kizuna.purchases.v1``, a customer file
+rows of the ``customers`` table; both with every rejected row recorded (line, column, value,
+reason) and with progress and a checkpoint in PostgreSQL (``imports``).
+
+Reading is shared/csvimport.py (pure, streaming). This module is the orchestration; the SQL is
+in services/importer_store.py; the HTTP routes in services/ingest/imports.py; the command line
+client in services/importer_cli.py.
+
+Why nothing is dropped or doubled:
+
+- Sales rows are published in batches (``BATCH_ROWS``), one produce round per batch (whole
+  record batches per partition), and the batch's acknowledgements are awaited before the
+  checkpoint — the last data line of the batch, the counts and the batch's rejected rows — is
+  committed in one transaction. Every row up to the checkpoint is therefore acknowledged or
+  recorded as rejected; an interrupted import (process, broker or database gone) is resumed by
+  reading the file from the start again (the event ids need the whole file: see below) and
+  publishing only the rows after the checkpoint. At most the batch in flight is published
+  twice, which is harmless: csvimport's event ids are stable and the classifier's event store
+  ignores an id it has seen.
+- Importing the same file again publishes the same event ids: nothing changes downstream.
+- Customer rows are upserted in the same transaction as the checkpoint: exactly once.
+
+Events are placed on partitions as Kafka's default partitioner does (murmur2 of the key
+``tenant:customer``, like ingest's producer and a Java client), so a customer's imported and
+live events share a partition and the classifier's partition-parallel batches stay disjoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import io
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from prometheus_client import Counter
+
+from services import importer_store as store
+from shared.csvimport import (
+    CustomerRow,
+    Preview,
+    Rejection,
+    SaleRow,
+    read_customers,
+    read_sales,
+)
+from shared.customers import upsert_customers
+from shared.events import PURCHASES, PurchaseEvent
+from shared.http import ApiError
+
+log = logging.getLogger("kizuna.importer")
+
+Kind = Literal["sales", "customers"]
+KINDS: tuple[Kind, ...] = ("sales", "customers")
+BATCH_ROWS = 5000  # rows per produce/acknowledge round and per checkpoint
+SKIP_ROWS = 50_000  # rows passed over per read while resuming (keeps progress moving)
+PUBLISH_TRIES = 5  # a batch the broker did not acknowledge is retried, then the import fails
+PUBLISH_TIMEOUT = 30.0
+RETRY_BACKOFF = 0.5
+
+IMPORT_ROWS = Counter(
+    "kizuna_import_rows_total", "CSV rows imported or rejected", ["kind", "result"]
+)
+IMPORTS_ENDED = Counter("kizuna_imports_total", "CSV imports ended, by status", ["kind", "status"])
+
+
+class ImportFailed(Exception):
+    """The import stopped before the end (recorded as ``failed``; run it again to resume)."""
+
+
+# --------------------------------------------------------------------------------------------
+# What to import
+
+
+def options_of(branch: str | None, mapping: Iterable[str] = ()) -> dict[str, Any]:
+    """The options the event ids depend on, in one canonical form (stored with the import; a
+    file is resumed only with the same options)."""
+    options: dict[str, Any] = {}
+    if branch and branch.strip():
+        options["branch"] = branch.strip()
+    mapping = [m for m in mapping if m]
+    if mapping:
+        options["map"] = list(mapping)
+    return options
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    kind: Kind
+    tenant: str
+    branch: str | None = None
+    mapping: tuple[str, ...] = ()
+    file_name: str | None = None
+    resume_id: int | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return options_of(self.branch, self.mapping)
+
+
+def open_reader(path: str | os.PathLike, kind: Kind, tenant: str, options: dict[str, Any]):
+    """A csvimport reader with the header mapped; raises ``MappingError``."""
+    read = read_sales if kind == "sales" else read_customers
+    return read(
+        path, tenant=tenant, branch=options.get("branch"), mapping_overrides=options.get("map")
+    )
+
+
+def file_digest(path: str | os.PathLike) -> tuple[str, int]:
+    """(sha256 hex, size): what recognises the same file on a later import."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def customer_columns(fields: Iterable[str], branch_given: bool) -> list[str]:
+    """The customer columns a file has (a re-import leaves the others as they are)."""
+    fields = set(fields)
+    sources = {
+        "name": {"name", "family_name", "given_name"},
+        "kana": {"kana", "family_kana", "given_kana"},
+        "company": {"company"},
+        "postal_code": {"postal_code"},
+        "address1": {"prefecture", "city", "address1"},
+        "address2": {"address2", "address3"},
+        "phone": {"phone"},
+        "fax": {"fax"},
+        "email": {"email"},
+        "mail_consent": {"mail_consent"},
+        "branch_id": {"branch"},
+    }
+    columns = [c for c, src in sources.items() if fields & src]
+    if branch_given and "branch_id" not in columns:
+        columns.append("branch_id")
+    return columns
+
+
+# --------------------------------------------------------------------------------------------
+# Reading in batches (runs in a worker thread: parsing is CPU work)
+
+
+@dataclass
+class Batch:
+    items: list[Any]
+    rejections: list[Rejection]
+    last_line: int  # the last data line taken (0 when only skipped rows were read)
+    processed: int  # rows taken (not skipped)
+    rows: int  # the reader's counters, from the start of the file
+    accepted: int
+    rejected: int
+    bytes_read: int
+    done: bool
+
+
+def take(
+    results: Iterator[Any],
+    reader: Any,
+    limit: int,
+    skip_to: int,
+    prepare: Callable[[Any], Any],
+    check: Callable[[Any], None] | None = None,
+) -> Batch:
+    """The next ``limit`` rows after line ``skip_to`` (rows on or before it were done by an
+    earlier run: read, because the event ids count identical rows from the top of the file,
+    but not taken). Accepted rows go through ``prepare``; ``check`` sees the first of them."""
+    items: list[Any] = []
+    rejections: list[Rejection] = []
+    last_line = taken = skipped = 0
+    first = None
+    done = True
+    for result in results:
+        if result.line <= skip_to:
+            skipped += 1
+            if skipped >= SKIP_ROWS:
+                done = False
+                break
+            continue
+        last_line = result.line
+        if result.ok:
+            if first is None:
+                first = result
+            items.append(prepare(result))
+        else:
+            rejections.append(result)
+        taken += 1
+        if taken >= limit:
+            done = False
+            break
+    if check is not None and first is not None:
+        check(first)
+    return Batch(
+        items,
+        rejections,
+        last_line,
+        taken,
+        reader.rows,
+        reader.accepted,
+        reader.rejected,
+        reader.bytes_read,
+        done,
+    )
+
+
+class Partitioner:
+    """Kafka's default placement: murmur2 of the key over the sorted partitions (what aiokafka's
+    and the Java client's default partitioner do), cached per key — a sales file names each
+    customer many times and murmur2 is pure Python in aiokafka."""
+
+    def __init__(self, partitions: Iterable[int]):
+        self.partitions = sorted(partitions)
+        if not self.partitions:
+            raise ValueError("the topic has no partitions")
+        self.cache: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        p = self.cache.get(key)
+        if p is None:
+            if len(self.cache) >= 1_000_000:
+                self.cache.clear()
+            p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+            self.cache[key] = p
+        return p
+
+
+def sale_record(partition_of: Callable[[bytes], int]) -> Callable[[SaleRow], tuple]:
+    """SaleRow → (partition, key, value) ready to append to a record batch."""
+    dumps = orjson.dumps
+
+    def prepare(row: SaleRow) -> tuple[int, bytes, bytes]:
+        event = row.event
+        key = f"{event['tenant_id']}:{event['customer_id']}".encode()
+        return partition_of(key), key, dumps(event)
+
+    return prepare
+
+
+def check_sale(row: SaleRow) -> None:
+    """The contract, checked on the first event of each batch: csvimport builds events that
+    ingest would accept; if that ever breaks, fail the import loudly rather than feed the
+    classifier's dead-letter topic a whole file."""
+    try:
+        PurchaseEvent.model_validate(row.event)
+    except ValueError as exc:
+        raise ImportFailed(
+            f"line {row.line}: the reader built an event the contract rejects ({exc}); "
+            "please report this with the file's header and that line"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing
+
+
+class PurchasePublisher:
+    """Publishes prepared records to ``kizuna.purchases.v1`` as whole record batches per
+    partition and waits until the broker acknowledged all of them (``acks=all``).
+
+    Building batches ourselves skips aiokafka's per-message path (a future and a pure-Python
+    murmur2 per record); the placement is the same (see :class:`Partitioner`)."""
+
+    def __init__(
+        self,
+        get_producer: Callable[[], Awaitable[Any]],
+        reset: Callable[[], Awaitable[None]] | None = None,
+    ):
+        self._get = get_producer
+        self._reset = reset
+
+    @classmethod
+    def for_producer(cls, producer) -> PurchasePublisher:
+        async def get():
+            return producer
+
+        return cls(get)
+
+    async def partitions(self) -> list[int]:
+        producer = await self._get()
+        return sorted(await producer.partitions_for(PURCHASES))
+
+    async def publish(self, records: Sequence[tuple[int, bytes, bytes]]) -> None:
+        producer = await self._get()
+        builders: dict[int, Any] = {}
+        futures = []
+        for partition, key, value in records:
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:  # full
+                futures.append(await producer.send_batch(builder, PURCHASES, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+        for partition, builder in builders.items():
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, PURCHASES, partition=partition))
+        await asyncio.gather(*futures)
+
+    async def reset(self) -> None:
+        if self._reset is not None:
+            await self._reset()
+
+
+RETRYABLE = (KafkaError, OSError, TimeoutError, ApiError)
+
+
+async def publish_acknowledged(
+    publisher: PurchasePublisher, records: Sequence[tuple], tries: int = PUBLISH_TRIES
+) -> None:
+    """Publish one batch until the broker acknowledged it; a few tries with back-off."""
+    for attempt in range(1, tries + 1):
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await publisher.publish(records)
+            return
+        except RETRYABLE as exc:
+            with contextlib.suppress(Exception):
+                await publisher.reset()
+            reason = str(exc) or type(exc).__name__
+            if attempt >= tries:
+                raise ImportFailed(
+                    f"the broker did not acknowledge a batch after {tries} tries ({reason}); "
+                    "everything before it is safe: import the file again to resume"
+                ) from exc
+            wait = RETRY_BACKOFF * 2 ** (attempt - 1)
+            log.warning("import: batch not acknowledged (%s); retrying in %.1fs", reason, wait)
+            await asyncio.sleep(wait)
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+
+
+class Rate:
+    """Rows per second over the last ``window`` seconds, and the time left from the bytes
+    still to read (rows per file are unknown until the end; bytes are known from the start)."""
+
+    def __init__(
+        self,
+        total_bytes: int | None,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.total_bytes = total_bytes
+        self.window = window
+        self.clock = clock
+        self.started = clock()
+        self.processed = 0
+        self.samples: deque[tuple[float, int, int]] = deque([(self.started, 0, 0)])
+
+    def update(self, processed: int, bytes_read: int) -> tuple[float | None, float | None]:
+        """Add ``processed`` rows; returns (rows/s, seconds left) — ``None`` while unknown."""
+        now = self.clock()
+        self.processed += processed
+        self.samples.append((now, self.processed, bytes_read))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+        t0, rows0, bytes0 = self.samples[0]
+        elapsed = now - t0
+        if elapsed <= 0:
+            return None, None
+        rows_per_second = (self.processed - rows0) / elapsed
+        eta = None
+        byte_rate = (bytes_read - bytes0) / elapsed
+        if self.total_bytes is not None and byte_rate > 0:
+            eta = max(0.0, (self.total_bytes - bytes_read) / byte_rate)
+        return round(rows_per_second, 1), None if eta is None else round(eta, 1)
+
+    def overall(self) -> float | None:
+        elapsed = self.clock() - self.started
+        return round(self.processed / elapsed, 1) if elapsed > 0 else None
+
+
+# --------------------------------------------------------------------------------------------
+# Running an import
+
+
+async def claim_import(
+    conn: asyncpg.Connection,
+    path: str | os.PathLike,
+    request: ImportRequest,
+    sha256: str,
+    size: int,
+) -> tuple[store.Claim, Any]:
+    """Map the file's header (``MappingError`` before anything is recorded) and open its import
+    on ``conn``: a new one, or the unfinished one to resume. Returns the claim and the reader
+    (``None`` when another runner holds the import: follow that one instead)."""
+    options = request.options
+    if request.resume_id is not None and not options:
+        previous = await store.get_import(conn, request.tenant, request.resume_id)
+        if previous is not None:
+            options = previous["options"]  # --resume ID alone: the options it ran with
+    reader = await asyncio.to_thread(open_reader, path, request.kind, request.tenant, options)
+    try:
+        claim = await store.claim(
+            conn,
+            tenant_id=request.tenant,
+            kind=request.kind,
+            file_name=request.file_name,
+            sha256=sha256,
+            size=size,
+            options=options,
+            resume_id=request.resume_id,
+        )
+    except BaseException:
+        reader.close()
+        raise
+    if claim.busy:
+        reader.close()
+        return claim, None
+    return claim, reader
+
+
+async def run_import(
+    conn: asyncpg.Connection,
+    claim: store.Claim,
+    reader: Any,
+    *,
+    publisher: PurchasePublisher | None = None,
+    batch_rows: int = BATCH_ROWS,
+    tries: int = PUBLISH_TRIES,
+    on_progress: Callable[[store.Checkpoint], None] | None = None,
+) -> dict[str, Any]:
+    """Run a claimed import to its end on ``conn`` (which holds the import's lock) and return
+    the final ``imports`` row. Raises :class:`ImportFailed` (recorded as ``failed``) when the
+    broker does not acknowledge a batch; cancellation is recorded as ``interrupted``. Either
+    way the checkpoint stands and the next import of the file resumes after it."""
+    row = claim.row
+    import_id, tenant, kind = row["id"], row["tenant_id"], row["kind"]
+    skip_to = row["last_line"] if claim.resumed else 0
+    if claim.resumed:
+        log.info("import %s: resuming after line %s", import_id, skip_to)
+    rate = Rate(reader.total_bytes)
+    executor = ThreadPoolExecutor(1, thread_name_prefix=f"import-{import_id}")
+    reading: Future | None = None
+    last_line = skip_to
+    try:
+        mapping = reader.mapping
+        await store.describe_file(
+            conn,
+            import_id,
+            encoding=reader.encoding,
+            delimiter=reader.dialect.delimiter_name,
+            mapping=mapping.describe(),
+            notes=list(mapping.notes),
+        )
+        if kind == "sales":
+            if publisher is None:
+                raise ValueError("a sales import needs a publisher")
+            prepare, check = sale_record(Partitioner(await publisher.partitions())), check_sale
+            columns: list[str] = []
+        else:
+            prepare, check = CustomerRow.as_dict, None
+            columns = customer_columns(mapping.fields, reader.branch is not None)
+        results = iter(reader)
+
+        def read() -> Batch:
+            return take(results, reader, batch_rows, skip_to, prepare, check)
+
+        reading = executor.submit(read)
+        while True:
+            batch = await asyncio.wrap_future(reading)
+            # read the next batch while this one is published and acknowledged
+            reading = None if batch.done else executor.submit(read)
+            if not batch.processed and not batch.done:
+                continue  # rows of an earlier run passed over
+            if kind == "sales" and batch.items:
+                await publish_acknowledged(publisher, batch.items, tries)
+            also = None
+            if kind == "customers" and batch.items:
+                items = batch.items
+
+                async def also(c, items=items):
+                    await upsert_customers(c, tenant, items, columns, import_id=import_id)
+
+            last_line = max(last_line, batch.last_line)
+            speed, eta = rate.update(batch.processed, batch.bytes_read)
+            progress = store.Checkpoint(
+                batch.rows,
+                batch.accepted,
+                batch.rejected,
+                batch.bytes_read,
+                last_line,
+                speed,
+                eta,
+            )
+            await store.checkpoint(conn, import_id, progress, batch.rejections, also)
+            IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
+            IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
+            if on_progress is not None:
+                on_progress(progress)
+            if batch.done:
+                break
+        await store.finish(
+            conn,
+            import_id,
+            "done",
+            notes=list(mapping.notes) + reader.warnings,
+            rows_per_second=rate.overall(),
+        )
+        IMPORTS_ENDED.labels(kind, "done").inc()
+    except asyncio.CancelledError:
+        await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
+        raise
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        await _record_end(conn, import_id, kind, "failed", reason)
+        if isinstance(exc, ImportFailed):
+            raise
+        raise ImportFailed(reason) from exc
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        if reading is not None and not reading.done():
+            # let the batch being read finish before the file is closed under it
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(reading)
+        reader.close()
+    return await store.get_import(conn, tenant, import_id)
+
+
+async def _record_end(conn, import_id: int, kind: str, status: str, error: str) -> None:
+    IMPORTS_ENDED.labels(kind, status).inc()
+    try:
+        async with asyncio.timeout(10):
+            await store.finish(
+                conn,
+                import_id,
+                status,
+                error=f"{error}; everything up to the checkpoint is kept: import the same file "
+                "again to resume",
+            )
+    except Exception as exc:  # noqa: BLE001 - the row shows 'interrupted' once the lock is gone
+        log.warning("import %s: could not record %s (%s)", import_id, status, exc)
+
+
+async def import_file(
+    pool: asyncpg.Pool,
+    path: str | os.PathLike,
+    request: ImportRequest,
+    *,
+    publisher: PurchasePublisher | None = None,
+    batch_rows: int = BATCH_ROWS,
+    tries: int = PUBLISH_TRIES,
+    on_progress: Callable[[store.Checkpoint], None] | None = None,
+) -> dict[str, Any]:
+    """Import a file start to end in this process (new, or resumed when the same file has an
+    unfinished import); returns the final ``imports`` row. What ingest does for an upload, and
+    what the benchmark measures."""
+    sha256, size = await asyncio.to_thread(file_digest, path)
+    async with pool.acquire() as conn:
+        claim, reader = await claim_import(conn, path, request, sha256, size)
+        if reader is None:
+            raise ImportFailed(f"import {claim.id} of this file is running elsewhere")
+        try:
+            return await run_import(
+                conn,
+                claim,
+                reader,
+                publisher=publisher,
+                batch_rows=batch_rows,
+                tries=tries,
+                on_progress=on_progress,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await store.release(conn, claim.id)
+
+
+# --------------------------------------------------------------------------------------------
+# What the API and the command line show
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A reader result as JSON: an accepted sale (``event``), customer (``customer``) or a
+    rejection (``column``, ``value``, ``reason``, ``problems``)."""
+    if isinstance(result, SaleRow):
+        return {"line": result.line, "ok": True, "event": result.event}
+    if isinstance(result, CustomerRow):
+        return {"line": result.line, "ok": True, "customer": result.as_dict()}
+    return rejection_dict(result)
+
+
+def rejection_dict(r: Rejection) -> dict[str, Any]:
+    problems = r.problems or ((r.column, r.value, r.reason),)
+    return {
+        "line": r.line,
+        "ok": False,
+        "column": r.column,
+        "value": r.value,
+        "reason": r.reason,
+        "problems": [{"column": c, "value": v, "reason": why} for c, v, why in problems],
+    }
+
+
+def preview_dict(p: Preview, file_name: str | None = None) -> dict[str, Any]:
+    """The dry run: detected encoding and delimiter, the mapping, notes, the first rows."""
+    return {
+        "kind": p.kind,
+        "file_name": file_name,
+        "encoding": p.encoding,
+        "delimiter": p.delimiter,
+        "header_line": p.header_line,
+        "columns": p.columns,
+        "mapping": p.mapping,
+        "notes": p.notes,
+        "warnings": p.warnings,
+        "error": p.error,
+        "total_bytes": p.total_bytes,
+        "rows": [result_dict(r) for r in p.rows],
+    }
+
+
+REJECTION_COLUMNS = ("line", "column", "value", "reason")
+
+
+def rejection_lines(rejections: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
+    """One CSV line per problem (a row with two bad cells gives two lines with its number)."""
+    for r in rejections:
+        for p in r.get("problems") or [r]:
+            yield [
+                r["line"],
+                p.get("column") or "",
+                "" if p.get("value") is None else p["value"],
+                p["reason"],
+            ]
+
+
+def rejections_csv(rejections: Iterable[dict[str, Any]], *, header: bool = True) -> str:
+    """The rejected rows as CSV text (callers write it as UTF-8 with a BOM, for Excel)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if header:
+        writer.writerow(REJECTION_COLUMNS)
+    writer.writerows(rejection_lines(rejections))
+    return out.getvalue()
+
+
+def import_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An ``imports`` row as the API shows it (progress as a fraction of the bytes)."""
+    size = row.get("size_bytes")
+    done = row["status"] == "done"
+    progress = 1.0 if done else (round(row["bytes_read"] / size, 4) if size else None)
+    return {
+        "id": row["id"],
+        "tenant_id": row["tenant_id"],
+        "kind": row["kind"],
+        "file_name": row["file_name"],
+        "file_sha256": row["file_sha256"],
+        "size_bytes": size,
+        "options": row["options"],
+        "status": row["status"],
+        "resumable": row["status"] in ("failed", "interrupted"),
+        "rows": row["rows"],
+        "accepted": row["accepted"],
+        "rejected": row["rejected"],
+        "bytes_read": row["bytes_read"],
+        "progress": progress,
+        "rows_per_second": row["rows_per_second"],
+        "eta_seconds": row["eta_seconds"],
+        "last_line": row["last_line"],
+        "runs": row["runs"],
+        "resumed_from_line": row["resumed_from_line"],
+        "encoding": row["encoding"],
+        "delimiter": row["delimiter"],
+        "mapping": row["mapping"],
+        "notes": row["notes"],
+        "started_at": row["started_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        "error": row["error"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark
+
+
+SAMPLE_ITEMS = (
+    ("K-01", "黒酢にんにく", 3000),
+    ("K-02", "青汁 30包", 2000),
+    ("K-03", "有機煎茶 100g", 1620),
+    ("K-04", "ｺｰﾋｰ豆 200g", 1200),
+    ("K-05", "はちみつ", 2500),
+    ("K-06", "梅干し 特選", 1800),
+)
+SAMPLE_BRANCHES = ("shibuya", "shinjuku", "umeda", "sakae", "tenjin", "online")
+SAMPLE_HEADER = (
+    "伝票番号\t受注日\t顧客コード\t店舗コード\t商品コード\t商品名\t単価\t数量\t消費税\t売上金額"
+)
+
+
+def write_sample_sales(
+    path: str | os.PathLike, rows: int, *, customers: int = 200_000, seed: int = 7
+) -> int:
+    """A CP932, tab-separated sales export with Japanese headers as order software writes it
+    (dates like 2003/3/30, amounts like 6,480, one row per line item, 1–3 items per order).
+    Returns the file size."""
+    rnd = random.Random(seed)
+    start = date(2021, 1, 1)
+    with open(path, "w", encoding="cp932", newline="") as f:
+        f.write(SAMPLE_HEADER + "\r\n")
+        written, order = 0, 100000
+        while written < rows:
+            order += 1
+            customer = f"C{rnd.randrange(customers):06d}"
+            day = start + timedelta(days=rnd.randrange(1095))
+            branch = rnd.choice(SAMPLE_BRANCHES)
+            for _ in range(min(rnd.choice((1, 1, 2, 3)), rows - written)):
+                sku, name, price = rnd.choice(SAMPLE_ITEMS)
+                quantity = rnd.choice((1, 1, 2))
+                tax = price * quantity * 8 // 100
+                f.write(
+                    f"{order}\t{day.year}/{day.month}/{day.day}\t{customer}\t{branch}\t{sku}\t"
+                    f"{name}\t{price:,}\t{quantity}\t{tax}\t{price * quantity + tax:,}\r\n"
+                )
+                written += 1
+    return os.path.getsize(path)
+
+
+async def bench_import(
+    rows: int,
+    *,
+    partitions: int = 8,
+    batch_rows: int = BATCH_ROWS,
+    parse_only: bool = True,
+    work_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Measure the bulk path on this machine: a generated CP932 tab file of ``rows`` rows
+    imported end to end to "published and acknowledged" (checkpoints included) on its own
+    embedded broker and a fresh database; then, for scale, reading and parsing alone
+    (``parse_only``), and PostgreSQL's own ``COPY`` of the same file into a plain table of
+    text columns. Returns the figures (seconds and rows per second of each)."""
+    from shared.db import _with_database, create_pool, migrate, resolve_database_url
+    from shared.embedded import EmbeddedBroker
+    from shared.kafka import ensure_topics, high_watermarks, new_producer
+    from shared.settings import Settings
+
+    base = Path(work_dir or tempfile.gettempdir()) / f"kizuna-bench-import-{uuid.uuid4().hex[:6]}"
+    base.mkdir(parents=True)
+    path = base / "sales.tsv"
+    server_url, embedded = await resolve_database_url(Settings())
+    database = f"kizuna_bench_import_{uuid.uuid4().hex[:6]}"
+    url = _with_database(server_url, database)
+    broker = EmbeddedBroker(_free_port(), log_file=None)
+    result: dict[str, Any] = {"rows": rows, "partitions": partitions, "batch_rows": batch_rows}
+    try:
+        result["file_bytes"] = await asyncio.to_thread(write_sample_sales, path, rows)
+        await migrate(url)
+        await broker.start()
+        await ensure_topics(broker.bootstrap, partitions)
+        pool = await create_pool(url, max_size=2)
+        producer = new_producer(broker.bootstrap)
+        await producer.start()
+        try:
+            started = time.perf_counter()
+            row = await import_file(
+                pool,
+                path,
+                ImportRequest("sales", "bench", file_name=path.name),
+                publisher=PurchasePublisher.for_producer(producer),
+                batch_rows=batch_rows,
+            )
+            seconds = time.perf_counter() - started
+        finally:
+            await producer.stop()
+        marks = await high_watermarks(broker.bootstrap, [PURCHASES])
+        result.update(
+            accepted=row["accepted"],
+            rejected=row["rejected"],
+            published=sum(marks.values()),
+            import_seconds=round(seconds, 2),
+            import_rows_per_second=round(rows / seconds),
+        )
+        if parse_only:
+            started = time.perf_counter()
+            n = await asyncio.to_thread(_parse_only, path)
+            seconds = time.perf_counter() - started
+            result.update(parse_seconds=round(seconds, 2), parse_rows_per_second=round(n / seconds))
+        headers = SAMPLE_HEADER.split("\t")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE bench_copy ("
+                + ", ".join(f"c{i} text" for i in range(len(headers)))
+                + ")"
+            )
+            started = time.perf_counter()
+            status = await conn.copy_to_table(
+                "bench_copy",
+                source=path,
+                format="csv",
+                delimiter="\t",
+                header=True,
+                encoding="SJIS",
+            )
+            seconds = time.perf_counter() - started
+        result.update(
+            copy_rows=int(status.split()[-1]),
+            copy_seconds=round(seconds, 2),
+            copy_rows_per_second=round(rows / seconds),
+        )
+        await pool.close()
+    finally:
+        broker.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        del embedded
+    return result
+
+
+def _parse_only(path: Path) -> int:
+    n = 0
+    for _ in read_sales(path, tenant="bench"):
+        n += 1
+    return n
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+__all__ = [
+    "BATCH_ROWS",
+    "Batch",
+    "ImportFailed",
+    "ImportRequest",
+    "Partitioner",
+    "PurchasePublisher",
+    "Rate",
+    "bench_import",
+    "claim_import",
+    "customer_columns",
+    "file_digest",
+    "import_file",
+    "import_view",
+    "open_reader",
+    "options_of",
+    "preview_dict",
+    "rejections_csv",
+    "run_import",
+    "take",
+    "write_sample_sales",
+]

@@ -1,0 +1,330 @@
+"""The SQL of CSV imports: the ``imports`` row (progress and checkpoint), its rejected rows, and
+who is running it (a session advisory lock held by the connection that runs the import).
+
+Tables: shared/migrations/006_imports.sql. The orchestration is in services/importer.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from shared.csvimport import Rejection
+
+# Two-key advisory locks (class, import id): a live runner holds its import's lock on the
+# connection it works with, so a crashed runner (process or connection gone) frees it at once.
+IMPORT_LOCK_CLASS = 0x4B5A494D  # "KZIM"
+RESUMABLE = ("running", "failed", "interrupted")
+
+_RUNNING = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" AND l.classid = {IMPORT_LOCK_CLASS} AND l.objid = (i.id % 2147483647) AND l.objsubid = 2)"
+)
+COLUMNS = (
+    "i.id, i.tenant_id, i.kind, i.file_name, i.file_sha256, i.size_bytes, i.options, i.status,"
+    " i.encoding, i.delimiter, i.mapping, i.notes, i.rows, i.accepted, i.rejected, i.bytes_read,"
+    " i.last_line, i.runs, i.resumed_from_line, i.rows_per_second, i.eta_seconds, i.started_at,"
+    " i.run_started_at, i.updated_at, i.finished_at, i.error, " + _RUNNING + " AS live"
+)
+
+
+class ImportConflict(Exception):
+    """The import asked for cannot be run (unknown id, another file, already finished)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An import this connection now runs (``busy`` False), or one that another runner holds
+    (``busy`` True: follow its progress instead of running it twice)."""
+
+    row: dict[str, Any]
+    resumed: bool
+    busy: bool = False
+
+    @property
+    def id(self) -> int:
+        return self.row["id"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    rows: int
+    accepted: int
+    rejected: int
+    bytes_read: int
+    last_line: int
+    rows_per_second: float | None
+    eta_seconds: float | None
+
+
+def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    row = dict(record)
+    for key in ("options", "mapping", "notes"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    for key in ("rows_per_second", "eta_seconds"):
+        if row.get(key) is not None:
+            row[key] = float(row[key])
+    # a 'running' import nobody holds was interrupted (its process or connection died)
+    if row["status"] == "running" and not row.pop("live"):
+        row["status"] = "interrupted"
+    row.pop("live", None)
+    return row
+
+
+async def _try_lock(conn: asyncpg.Connection, import_id: int) -> bool:
+    return await conn.fetchval(
+        "SELECT pg_try_advisory_lock($1, ($2 % 2147483647)::int)", IMPORT_LOCK_CLASS, import_id
+    )
+
+
+async def release(conn: asyncpg.Connection, import_id: int) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock($1, ($2 % 2147483647)::int)", IMPORT_LOCK_CLASS, import_id
+    )
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    kind: str,
+    file_name: str | None,
+    sha256: str,
+    size: int | None,
+    options: dict[str, Any],
+    resume_id: int | None = None,
+) -> Claim:
+    """Open the import of a file on this connection: resume ``resume_id``, or else the newest
+    unfinished import of the same file (tenant, kind, sha256) with the same options, or else
+    start a new one. The caller then holds the import's lock on ``conn`` until
+    :func:`release` (or until the connection closes)."""
+    async with conn.transaction():
+        # one claimer per file at a time, so two uploads of one file cannot both start it
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+            f"{tenant_id}\x1f{kind}\x1f{sha256}",
+            IMPORT_LOCK_CLASS,
+        )
+        if resume_id is not None:
+            row = _row(
+                await conn.fetchrow(
+                    f"SELECT {COLUMNS} FROM imports i WHERE i.id = $1 AND i.tenant_id = $2",
+                    resume_id,
+                    tenant_id,
+                )
+            )
+            if row is None:
+                raise ImportConflict(404, "not_found", f"no import {resume_id} for this tenant")
+            if (row["kind"], row["file_sha256"]) != (kind, sha256):
+                raise ImportConflict(
+                    409,
+                    "different_file",
+                    f"import {resume_id} was of another file ({row['kind']}, "
+                    f"{row['file_name']}, sha256 {row['file_sha256'][:12]}…): resume it with "
+                    "the same file",
+                )
+            if row["status"] == "done":
+                raise ImportConflict(
+                    409,
+                    "already_done",
+                    f"import {resume_id} is finished; import the file again without --resume",
+                )
+            if options != row["options"]:
+                raise ImportConflict(
+                    409,
+                    "different_options",
+                    f"import {resume_id} ran with {row['options'] or 'no options'}, not "
+                    f"{options or 'none'}: the event ids depend on them; resume with the same",
+                )
+        else:
+            row = _row(
+                await conn.fetchrow(
+                    f"SELECT {COLUMNS} FROM imports i"
+                    " WHERE i.tenant_id = $1 AND i.kind = $2 AND i.file_sha256 = $3"
+                    " AND i.status <> 'done' AND i.options = $4::jsonb"
+                    " ORDER BY i.id DESC LIMIT 1",
+                    tenant_id,
+                    kind,
+                    sha256,
+                    json.dumps(options, sort_keys=True),
+                )
+            )
+        if row is not None:
+            if row["status"] == "running":  # someone holds it right now
+                return Claim(row, resumed=False, busy=True)
+            if not await _try_lock(conn, row["id"]):
+                return Claim(row, resumed=False, busy=True)
+            resumed = _row(
+                await conn.fetchrow(
+                    "UPDATE imports i SET status = 'running', runs = runs + 1,"
+                    " resumed_from_line = last_line, run_started_at = now(), updated_at = now(),"
+                    " finished_at = NULL, error = NULL, eta_seconds = NULL,"
+                    " file_name = coalesce($2, file_name)"
+                    f" WHERE i.id = $1 RETURNING {COLUMNS}",
+                    row["id"],
+                    file_name,
+                )
+            )
+            return Claim(resumed, resumed=True)
+        new_id = await conn.fetchval(
+            "INSERT INTO imports (tenant_id, kind, file_name, file_sha256, size_bytes, options)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id",
+            tenant_id,
+            kind,
+            file_name,
+            sha256,
+            size,
+            json.dumps(options, sort_keys=True),
+        )
+        await _try_lock(conn, new_id)  # nobody else can know the id yet
+        row = _row(await conn.fetchrow(f"SELECT {COLUMNS} FROM imports i WHERE i.id = $1", new_id))
+        return Claim(row, resumed=False)
+
+
+async def describe_file(
+    conn: asyncpg.Connection,
+    import_id: int,
+    *,
+    encoding: str,
+    delimiter: str,
+    mapping: list[dict[str, Any]],
+    notes: list[str],
+) -> None:
+    await conn.execute(
+        "UPDATE imports SET encoding = $2, delimiter = $3, mapping = $4::jsonb,"
+        " notes = $5::jsonb, updated_at = now() WHERE id = $1",
+        import_id,
+        encoding,
+        delimiter,
+        json.dumps(mapping, ensure_ascii=False),
+        json.dumps(notes, ensure_ascii=False),
+    )
+
+
+async def checkpoint(
+    conn: asyncpg.Connection,
+    import_id: int,
+    progress: Checkpoint,
+    rejections: Sequence[Rejection],
+    also: Callable[[asyncpg.Connection], Awaitable[Any]] | None = None,
+) -> None:
+    """One transaction: ``also`` (the customers' upsert), the batch's rejected rows, and the
+    new checkpoint. Called only after the batch's events were acknowledged."""
+    async with conn.transaction():
+        if also is not None:
+            await also(conn)
+        if rejections:
+            await conn.copy_records_to_table(
+                "import_rejections",
+                records=[
+                    (
+                        import_id,
+                        r.line,
+                        r.column,
+                        r.value,
+                        r.reason,
+                        json.dumps(
+                            [list(p) for p in r.problems] or [[r.column, r.value, r.reason]],
+                            ensure_ascii=False,
+                        ),
+                    )
+                    for r in rejections
+                ],
+                columns=["import_id", "line", "column_name", "value", "reason", "problems"],
+            )
+        await conn.execute(
+            "UPDATE imports SET rows = $2, accepted = $3, rejected = $4, bytes_read = $5,"
+            " last_line = $6, rows_per_second = $7, eta_seconds = $8, updated_at = now()"
+            " WHERE id = $1",
+            import_id,
+            progress.rows,
+            progress.accepted,
+            progress.rejected,
+            progress.bytes_read,
+            progress.last_line,
+            progress.rows_per_second,
+            progress.eta_seconds,
+        )
+
+
+async def finish(
+    conn: asyncpg.Connection,
+    import_id: int,
+    status: str,
+    *,
+    error: str | None = None,
+    notes: list[str] | None = None,
+    rows_per_second: float | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE imports SET status = $2, error = $3, notes = coalesce($4::jsonb, notes),"
+        " rows_per_second = coalesce($5, rows_per_second),"
+        " eta_seconds = CASE WHEN $2 = 'done' THEN 0 ELSE NULL END,"
+        " finished_at = CASE WHEN $2 = 'done' THEN now() END, updated_at = now()"
+        " WHERE id = $1",
+        import_id,
+        status,
+        error,
+        json.dumps(notes, ensure_ascii=False) if notes is not None else None,
+        rows_per_second,
+    )
+
+
+async def get_import(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, import_id: int
+) -> dict[str, Any] | None:
+    return _row(
+        await conn.fetchrow(
+            f"SELECT {COLUMNS} FROM imports i WHERE i.id = $1 AND i.tenant_id = $2",
+            import_id,
+            tenant_id,
+        )
+    )
+
+
+async def list_imports(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM imports i WHERE i.tenant_id = $1 ORDER BY i.id DESC LIMIT $2",
+        tenant_id,
+        limit,
+    )
+    return [_row(r) for r in rows]
+
+
+async def rejections(
+    conn: asyncpg.Connection | asyncpg.Pool, import_id: int, *, after_line: int = 0, limit: int
+) -> list[dict[str, Any]]:
+    """Rejected rows in line order, a page at a time (keyset on the line)."""
+    rows = await conn.fetch(
+        "SELECT line, column_name, value, reason, problems FROM import_rejections"
+        " WHERE import_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+        import_id,
+        after_line,
+        limit,
+    )
+    return [
+        {
+            "line": r["line"],
+            "column": r["column_name"],
+            "value": r["value"],
+            "reason": r["reason"],
+            "problems": [
+                {"column": c, "value": v, "reason": why} for c, v, why in json.loads(r["problems"])
+            ],
+        }
+        for r in rows
+    ]

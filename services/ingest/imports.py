@@ -1,0 +1,408 @@
+"""CSV imports over HTTP.
+
+- ``POST /v1/imports/sales`` and ``POST /v1/imports/customers`` — the file as the raw body
+  (``Content-Type: text/csv``, any encoding) or as a multipart upload (``-F file=@sales.csv``).
+  Query (or form) parameters: ``branch`` (for a file without a branch column), ``map``
+  (``COLUMN=field``, repeatable), ``dry_run`` (answer with the preview, import nothing),
+  ``resume`` (an import id), ``file_name`` (for a raw body). 202 with the import (``id``,
+  ``status``, counts) as soon as the header is mapped and the import has started in the
+  background; 422 ``mapping_error`` naming the missing column and the closest header; 503 when
+  the broker is unreachable (sales). The same file again, while an import of it is unfinished,
+  resumes that import after its checkpoint (``started: "resumed"``).
+- ``GET /v1/imports/{id}`` — progress (rows read, accepted, rejected, rows/s, ETA, status) and
+  the first rejected rows; ``GET /v1/imports/{id}/rejections?format=csv|json`` — every rejected
+  row with line, column, value and reason; ``GET /v1/imports`` — the tenant's recent imports;
+  ``POST /v1/imports/{id}/cancel`` — stop a running import (resumable).
+
+The import runs in this process (:class:`ImportRunner`), on a database connection that holds
+the import's advisory lock; progress and checkpoint live in PostgreSQL (services/importer.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+
+from services import importer
+from services import importer_store as store
+from shared import http
+from shared.csvimport import MappingError, preview
+
+log = logging.getLogger("kizuna.ingest.imports")
+router = APIRouter(prefix="/v1/imports", tags=["imports"])
+
+MAX_UPLOAD_BYTES = 4 << 30
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
+PREVIEW_ROWS = 10
+INLINE_REJECTIONS = 100
+PAGE = 5000
+
+Tenant = Annotated[str, Depends(http.tenant_header)]
+
+
+class ImportRunner:
+    """The imports running in this process: each a task with its own database connection
+    (holding the import's lock). Stopping the service interrupts them; they resume when the
+    file is imported again."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: importer.PurchasePublisher):
+        self.pool = pool
+        self.publisher = publisher
+        self.tasks: dict[int, asyncio.Task] = {}
+
+    async def start(
+        self, path: Path, request: importer.ImportRequest, sha256: str, size: int
+    ) -> tuple[dict[str, Any], str]:
+        """Claim and start the import of a spooled file (the runner then owns the file).
+        Returns the import row and how it started: ``new``, ``resumed`` or ``already_running``
+        (another runner has it; the file is not needed)."""
+        try:
+            conn = await self.pool.acquire(timeout=10)
+        except TimeoutError as exc:
+            raise http.ApiError(
+                503, "busy", "every database connection of ingest is in use; try again shortly"
+            ) from exc
+        try:
+            claim, reader = await importer.claim_import(conn, path, request, sha256, size)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if reader is None:
+            await self.pool.release(conn)
+            _remove(path)
+            return claim.row, "already_running"
+        task = asyncio.create_task(self._run(conn, claim, reader, path), name=f"import-{claim.id}")
+        self.tasks[claim.id] = task
+        return claim.row, "resumed" if claim.resumed else "new"
+
+    async def _run(self, conn, claim: store.Claim, reader, path: Path) -> None:
+        try:
+            row = await importer.run_import(conn, claim, reader, publisher=self.publisher)
+            log.info(
+                "import %s done: %s rows, %s accepted, %s rejected",
+                claim.id,
+                row["rows"],
+                row["accepted"],
+                row["rejected"],
+            )
+        except importer.ImportFailed as exc:
+            log.warning("import %s failed: %s", claim.id, exc)
+        except asyncio.CancelledError:
+            log.info("import %s interrupted", claim.id)
+        except Exception:  # noqa: BLE001 - recorded in the imports row; keep ingest serving
+            log.exception("import %s ended unexpectedly", claim.id)
+        finally:
+            with contextlib.suppress(Exception):
+                await store.release(conn, claim.id)
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+            _remove(path)
+            self.tasks.pop(claim.id, None)
+
+    async def cancel(self, import_id: int) -> bool:
+        task = self.tasks.get(import_id)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def sweep_spool(max_age: float = 86400) -> None:
+    """Delete uploads left behind by a process that died (never one another process may still
+    be reading: only files untouched for ``max_age`` seconds)."""
+    with contextlib.suppress(OSError):
+        for path in UPLOAD_DIR.glob("*.upload"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > max_age:
+                    path.unlink()
+
+
+@dataclass
+class Upload:
+    path: Path
+    sha256: str
+    size: int
+    file_name: str | None
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _new_spool() -> Path:
+    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    return UPLOAD_DIR / f"{uuid.uuid4().hex}.upload"
+
+
+def _too_large() -> http.ApiError:
+    return http.ApiError(
+        413, "file_too_large", f"at most {MAX_UPLOAD_BYTES // (1 << 30)} GiB per file"
+    )
+
+
+async def receive(request: Request) -> Upload:
+    """Spool the uploaded file to disk, computing its sha256 on the way."""
+    content_type = request.headers.get("content-type", "")
+    path = _new_spool()
+    digest, size = hashlib.sha256(), 0
+    try:
+        if content_type.startswith("multipart/form-data"):
+            return await _receive_multipart(request, path)
+        out = await asyncio.to_thread(open, path, "wb")
+        try:
+            buffer = bytearray()
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise _too_large()
+                digest.update(chunk)
+                buffer += chunk
+                if len(buffer) >= 1 << 20:  # disk writes off the event loop, a MiB at a time
+                    await asyncio.to_thread(out.write, bytes(buffer))
+                    buffer.clear()
+            await asyncio.to_thread(out.write, bytes(buffer))
+        finally:
+            await asyncio.to_thread(out.close)
+        return Upload(path, digest.hexdigest(), size, None)
+    except BaseException:
+        _remove(path)
+        raise
+
+
+async def _receive_multipart(request: Request, path: Path) -> Upload:
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except AssertionError as exc:  # python-multipart is not installed
+        raise http.ApiError(
+            415,
+            "multipart_unsupported",
+            "multipart uploads need python-multipart on the server; send the file as the "
+            "request body instead (Content-Type: text/csv)",
+        ) from exc
+    try:
+        files = [(k, v) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise http.ApiError(
+                422, "no_file", "the multipart upload has no file part (-F file=@sales.csv)"
+            )
+        _, upload = next(((k, v) for k, v in files if k == "file"), files[0])
+        fields: dict[str, list[str]] = {}
+        for k, v in form.multi_items():
+            if isinstance(v, str):
+                fields.setdefault(k, []).append(v)
+        sha256, size = await asyncio.to_thread(_copy, upload.file, path)
+        return Upload(path, sha256, size, upload.filename, fields)
+    finally:
+        await form.close()
+
+
+def _copy(source, path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    source.seek(0)
+    with open(path, "wb") as out:
+        while chunk := source.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise _too_large()
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def mapping_error(exc: MappingError) -> http.ApiError:
+    return http.ApiError(
+        422,
+        "mapping_error",
+        str(exc),
+        field=exc.field,
+        suggestion=exc.suggestion,
+        columns=list(exc.columns),
+    )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@router.post("/{kind}", status_code=202)
+async def post_import(
+    kind: Literal["sales", "customers"],
+    request: Request,
+    tenant_id: Tenant,
+    branch: Annotated[str | None, Query(description="for a file without a branch column")] = None,
+    mapping: Annotated[
+        list[str], Query(alias="map", description="COLUMN=field, repeatable; '-' ignores")
+    ] = [],  # noqa: B006 - FastAPI copies query defaults
+    dry_run: Annotated[bool, Query(description="preview only: detect, map, first rows")] = False,
+    resume: Annotated[int | None, Query(description="the id of an import to resume")] = None,
+    file_name: Annotated[str | None, Query(description="the file's name (raw body)")] = None,
+):
+    """Import a CSV file (see the module's docstring)."""
+    upload = await receive(request)
+    owned = False
+    try:
+        if upload.size == 0:
+            raise http.ApiError(422, "empty_file", "the request has no file: send the CSV file")
+        f = upload.fields
+        branch = branch or (f.get("branch") or [None])[0]
+        mapping = mapping or f.get("map", [])
+        dry_run = dry_run or _truthy((f.get("dry_run") or [None])[0])
+        if resume is None and f.get("resume"):
+            try:
+                resume = int(f["resume"][0])
+            except ValueError:
+                raise http.ApiError(422, "invalid_request", "resume must be an import id") from None
+        name = file_name or upload.file_name
+        if dry_run:
+            p = await asyncio.to_thread(
+                preview,
+                upload.path,
+                PREVIEW_ROWS,
+                kind=kind,
+                tenant=tenant_id,
+                branch=branch,
+                mapping_overrides=mapping or None,
+            )
+            return JSONResponse(
+                {**importer.preview_dict(p, name), "file_sha256": upload.sha256}, status_code=200
+            )
+        runner: ImportRunner = request.app.state.imports
+        if kind == "sales":
+            await runner.publisher.partitions()  # 503 now rather than a failed import
+        job = importer.ImportRequest(
+            kind, tenant_id, branch, tuple(mapping), file_name=name, resume_id=resume
+        )
+        try:
+            row, started = await runner.start(upload.path, job, upload.sha256, upload.size)
+        except MappingError as exc:
+            raise mapping_error(exc) from exc
+        except store.ImportConflict as exc:
+            raise http.ApiError(exc.status, exc.code, str(exc)) from exc
+        owned = True
+        return JSONResponse(
+            {**importer.import_view(row), "started": started, **_links(row["id"])},
+            status_code=202,
+        )
+    finally:
+        if not owned:
+            _remove(upload.path)
+
+
+def _links(import_id: int) -> dict[str, str]:
+    return {
+        "self": f"/v1/imports/{import_id}",
+        "rejections_url": f"/v1/imports/{import_id}/rejections?format=csv",
+    }
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+async def _import_or_404(request: Request, tenant_id: str, import_id: int) -> dict[str, Any]:
+    row = await store.get_import(_pool(request), tenant_id, import_id)
+    if row is None:
+        raise http.ApiError(404, "not_found", f"no import {import_id} for this tenant")
+    return row
+
+
+@router.get("")
+async def list_imports(
+    request: Request, tenant_id: Tenant, limit: Annotated[int, Query(ge=1, le=200)] = 50
+):
+    """The tenant's most recent imports, newest first."""
+    rows = await store.list_imports(_pool(request), tenant_id, limit)
+    return {"items": [importer.import_view(r) for r in rows]}
+
+
+@router.get("/{import_id}")
+async def get_import(import_id: int, request: Request, tenant_id: Tenant):
+    """Progress: rows read, accepted, rejected, rows/s, ETA, status; the first rejected rows."""
+    row = await _import_or_404(request, tenant_id, import_id)
+    rejections = await store.rejections(_pool(request), import_id, limit=INLINE_REJECTIONS)
+    return {**importer.import_view(row), "rejections": rejections, **_links(import_id)}
+
+
+@router.get("/{import_id}/rejections")
+async def get_rejections(
+    import_id: int,
+    request: Request,
+    tenant_id: Tenant,
+    format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's name
+):
+    """Every rejected row: line, column, value, reason (CSV: one line per problem, UTF-8 with
+    a BOM so that Excel shows Japanese; JSON: one item per row with all its problems)."""
+    await _import_or_404(request, tenant_id, import_id)
+    pool = _pool(request)
+
+    async def pages():
+        after = 0
+        while True:
+            page = await store.rejections(pool, import_id, after_line=after, limit=PAGE)
+            if not page:
+                return
+            yield page
+            after = page[-1]["line"]
+
+    if format == "json":
+
+        async def body():
+            yield b'{"import_id": %d, "rejections": [' % import_id
+            first = True
+            async for page in pages():
+                for item in page:
+                    yield (b"" if first else b",") + orjson.dumps(item)
+                    first = False
+            yield b"]}"
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    async def csv_body():
+        yield "\ufeff".encode() + importer.rejections_csv([], header=True).encode()
+        async for page in pages():
+            yield importer.rejections_csv(page, header=False).encode()
+
+    return StreamingResponse(
+        csv_body(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="import-{import_id}-rejections.csv"'
+        },
+    )
+
+
+@router.post("/{import_id}/cancel")
+async def cancel_import(import_id: int, request: Request, tenant_id: Tenant):
+    """Stop a running import; what was acknowledged stays, and importing the same file again
+    resumes after the checkpoint."""
+    row = await _import_or_404(request, tenant_id, import_id)
+    if not await request.app.state.imports.cancel(import_id):
+        if row["status"] == "running":
+            raise http.ApiError(
+                409, "running_elsewhere", f"import {import_id} runs in another ingest process"
+            )
+        raise http.ApiError(409, "not_running", f"import {import_id} is {row['status']}")
+    return importer.import_view(await _import_or_404(request, tenant_id, import_id))
