@@ -10,6 +10,13 @@ aggregates equal to the sum over customers even if a state was ever missed. A st
 ``supersedes_seq`` names the last applied change first undoes that change on its own day (the
 classifier lapsed the customer before late history showed a purchase before the lapse date), so
 the daily history shows the customer as they really were.
+
+Every applied state is also an ``Entry`` of the customer's timeline (``history.py``), and an undone
+change's entry is removed, so the timeline and the daily deltas always describe the same history.
+A state dated before the change it builds on (the classifier folds late events in at its own
+clock, which a lapse may have passed; or undoes a lapse back to a change made later than the new
+purchase) is counted from that change's day on: the timeline stays in date order and the history
+never moves a customer twice out of the same segment.
 """
 
 from __future__ import annotations
@@ -54,6 +61,21 @@ class CustomerRow:
     effective_on: date
     prev_segment: str | None = None
     prev_total_amount: Decimal = ZERO
+    # Day of the change before the last one (the entry an undo returns to); null when unknown.
+    prev_effective_on: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One applied customer state in a customer's timeline (``report_timeline``)."""
+
+    seq: int
+    effective_on: date
+    segment: str | None
+    total_amount: Decimal
+    purchase_count: int
+    first_purchase_on: date | None
+    last_purchase_on: date | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +94,8 @@ class Folded:
     deltas: tuple[Delta, ...]
     applied: int
     skipped: int
+    added: tuple[Entry, ...] = ()  # timeline entries of the applied states
+    removed: tuple[int, ...] = ()  # seqs of undone (superseded) changes
 
 
 def problem_with(state: CustomerState) -> str | None:
@@ -110,16 +134,20 @@ def fold(row: CustomerRow | None, states: Iterable[CustomerState]) -> Folded:
     """Apply one customer's states (one tenant and scope) to their stored row, in ``seq`` order.
 
     A state whose ``seq`` is not above the row's is a duplicate or stale: skipped, so redelivery
-    never counts twice. Returns the new row and the portfolio deltas to add.
+    never counts twice. Returns the new row, the portfolio deltas to add and the timeline's
+    changes.
     """
     deltas: list[Delta] = []
+    added: list[Entry] = []
+    removed: list[int] = []
     applied = skipped = 0
     for state in sorted(states, key=lambda s: s.seq):
         if row is not None and state.seq <= row.seq:
             skipped += 1
             continue
+        day = state.effective_on
         if row is None:
-            base_segment, base_total = None, ZERO
+            base_segment, base_total, base_day = None, ZERO, None
         elif state.supersedes_seq is not None and state.supersedes_seq == row.seq:
             # Reverse exactly what the superseded change added, on the day it added it.
             deltas += move(
@@ -130,11 +158,26 @@ def fold(row: CustomerRow | None, states: Iterable[CustomerState]) -> Folded:
                 row.prev_total_amount,
             )
             base_segment, base_total = row.prev_segment, row.prev_total_amount
+            base_day = row.prev_effective_on
+            removed.append(row.seq)
+            if base_day is not None:
+                day = max(day, base_day)
         else:
             # Includes a supersedes_seq we never applied (nothing to undo).
             base_segment, base_total = row.segment, row.total_amount
-        deltas += move(
-            state.effective_on, base_segment, base_total, state.to_segment, state.total_amount
+            base_day = row.effective_on
+            day = max(day, base_day)
+        deltas += move(day, base_segment, base_total, state.to_segment, state.total_amount)
+        added.append(
+            Entry(
+                seq=state.seq,
+                effective_on=day,
+                segment=state.to_segment,
+                total_amount=state.total_amount,
+                purchase_count=state.purchase_count,
+                first_purchase_on=state.first_purchase_on,
+                last_purchase_on=state.last_purchase_on,
+            )
         )
         row = CustomerRow(
             seq=state.seq,
@@ -144,34 +187,46 @@ def fold(row: CustomerRow | None, states: Iterable[CustomerState]) -> Folded:
             first_purchase_on=state.first_purchase_on,
             last_purchase_on=state.last_purchase_on,
             home_branch_id=state.home_branch_id,
-            effective_on=state.effective_on,
+            effective_on=day,
             prev_segment=base_segment,
             prev_total_amount=base_total,
+            prev_effective_on=base_day,
         )
         applied += 1
-    return Folded(row, tuple(deltas), applied, skipped)
+    return Folded(row, tuple(deltas), applied, skipped, tuple(added), tuple(removed))
 
 
-DailyKey = tuple[str, str, date, str]  # tenant, scope, day, segment
+DailyKey = tuple[str, str, date, str]  # tenant, scope, day (or month's first day), segment
 CurrentKey = tuple[str, str, str]  # tenant, scope, segment
 
 
-def sum_deltas(
-    items: Iterable[tuple[str, str, Delta]],
-) -> tuple[dict[DailyKey, tuple[int, Decimal]], dict[CurrentKey, tuple[int, Decimal]]]:
-    """Add up (tenant, scope, delta) items into per-day rows and per-segment current rows, each
-    key once (one upsert statement cannot touch a row twice); rows that net to zero are left out."""
+@dataclass(frozen=True, slots=True)
+class Sums:
+    daily: dict[DailyKey, tuple[int, Decimal]]
+    monthly: dict[DailyKey, tuple[int, Decimal]]
+    current: dict[CurrentKey, tuple[int, Decimal]]
+
+
+def sum_deltas(items: Iterable[tuple[str, str, Delta]]) -> Sums:
+    """Add up (tenant, scope, delta) items into per-day, per-month and per-segment current rows,
+    each key once (one upsert statement cannot touch a row twice); rows that net to zero are
+    left out."""
     daily: dict[DailyKey, list] = defaultdict(lambda: [0, ZERO])
+    monthly: dict[DailyKey, list] = defaultdict(lambda: [0, ZERO])
     current: dict[CurrentKey, list] = defaultdict(lambda: [0, ZERO])
     for tenant, scope, d in items:
-        for acc in (daily[(tenant, scope, d.day, d.segment)], current[(tenant, scope, d.segment)]):
+        for acc in (
+            daily[(tenant, scope, d.day, d.segment)],
+            monthly[(tenant, scope, d.day.replace(day=1), d.segment)],
+            current[(tenant, scope, d.segment)],
+        ):
             acc[0] += d.customers
             acc[1] += d.sales
 
     def nonzero(acc: dict) -> dict:
         return {k: (c, s) for k, (c, s) in sorted(acc.items()) if c or s}
 
-    return nonzero(daily), nonzero(current)
+    return Sums(nonzero(daily), nonzero(monthly), nonzero(current))
 
 
 # --- shaping responses ---------------------------------------------------------------------------
@@ -349,6 +404,11 @@ def encode_csv(text: str, encoding: str) -> bytes:
 # --- rules -----------------------------------------------------------------------------------------
 
 _RULE_FIELDS = tuple(Rules.model_fields)
+
+
+def problems(exc: ValidationError) -> list[dict]:
+    """Validation errors of any request body as ``{"field", "reason"}`` (``rule_problems``)."""
+    return rule_problems(exc)
 
 
 def rule_problems(exc: ValidationError) -> list[dict]:

@@ -16,7 +16,8 @@ from shared.events import CustomerState
 from shared.kafka import deadletter_row, write_outbox
 
 from . import store
-from .domain import fold, problem_with, sum_deltas
+from .domain import Folded, fold, problem_with, sum_deltas
+from .history import add_moves, load_since, moves_delta, updated
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"
@@ -50,15 +51,26 @@ def decode(records: list[ConsumerRecord]) -> tuple[list[CustomerState], list[tup
     return states, dead
 
 
+def lowest_change(stored, folded: Folded):
+    """The earliest day a fold changed the customer's timeline: its first new entry, or the
+    stored change it undid."""
+    days = [e.effective_on for e in folded.added]
+    if folded.removed and stored is not None:
+        days.append(stored.effective_on)
+    return min(days)
+
+
 async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
-    """Fold a batch into customer rows and portfolio deltas: one read (with row locks) and one
-    write per table, however many states and customers the batch holds."""
+    """Fold a batch into customer rows, portfolio deltas, timelines and monthly moves: two reads
+    (rows with locks, then the affected part of their timelines) and one write per table, however
+    many states and customers the batch holds."""
     states, dead = decode(records)
     by_key: dict[store.Key, list[CustomerState]] = defaultdict(list)
     for state in states:
         by_key[(state.tenant_id, state.scope, state.customer_id)].append(state)
     stored = await store.lock_customers(conn, list(by_key))
     new_rows, changed_rows, deltas = {}, {}, []
+    folds: dict[store.Key, Folded] = {}
     applied = skipped = 0
     for key, key_states in by_key.items():
         folded = fold(stored.get(key), key_states)
@@ -66,13 +78,33 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
         skipped += folded.skipped
         if not folded.applied:
             continue
+        folds[key] = folded
         (changed_rows if key in stored else new_rows)[key] = folded.row
         deltas += [(key[0], key[1], d) for d in folded.deltas]
-    daily, current = sum_deltas(deltas)
+    sums = sum_deltas(deltas)
+
+    lowest = {key: lowest_change(stored.get(key), f) for key, f in folds.items()}
+    timelines = await store.load_timelines(
+        conn, {key: load_since(day) for key, day in lowest.items() if key in stored}
+    )
+    moves: dict[tuple, list] = {}
+    gone, entries = [], []
+    for key, folded in folds.items():
+        old = timelines.get(key, [])
+        new = updated(old, folded.removed, folded.added)
+        add_moves(moves, key[:2], moves_delta(old, new, lowest[key]))
+        kept = {e.seq for e in new}
+        gone += [(key, e) for e in old if e.seq in folded.removed]
+        entries += [(key, e) for e in folded.added if e.seq in kept]
+
     await store.insert_customers(conn, new_rows)
     await store.update_customers(conn, changed_rows)
-    await store.add_daily(conn, daily)
-    await store.add_current(conn, current)
+    await store.add_daily(conn, sums.daily)
+    await store.add_monthly(conn, sums.monthly)
+    await store.add_current(conn, sums.current)
+    await store.remove_entries(conn, gone)
+    await store.insert_entries(conn, entries)
+    await store.add_moves(conn, moves)
     await write_outbox(conn, dead)
     STATES_APPLIED.inc(applied)
     STATES_SKIPPED.inc(skipped)

@@ -1,27 +1,31 @@
-"""The reports service's SQL: per-customer rows, portfolio aggregates, daily deltas.
+"""The reports service's SQL: per-customer rows, portfolio aggregates, daily and monthly deltas,
+the segment timeline and the monthly moves; the reads behind history, transitions, questions,
+RFM and DM tracking.
 
 Writes are set-based (one statement per table and batch, arrays through ``unnest``); reads of the
-portfolio touch only the aggregate tables, never ``report_customers``.
+portfolio and its history touch only the aggregate tables, never ``report_customers``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 
 import asyncpg
 
-from .domain import CurrentKey, CustomerRow, DailyKey
+from .domain import CurrentKey, CustomerRow, DailyKey, Entry
+from .history import accumulate, month_end, month_start
 
 Key = tuple[str, str, str]  # tenant, scope, customer
 
 ROW_COLUMNS = (
     "seq, segment, purchase_count, total_amount, first_purchase_on, last_purchase_on,"
-    " home_branch_id, effective_on, prev_segment, prev_total_amount"
+    " home_branch_id, effective_on, prev_segment, prev_total_amount, prev_effective_on"
 )
 ROW_TYPES = (
     "$4::bigint[], $5::text[], $6::int[], $7::numeric[], $8::date[], $9::date[], $10::text[],"
-    " $11::date[], $12::text[], $13::numeric[]"
+    " $11::date[], $12::text[], $13::numeric[], $14::date[]"
 )
 
 
@@ -37,6 +41,7 @@ def _row(r) -> CustomerRow:
         effective_on=r["effective_on"],
         prev_segment=r["prev_segment"],
         prev_total_amount=r["prev_total_amount"],
+        prev_effective_on=r["prev_effective_on"],
     )
 
 
@@ -54,6 +59,7 @@ def _columns(rows: dict[Key, CustomerRow]) -> list[list]:
             r.effective_on,
             r.prev_segment,
             r.prev_total_amount,
+            r.prev_effective_on,
         )
         for key, r in sorted(rows.items())
     ]
@@ -99,6 +105,7 @@ async def update_customers(conn: asyncpg.Connection, rows: dict[Key, CustomerRow
             " first_purchase_on = u.first_purchase_on, last_purchase_on = u.last_purchase_on,"
             " home_branch_id = u.home_branch_id, effective_on = u.effective_on,"
             " prev_segment = u.prev_segment, prev_total_amount = u.prev_total_amount,"
+            " prev_effective_on = u.prev_effective_on,"
             " updated_at = now()"
             f" FROM unnest($1::text[], $2::text[], $3::text[], {ROW_TYPES})"
             f" AS u(tenant_id, scope, customer_id, {ROW_COLUMNS})"
@@ -116,6 +123,132 @@ async def add_daily(conn: asyncpg.Connection, daily: dict[DailyKey, tuple[int, D
             " $6::numeric[])"
             " ON CONFLICT (tenant_id, scope, day, segment) DO UPDATE"
             " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales",
+            *cols,
+        )
+
+
+async def add_monthly(
+    conn: asyncpg.Connection, monthly: dict[DailyKey, tuple[int, Decimal]]
+) -> None:
+    if monthly:
+        cols = [list(c) for c in zip(*((*k, *v) for k, v in monthly.items()), strict=True)]
+        await conn.execute(
+            "INSERT INTO portfolio_monthly_deltas AS t"
+            " (tenant_id, scope, month, segment, customers, sales)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[],"
+            " $6::numeric[])"
+            " ON CONFLICT (tenant_id, scope, month, segment) DO UPDATE"
+            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales",
+            *cols,
+        )
+
+
+# --- the timeline and the monthly moves -------------------------------------------------------------
+
+ENTRY_COLUMNS = (
+    "seq, effective_on, segment, purchase_count, total_amount, first_purchase_on, last_purchase_on"
+)
+
+
+def _entry(r) -> Entry:
+    return Entry(
+        seq=r["seq"],
+        effective_on=r["effective_on"],
+        segment=r["segment"],
+        total_amount=r["total_amount"],
+        purchase_count=r["purchase_count"],
+        first_purchase_on=r["first_purchase_on"],
+        last_purchase_on=r["last_purchase_on"],
+    )
+
+
+async def load_timelines(conn: asyncpg.Connection, since: Mapping[Key, date]) -> dict[Key, list]:
+    """Per customer, the timeline entries effective on or after their ``since`` day, plus the one
+    in force before it (the latest before that day: timelines are in date order), in seq order:
+    two ranges of the primary key per customer. The customers' rows are locked by
+    ``lock_customers``, so nobody else changes these timelines meanwhile."""
+    if not since:
+        return {}
+    keys = sorted(since)
+    tenants, scopes, customers = (list(c) for c in zip(*keys, strict=True))
+    rows = await conn.fetch(
+        f"SELECT k.tenant_id, k.scope, k.customer_id, e.* FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::date[]) AS k(tenant_id, scope, customer_id, since)"
+        " CROSS JOIN LATERAL ("
+        f" (SELECT {ENTRY_COLUMNS} FROM report_timeline t WHERE t.tenant_id = k.tenant_id"
+        " AND t.scope = k.scope AND t.customer_id = k.customer_id AND t.effective_on >= k.since"
+        " ORDER BY t.effective_on, t.seq)"
+        " UNION ALL"
+        f" (SELECT {ENTRY_COLUMNS} FROM report_timeline t WHERE t.tenant_id = k.tenant_id"
+        " AND t.scope = k.scope AND t.customer_id = k.customer_id AND t.effective_on < k.since"
+        " ORDER BY t.effective_on DESC, t.seq DESC LIMIT 1)) e",
+        tenants,
+        scopes,
+        customers,
+        [since[k] for k in keys],
+    )
+    out: dict[Key, list] = {k: [] for k in keys}
+    for r in rows:
+        out[(r["tenant_id"], r["scope"], r["customer_id"])].append(_entry(r))
+    for entries in out.values():
+        entries.sort(key=lambda e: e.seq)
+    return out
+
+
+async def remove_entries(conn: asyncpg.Connection, gone: list[tuple[Key, Entry]]) -> None:
+    """Delete the stored entries of undone (superseded) changes, each by its whole key (a few
+    per batch; a join with the batch's keys would have the planner scan the table)."""
+    if gone:
+        await conn.executemany(
+            "DELETE FROM report_timeline WHERE tenant_id = $1 AND scope = $2"
+            " AND customer_id = $3 AND effective_on = $4 AND seq = $5",
+            [
+                (*key, e.effective_on, e.seq)
+                for key, e in sorted(gone, key=lambda g: (g[0], g[1].seq))
+            ],
+        )
+
+
+async def insert_entries(conn: asyncpg.Connection, entries: list[tuple[Key, Entry]]) -> None:
+    if entries:
+        records = [
+            (
+                *key,
+                e.seq,
+                e.effective_on,
+                e.segment,
+                e.purchase_count,
+                e.total_amount,
+                e.first_purchase_on,
+                e.last_purchase_on,
+            )
+            for key, e in sorted(entries, key=lambda ke: (ke[0], ke[1].seq))
+        ]
+        await conn.copy_records_to_table(
+            "report_timeline",
+            records=records,
+            columns=[
+                "tenant_id",
+                "scope",
+                "customer_id",
+                *(c.strip() for c in ENTRY_COLUMNS.split(",")),
+            ],
+        )
+
+
+async def add_moves(conn: asyncpg.Connection, moves: Mapping[tuple, list]) -> None:
+    """Add (tenant, scope, span, month, from, to) → [customers, sales, buyers] to the moves."""
+    rows = [(*k, *v) for k, v in sorted(moves.items()) if any(v)]
+    if rows:
+        cols = [list(c) for c in zip(*rows, strict=True)]
+        await conn.execute(
+            "INSERT INTO report_moves AS t (tenant_id, scope, span, month, from_segment,"
+            " to_segment, customers, sales, buyers)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::date[], $5::text[],"
+            " $6::text[], $7::bigint[], $8::numeric[], $9::bigint[])"
+            " ON CONFLICT (tenant_id, scope, span, month, from_segment, to_segment) DO UPDATE"
+            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales,"
+            " buyers = t.buyers + EXCLUDED.buyers",
             *cols,
         )
 
@@ -141,7 +274,9 @@ async def portfolio_counts(
     conn: asyncpg.Connection, tenant_id: str, scope: str, as_of: date
 ) -> dict[str, tuple[int, Decimal]]:
     """Customers and sales per segment as of a day: the live aggregate when nothing later has
-    been recorded (the usual case), else the sum of the daily deltas up to that day."""
+    been recorded (the usual case), else the sum of the daily deltas up to that day: O(days ×
+    segments), whatever the number of customers. (The history reads the monthly rollups; this
+    path keeps to the daily table, which ``kizuna bench portfolio`` seeds on its own.)"""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         later = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM portfolio_daily_deltas"
@@ -159,14 +294,66 @@ async def portfolio_counts(
                 scope,
                 as_of,
             )
-        else:
-            rows = await conn.fetch(
-                "SELECT segment, customers, sales FROM portfolio_current"
-                " WHERE tenant_id = $1 AND scope = $2",
-                tenant_id,
-                scope,
-            )
+            return _sums(rows)
+        rows = await conn.fetch(
+            "SELECT segment, customers, sales FROM portfolio_current"
+            " WHERE tenant_id = $1 AND scope = $2",
+            tenant_id,
+            scope,
+        )
     return {r["segment"]: (int(r["customers"]), r["sales"]) for r in rows}
+
+
+def _sums(rows) -> dict[str, tuple[int, Decimal]]:
+    return {r["segment"]: (int(r["customers"]), r["sales"]) for r in rows}
+
+
+async def portfolio_at(
+    conn: asyncpg.Connection, tenant_id: str, scope: str, ends: list[date], *, by_month: bool
+) -> list[dict[str, tuple[int, Decimal]]]:
+    """The portfolio at each of ``ends`` (ascending) from the rollups, never from customers.
+
+    ``by_month``: the ends are month-ends (the last one may be earlier: today), so whole months
+    come from ``portfolio_monthly_deltas`` and only the last month from the daily deltas. Else
+    every day between the first and last end comes from the daily deltas. Call inside a
+    repeatable-read transaction when the figures must agree with other reads.
+    """
+    if not ends:
+        return []
+    first, last = month_start(ends[0]), ends[-1]
+    base = _sums(
+        await conn.fetch(
+            "SELECT segment, sum(customers) AS customers, sum(sales) AS sales"
+            " FROM portfolio_monthly_deltas WHERE tenant_id = $1 AND scope = $2 AND month < $3"
+            " GROUP BY segment",
+            tenant_id,
+            scope,
+            first,
+        )
+    )
+    daily_from = month_start(last) if by_month else first
+    deltas: list[tuple[date, str, int, Decimal]] = []
+    if by_month and daily_from > first:
+        rows = await conn.fetch(
+            "SELECT month, segment, customers, sales FROM portfolio_monthly_deltas"
+            " WHERE tenant_id = $1 AND scope = $2 AND month >= $3 AND month < $4"
+            " ORDER BY month, segment",
+            tenant_id,
+            scope,
+            first,
+            daily_from,
+        )
+        deltas += [(month_end(r["month"]), r["segment"], r["customers"], r["sales"]) for r in rows]
+    rows = await conn.fetch(
+        "SELECT day, segment, customers, sales FROM portfolio_daily_deltas"
+        " WHERE tenant_id = $1 AND scope = $2 AND day >= $3 AND day <= $4 ORDER BY day, segment",
+        tenant_id,
+        scope,
+        daily_from,
+        last,
+    )
+    deltas += [(r["day"], r["segment"], r["customers"], r["sales"]) for r in rows]
+    return accumulate(base, deltas, ends)
 
 
 CUSTOMER_COLUMNS = (
@@ -234,3 +421,265 @@ async def applied_rules_version(conn: asyncpg.Connection, tenant_id: str) -> int
         "SELECT applied_rules_version FROM tenants WHERE tenant_id = $1", tenant_id
     )
     return value or 0
+
+
+# --- history reads ----------------------------------------------------------------------------------
+
+
+async def moves(
+    conn: asyncpg.Connection, tenant_id: str, scope: str, first: date, last: date
+) -> list:
+    """The stored monthly moves (both spans) of the months from ``first`` to ``last``."""
+    return await conn.fetch(
+        "SELECT span, month, from_segment, to_segment, customers, sales, buyers"
+        " FROM report_moves WHERE tenant_id = $1 AND scope = $2 AND span = ANY($5::smallint[])"
+        " AND month >= $3 AND month <= $4 AND (customers <> 0 OR sales <> 0 OR buyers <> 0)",
+        tenant_id,
+        scope,
+        first,
+        last,
+        [1, 6],
+    )
+
+
+async def history_start(conn: asyncpg.Connection, tenant_id: str, scope: str) -> date | None:
+    """The first month whose transitions are complete (databases that had reports before the
+    timeline existed), or ``None``: complete from the beginning."""
+    return await conn.fetchval(
+        "SELECT complete_from FROM report_history_start WHERE tenant_id = $1 AND scope = $2",
+        tenant_id,
+        scope,
+    )
+
+
+# --- the owner's questions --------------------------------------------------------------------------
+
+LATEST_ENTRIES = (
+    "SELECT DISTINCT ON (customer_id) customer_id, segment, purchase_count, total_amount,"
+    " first_purchase_on, last_purchase_on, NULL::text AS home_branch_id FROM report_timeline"
+    " WHERE tenant_id = $1 AND scope = $2 AND effective_on >= $3 AND effective_on <= $4"
+    " ORDER BY customer_id, seq DESC"
+)
+
+
+async def dormant(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    scope: str,
+    as_of: date,
+    last_from: date,
+    last_to: date,
+    limit: int,
+) -> tuple[int, list]:
+    """Customers whose last purchase on ``as_of`` lies in [``last_from``, ``last_to``], most
+    valuable first, and how many. Reads only timeline entries since ``last_from``: an entry in
+    force on ``as_of`` with such a last purchase is dated on or after it (timelines are in date
+    order, so the latest of those entries is the one in force)."""
+    rows = await conn.fetch(
+        f"SELECT *, count(*) OVER () AS n FROM ({LATEST_ENTRIES}) x"
+        " WHERE segment IS NOT NULL AND last_purchase_on >= $3 AND last_purchase_on <= $5"
+        " ORDER BY total_amount DESC, customer_id LIMIT $6",
+        tenant_id,
+        scope,
+        last_from,
+        as_of,
+        last_to,
+        limit,
+    )
+    return (rows[0]["n"] if rows else 0), rows
+
+
+async def newcomers(
+    conn: asyncpg.Connection, tenant_id: str, scope: str, first: date, last: date, as_of: date
+) -> tuple[int, int]:
+    """Of the customers whose first purchase lies in [``first``, ``last``] and who are in the
+    portfolio on ``as_of``: how many, and how many have bought at least twice by then."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE purchase_count >= 2) AS back"
+        f" FROM ({LATEST_ENTRIES}) x"
+        " WHERE segment IS NOT NULL AND first_purchase_on >= $3 AND first_purchase_on <= $5",
+        tenant_id,
+        scope,
+        first,
+        as_of,
+        last,
+    )
+    return int(row["n"]), int(row["back"])
+
+
+async def top_customers(conn: asyncpg.Connection, tenant_id: str, scope: str, limit: int) -> list:
+    """The most valuable customers of a scope now (index ``report_customers_total``)."""
+    return await conn.fetch(
+        f"SELECT {CUSTOMER_COLUMNS} FROM report_customers"
+        " WHERE tenant_id = $1 AND scope = $2 AND segment IS NOT NULL"
+        " ORDER BY total_amount DESC, customer_id LIMIT $3",
+        tenant_id,
+        scope,
+        limit,
+    )
+
+
+# --- RFM ----------------------------------------------------------------------------------------------
+
+
+async def rfm_thresholds(conn: asyncpg.Connection, tenant_id: str) -> str | None:
+    return await conn.fetchval(
+        "SELECT thresholds::text FROM report_rfm_thresholds WHERE tenant_id = $1", tenant_id
+    )
+
+
+async def save_rfm_thresholds(conn: asyncpg.Connection, tenant_id: str, thresholds: str) -> None:
+    await conn.execute(
+        "INSERT INTO report_rfm_thresholds (tenant_id, thresholds) VALUES ($1, $2::jsonb)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET thresholds = EXCLUDED.thresholds,"
+        " updated_at = now()",
+        tenant_id,
+        thresholds,
+    )
+
+
+async def rfm_cells(conn: asyncpg.Connection, tenant_id: str, scope: str, today: date, t) -> list:
+    """Customers and sales per (R, F, M) rank cell, ranked in SQL by the same borders as
+    ``analysis.r_rank``/``f_rank``/``m_rank``. One aggregate pass over the scope's customer rows:
+    recency moves with every day and the borders are the tenant's, so there is nothing a
+    maintained table could keep."""
+    r, f, m = t.recency_days, t.frequency, t.monetary
+    return await conn.fetch(
+        "SELECT r, f, m, count(*) AS customers, sum(total_amount) AS sales FROM ("
+        " SELECT CASE WHEN $3::date - last_purchase_on <= $4 THEN 5"
+        "  WHEN $3::date - last_purchase_on <= $5 THEN 4 WHEN $3::date - last_purchase_on <= $6"
+        "  THEN 3 WHEN $3::date - last_purchase_on <= $7 THEN 2 ELSE 1 END AS r,"
+        " CASE WHEN purchase_count >= $11 THEN 5 WHEN purchase_count >= $10 THEN 4"
+        "  WHEN purchase_count >= $9 THEN 3 WHEN purchase_count >= $8 THEN 2 ELSE 1 END AS f,"
+        " CASE WHEN total_amount >= $15 THEN 5 WHEN total_amount >= $14 THEN 4"
+        "  WHEN total_amount >= $13 THEN 3 WHEN total_amount >= $12 THEN 2 ELSE 1 END AS m,"
+        " total_amount FROM report_customers"
+        " WHERE tenant_id = $1 AND scope = $2 AND segment IS NOT NULL) x GROUP BY r, f, m",
+        tenant_id,
+        scope,
+        today,
+        *r,
+        *f,
+        *m,
+    )
+
+
+async def rfm_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    scope: str,
+    where: dict,
+    after: tuple[Decimal, str] | None,
+    limit: int,
+) -> list:
+    """A page of the customers in the rank ranges ``where`` (``analysis.rfm_filter``), most
+    valuable first, after the keyset ``after``."""
+    total, customer_id = after if after else (None, None)
+    return await conn.fetch(
+        f"SELECT {CUSTOMER_COLUMNS} FROM report_customers"
+        " WHERE tenant_id = $1 AND scope = $2 AND segment IS NOT NULL"
+        " AND ($3::date IS NULL OR last_purchase_on >= $3)"
+        " AND ($4::date IS NULL OR last_purchase_on <= $4)"
+        " AND ($5::int IS NULL OR purchase_count >= $5)"
+        " AND ($6::int IS NULL OR purchase_count < $6)"
+        " AND ($7::numeric IS NULL OR total_amount >= $7)"
+        " AND ($8::numeric IS NULL OR total_amount < $8)"
+        " AND ($9::numeric IS NULL OR total_amount < $9 OR (total_amount = $9 AND customer_id > $10))"
+        " ORDER BY total_amount DESC, customer_id LIMIT $11",
+        tenant_id,
+        scope,
+        where["last_from"],
+        where["last_to"],
+        where["count_from"],
+        where["count_below"],
+        where["total_from"],
+        where["total_below"],
+        total,
+        customer_id,
+        limit,
+    )
+
+
+# --- DM response tracking ------------------------------------------------------------------------------
+
+DM_TABLE_COLUMNS = "table_id, name, scope, created_at"
+
+
+async def create_dm_table(conn: asyncpg.Connection, tenant_id: str, name: str, scope: str):
+    """A new named table, or ``None`` when the tenant already has one of that name."""
+    return await conn.fetchrow(
+        "INSERT INTO report_dm_tables (tenant_id, name, scope) VALUES ($1, $2, $3)"
+        f" ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {DM_TABLE_COLUMNS}",
+        tenant_id,
+        name,
+        scope,
+    )
+
+
+async def dm_tables(conn: asyncpg.Connection, tenant_id: str) -> list:
+    return await conn.fetch(
+        f"SELECT {DM_TABLE_COLUMNS}, (SELECT count(DISTINCT month) FROM report_dm_entries e"
+        "  WHERE e.tenant_id = t.tenant_id AND e.table_id = t.table_id) AS months"
+        " FROM report_dm_tables t WHERE tenant_id = $1 ORDER BY created_at, table_id",
+        tenant_id,
+    )
+
+
+async def dm_table(conn: asyncpg.Connection, tenant_id: str, table_id: int):
+    return await conn.fetchrow(
+        f"SELECT {DM_TABLE_COLUMNS} FROM report_dm_tables WHERE tenant_id = $1 AND table_id = $2",
+        tenant_id,
+        table_id,
+    )
+
+
+async def dm_entries(conn: asyncpg.Connection, tenant_id: str, table_id: int) -> list:
+    return await conn.fetch(
+        "SELECT month, segment, sent_on, segment_size, mailed, responses FROM report_dm_entries"
+        " WHERE tenant_id = $1 AND table_id = $2 ORDER BY month, segment",
+        tenant_id,
+        table_id,
+    )
+
+
+async def put_dm_month(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    table_id: int,
+    month: date,
+    sent_on: date,
+    cells: list[tuple[str, int, int, int]],
+) -> None:
+    """Replace a month of a table: (segment, size, mailed, responses) per segment."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM report_dm_entries WHERE tenant_id = $1 AND table_id = $2 AND month = $3",
+            tenant_id,
+            table_id,
+            month,
+        )
+        await conn.executemany(
+            "INSERT INTO report_dm_entries (tenant_id, table_id, month, segment, sent_on,"
+            " segment_size, mailed, responses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [(tenant_id, table_id, month, s, sent_on, size, m, r) for s, size, m, r in cells],
+        )
+
+
+async def delete_dm(
+    conn: asyncpg.Connection, tenant_id: str, table_id: int, month: date | None
+) -> bool:
+    """Delete a table (``month`` None) or one month of it; whether anything was there."""
+    if month is None:
+        status = await conn.execute(
+            "DELETE FROM report_dm_tables WHERE tenant_id = $1 AND table_id = $2",
+            tenant_id,
+            table_id,
+        )
+    else:
+        status = await conn.execute(
+            "DELETE FROM report_dm_entries WHERE tenant_id = $1 AND table_id = $2 AND month = $3",
+            tenant_id,
+            table_id,
+            month,
+        )
+    return not status.endswith(" 0")

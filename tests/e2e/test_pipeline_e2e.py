@@ -58,7 +58,7 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
             return body if body.get("total_customers") == 2 else None
 
         body = await wait_for(
-            portfolio_has_two, timeout=60, what="the portfolio to count both customers"
+            portfolio_has_two, timeout=120, what="the portfolio to count both customers"
         )
         segments = {s["segment"]: s for s in body["segments"]}
         assert len(body["segments"]) == 10
@@ -118,7 +118,7 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
             ]
             return [i for i in items if i["customer_id"] == "VIP"]
 
-        tasks = await wait_for(task_for_vip, timeout=60, what="a follow-up task for the lapsed VIP")
+        tasks = await wait_for(task_for_vip, timeout=120, what="a follow-up task for the lapsed VIP")
         assert len(tasks) == 1
         task = tasks[0]
         assert (task["segment"], task["reason"], task["branch_id"]) == (
@@ -138,13 +138,13 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
             ]
             return [i for i in items if i["id"] == task["id"]]
 
-        await wait_for(closed, timeout=60, what="the comeback to close the task")
+        await wait_for(closed, timeout=120, what="the comeback to close the task")
 
         async def vip_back():
             vip = (await http.get(reports + "/v1/customers/VIP", params={"scope": "all"})).json()
             return vip if vip["purchase_count"] == 3 else None
 
-        vip = await wait_for(vip_back, timeout=60, what="the reports to count the comeback")
+        vip = await wait_for(vip_back, timeout=120, what="the reports to count the comeback")
         assert (vip["segment"], float(vip["total_amount"])) == ("loyal_active", 92000)
         open_tasks = (await http.get(notifier + "/v1/followups", params={"status": "open"})).json()[
             "items"

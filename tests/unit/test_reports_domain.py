@@ -210,6 +210,42 @@ FOLDS = [
 ]
 
 
+def test_a_state_dated_before_the_change_it_builds_on_counts_from_that_day():
+    # Lapsed on day 240 (the sweep); a late return folded in at the classifier's clock, day 100.
+    stored = row(2, "first_lapsed", 10000, 240, "first_active", 10000)
+    folded = fold(stored, [state(3, "first_lapsed", 8000, 100, "first_lapsed", cause="return")])
+    assert folded.deltas == deltas(
+        (240, "first_lapsed", -1, -10000), (240, "first_lapsed", 1, 8000)
+    )
+    assert folded.row.effective_on == day(240) and folded.row.prev_effective_on == day(240)
+    assert [(e.seq, e.effective_on) for e in folded.added] == [(3, day(240))]
+    assert folded.removed == ()
+
+
+def test_an_undo_is_never_dated_before_the_change_it_returns_to():
+    # A lapse (seq 3, day 300) after a change on day 120 (seq 2); the superseding purchase is
+    # dated day 100 (the classifier's day loop cannot do that, a rules change in between could).
+    stored = CustomerRow(
+        seq=3,
+        segment="first_lapsed",
+        purchase_count=1,
+        total_amount=Decimal(10000),
+        first_purchase_on=day(0),
+        last_purchase_on=day(0),
+        home_branch_id=None,
+        effective_on=day(300),
+        prev_segment="first_active",
+        prev_total_amount=Decimal(10000),
+        prev_effective_on=day(120),
+    )
+    folded = fold(stored, [state(4, "fledgling_active", 20000, 100, supersedes=3, count=2)])
+    assert folded.removed == (3,)
+    assert [(e.seq, e.effective_on) for e in folded.added] == [(4, day(120))]
+    assert folded.deltas[-2:] == deltas(
+        (120, "first_active", -1, -10000), (120, "fledgling_active", 1, 20000)
+    )
+
+
 @pytest.mark.parametrize(
     ("stored", "states", "expected", "after", "applied", "skipped"),
     [case[1:] for case in FOLDS],
@@ -243,12 +279,13 @@ def test_sum_deltas_adds_per_day_and_segment_and_drops_zeros():
         ("t", "b1", Delta(day(1), "steady_active", -1, Decimal(-10))),
         ("t", "b1", Delta(day(1), "steady_active", 1, Decimal(10))),
     ]
-    daily, current = sum_deltas(items)
-    assert daily == {
+    sums = sum_deltas(items)
+    assert sums.daily == {
         ("t", "all", day(0), "first_active"): (2, Decimal(150)),
         ("t", "all", day(1), "first_active"): (-1, Decimal(-100)),
     }
-    assert current == {("t", "all", "first_active"): (1, Decimal(50))}
+    assert sums.monthly == {("t", "all", day(0), "first_active"): (1, Decimal(50))}
+    assert sums.current == {("t", "all", "first_active"): (1, Decimal(50))}
 
 
 # --- property: however a customer's states arrive, the deltas add up to the customer ------------

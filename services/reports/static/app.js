@@ -190,6 +190,121 @@ async function download(encoding) {
   }
 }
 
+// --- history and transitions ---------------------------------------------------------------------
+
+const TIER_COLOURS = { first: "#3b6ea5", fledgling: "#2a9d8f", steady: "#8a6d3b", trendy: "#c2853d", loyal: "#9b2c2c" };
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+async function loadHistory() {
+  const granularity = $("history-granularity").value;
+  const q = new URLSearchParams({ scope: $("scope").value || "all", granularity });
+  if (granularity === "day") {
+    const to = $("as-of").value ? new Date($("as-of").value) : new Date();
+    q.set("from", new Date(to.getTime() - 89 * 86400000).toISOString().slice(0, 10));
+  }
+  if ($("as-of").value) q.set("to", granularity === "day" ? $("as-of").value : $("as-of").value.slice(0, 7));
+  try {
+    view.history = await (await api(`/v1/portfolio/history?${q}`)).json();
+    drawHistory();
+  } catch (e) {
+    showError(`推移を読めません / cannot load the history: ${e.message}`);
+  }
+}
+
+function drawHistory() {
+  const body = view.history;
+  if (!body) return;
+  const measure = $("history-measure").value;
+  const W = 800, H = 260, L = 56, R = 8, T = 10, B = 24;
+  const n = body.periods.length;
+  const values = body.segments.map((s) => s[measure].map(Number));
+  const top = Math.max(1, ...values.flat());
+  const x = (i) => L + (n > 1 ? (i * (W - L - R)) / (n - 1) : 0);
+  const y = (v) => T + (H - T - B) * (1 - v / top);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}` });
+  for (let k = 0; k <= 4; k++) {
+    const v = (top * k) / 4;
+    chart.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
+    chart.append(svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" },
+      measure === "sales" ? `¥${int.format(Math.round(v / 1000))}k` : int.format(Math.round(v))));
+  }
+  const step = Math.max(1, Math.ceil(n / 8));
+  body.periods.forEach((p, i) => {
+    if (i % step === 0 || i === n - 1) {
+      chart.append(svg("text", { x: x(i), y: H - 6, "text-anchor": i === n - 1 ? "end" : "middle" }, p));
+    }
+  });
+  body.segments.forEach((s, k) => {
+    const [tier, state] = s.segment.split("_");
+    const points = values[k].map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const line = svg("polyline", {
+      points, fill: "none", stroke: TIER_COLOURS[tier], "stroke-width": state === "active" ? 2 : 1.5,
+      "stroke-dasharray": state === "lapsed" ? "5 3" : "",
+    });
+    line.append(svg("title", {}, `${s.segment}: ${int.format(values[k][n - 1] || 0)}`));
+    chart.append(line);
+  });
+  $("history-chart").replaceChildren(chart);
+  $("history-legend").replaceChildren(...body.segments.map((s) => {
+    const [tier, state] = s.segment.split("_");
+    const latest = values[body.segments.indexOf(s)][n - 1] || 0;
+    return el("span", {}, el("i", { class: state === "lapsed" ? "dashed" : "", style: `border-color:${TIER_COLOURS[tier]}` }),
+      `${englishName(s.segment)} `, el("b", {}, measure === "sales" ? yen.format(latest) : int.format(latest)));
+  }));
+}
+
+async function loadTransitions() {
+  // Without a chosen month: the server's last twelve (its clock may be pinned), show the last
+  // complete one.
+  const month = $("transition-month").value;
+  const q = new URLSearchParams({ scope: $("scope").value || "all" });
+  if (month) { q.set("from", month); q.set("to", month); }
+  try {
+    const body = await (await api(`/v1/transitions?${q}`)).json();
+    const m = body.months[month ? 0 : Math.max(0, body.months.length - 2)];
+    $("transition-month").value = m.month;
+    drawTransitions(m);
+  } catch (e) {
+    showError(`推移率を読めません / cannot load transitions: ${e.message}`);
+  }
+}
+
+function drawTransitions(m) {
+  const rate = (r) => (r === null || r === undefined ? "–" : pct(r));
+  const h = m.headline;
+  $("transition-headline").replaceChildren(
+    el("span", {}, "初回→よちよち ", el("span", { class: "en" }, "first→fledgling "), el("b", {}, rate(h.first_to_fledgling.rate)),
+      ` (${h.first_to_fledgling.customers}/${h.first_to_fledgling.base})`),
+    el("span", {}, "復活 ", el("span", { class: "en" }, "comebacks "), el("b", {}, int.format(h.comebacks.total.customers)),
+      ` (${rate(h.comebacks.total.rate)})`),
+    el("span", {}, "新規 ", el("span", { class: "en" }, "new "), el("b", {}, int.format(h.new))),
+    el("span", {}, "優良→離脱 ", el("span", { class: "en" }, "loyal lapsed "), el("b", {}, int.format(h.active_to_lapsed.loyal.customers))),
+    m.complete ? "" : el("span", { class: "muted" }, "（不完全 incomplete）"),
+  );
+  const segments = TIERS.flatMap(([t]) => STATES.map(([s]) => `${t}_${s}`));
+  const rows = ["new", ...segments];
+  const cols = [...segments, null];
+  const cell = Object.fromEntries(m.cells.map((c) => [`${c.from}|${c.to}`, c]));
+  const label = (s) => (s === "new" ? "新規 new" : s === null ? "対象外 gone" : englishName(s));
+  const head = el("tr", {}, el("th", {}, `${m.eve} → ${m.end}`), ...cols.map((c) => el("th", { scope: "col" }, label(c))));
+  const body = rows.filter((r) => m.cells.some((c) => c.from === r)).map((r) => el("tr", {},
+    el("th", { scope: "row" }, label(r)),
+    ...cols.map((c) => {
+      const v = cell[`${r}|${c}`];
+      return el("td", { class: r === c ? "diag" : "" }, v ? int.format(v.customers) : "",
+        v && v.rate !== null ? el("span", { class: "rate" }, pct(v.rate)) : "");
+    }),
+  ));
+  $("transition-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
+}
+
 // --- borders -----------------------------------------------------------------------------------
 
 async function loadRules() {
@@ -247,7 +362,7 @@ function schedule() {
 async function reloadAll() {
   remember();
   await loadScopes();
-  await Promise.all([loadPortfolio(), loadRules()]);
+  await Promise.all([loadPortfolio(), loadRules(), loadHistory(), loadTransitions()]);
   if (view.segment) openList(view.segment);
   schedule();
 }
@@ -261,9 +376,12 @@ document.addEventListener("DOMContentLoaded", () => {
   if (q.get("segment")) view.segment = q.get("segment");  // a shareable link to one list
 
   $("tenant").addEventListener("change", () => { view.segment = null; $("list-card").hidden = true; reloadAll(); });
-  $("scope").addEventListener("change", () => { remember(); loadPortfolio(); if (view.segment) openList(view.segment); });
-  $("as-of").addEventListener("change", () => { loadPortfolio(); schedule(); });
-  $("today").addEventListener("click", () => { $("as-of").value = ""; loadPortfolio(); schedule(); });
+  $("scope").addEventListener("change", () => { remember(); loadPortfolio(); loadHistory(); loadTransitions(); if (view.segment) openList(view.segment); });
+  $("as-of").addEventListener("change", () => { loadPortfolio(); loadHistory(); schedule(); });
+  $("history-granularity").addEventListener("change", loadHistory);
+  $("history-measure").addEventListener("change", drawHistory);
+  $("transition-month").addEventListener("change", loadTransitions);
+  $("today").addEventListener("click", () => { $("as-of").value = ""; loadPortfolio(); loadHistory(); schedule(); });
   $("live").addEventListener("change", schedule);
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); reloadAll(); });
   $("list-close").addEventListener("click", () => { view.segment = null; $("list-card").hidden = true; if (view.portfolio) render(view.portfolio); });
