@@ -169,6 +169,7 @@ class PgOffsetConsumer:
         self.assigned_once = asyncio.Event()
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
+        self.backlog = 0  # records fetched-but-unprocessed or not yet fetched, as last seen
 
     async def seek_assigned(self, assigned) -> None:
         rows = await self.pool.fetch(
@@ -282,12 +283,14 @@ class PgOffsetConsumer:
     def _observe_lag(self, batches) -> None:
         for tp, part in batches.items():
             self.positions[tp] = part[-1].offset + 1
+        backlog = 0
         for tp in self.consumer.assignment():
             high, position = self.consumer.highwater(tp), self.positions.get(tp)
             if high is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
-                    max(0, high - position)
-                )
+                lag = max(0, high - position)
+                backlog += lag
+                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(lag)
+        self.backlog = backlog
 
 
 def partition_of(tp: TopicPartition) -> str:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(5000, ge=1)
     sweep_interval_seconds: float = Field(1.0, gt=0)
     sweep_batch_size: int = Field(5000, ge=1)
+    sweep_max_backlog: int = Field(
+        20000,
+        ge=0,
+        description="The lapse sweep waits while more purchases than this are still to be read "
+        "(history being loaded); events catch the clock up in date order meanwhile.",
+    )
     followup_max_age_days: int = Field(
         30,
         ge=0,

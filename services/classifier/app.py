@@ -24,12 +24,28 @@ GROUP = "kizuna-classifier"
 
 
 async def clock_loop(
-    classifier: Classifier, pool, relay: Relay, stop: asyncio.Event, interval: float
+    classifier: Classifier,
+    pool,
+    relay: Relay,
+    consumer: PgOffsetConsumer,
+    stop: asyncio.Event,
+    interval: float,
+    max_backlog: int,
 ) -> None:
-    """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse."""
+    """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse.
+
+    While a large backlog of purchases is still to be read (history being loaded), the sweep
+    waits: the events themselves catch each customer's lapse clock up in date order, and a
+    sweep running ahead would lapse customers whose next purchase is still in the queue (later
+    superseded — correct, but twice the work). Live, the backlog is near zero and the sweep runs
+    every tick.
+    """
     while not stop.is_set():
         try:
-            if await classifier.apply_rules(pool) or await classifier.sweep(pool):
+            moved = await classifier.apply_rules(pool)
+            if consumer.backlog <= max_backlog:
+                moved += await classifier.sweep(pool)
+            if moved:
                 relay.wake.set()
         except Exception:  # noqa: BLE001 - keep the clock running; the next tick retries
             log.exception("clock tick failed")
@@ -66,7 +82,15 @@ async def lifespan(app: FastAPI):
         supervised(consumer.run(stop), "consume", stop),
         supervised(relay.run(stop), "relay", stop),
         supervised(
-            clock_loop(classifier, pool, relay, stop, settings.sweep_interval_seconds),
+            clock_loop(
+                classifier,
+                pool,
+                relay,
+                consumer,
+                stop,
+                settings.sweep_interval_seconds,
+                settings.sweep_max_backlog,
+            ),
             "clock",
             stop,
         ),
