@@ -144,6 +144,7 @@ class PgOffsetConsumer:
         session_timeout_ms: int = 6000,
         max_wait_ms: int = 200,
         parallel: int = 1,
+        fetch_max_wait_ms: int = 50,
     ):
         self.service = service
         self.bootstrap = bootstrap
@@ -163,6 +164,9 @@ class PgOffsetConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 6),
             max_poll_records=batch_size,
+            # How long the broker may hold an empty fetch. Tansu answers a waiting fetch only
+            # when the wait ends, not when records arrive, so this is latency on every hop.
+            fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=32 << 20,
         )
