@@ -617,6 +617,7 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
     stack = Stack(stack_settings)
     latencies: list[float] = []
     sent = 0
+    backlog: dict[str, int] = {}
     try:
         await stack.start()
         ingest, reports = stack.url("ingest"), stack.url("reports")
@@ -655,6 +656,7 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
                 if behind > 0:
                     await asyncio.sleep(behind)
             achieved = sent / (time.perf_counter() - start)
+            backlog = {name: await stack.lag(name) for name in ("classifier", "reports", "notifier")}
             _, pending = await asyncio.wait(pollers, timeout=120)
             for task in pending:  # still not visible two minutes after the feed ended
                 task.cancel()
@@ -670,6 +672,7 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
     rows = [
         ("feed", f"{sent:,} events in {seconds}s ({achieved:,.0f}/s achieved, batches of {per_tick} every 100 ms)"),
         ("samples (one tracked new customer per batch)", f"{len(pollers):,}"),
+        ("records not yet processed when the feed ended", ", ".join(f"{k} {v:,}" for k, v in backlog.items())),
         ("accept → visible in GET /v1/customers/{id}", spread + (f"; {missing:,} not visible 120 s after the feed ended" if missing else "")),
     ]
     notes = ["Whole stack on this machine: embedded broker, PostgreSQL, the four services, the load "
