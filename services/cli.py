@@ -266,12 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["classify", "latency", "lapse", "portfolio"],
+        choices=["classify", "latency", "lapse", "portfolio", "import"],
         help="classify: the classifier against two baselines; lapse: the lapse clock on one busy "
-        "day; latency: HTTP accept to visible in reports; portfolio: GET /v1/portfolio at 10,000 and 1,000,000 customers",
+        "day; latency: HTTP accept to visible in reports; portfolio: GET /v1/portfolio at 10,000 and 1,000,000 customers; import: a CP932 "
+        "sales file beside PostgreSQL's COPY",
     )
     bench.add_argument("--requests", type=int, default=500, help="portfolio: requests per case")
     bench.add_argument("--rate", type=int, default=2000, help="latency: events per second")
+    bench.add_argument("--rows", type=int, default=1_000_000, help="import: rows in the CSV file")
     bench.add_argument("--seconds", type=int, default=60, help="latency: how long to feed")
     bench.add_argument("--lapse-customers", type=int, default=1_000_000)
     bench.add_argument("--lapsing", type=int, default=200_000)
