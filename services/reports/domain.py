@@ -291,7 +291,26 @@ def customer_body(row: Mapping, scope: str, today: date) -> dict:
         "tenure_days": (last - first).days if first and last else None,
         "lapse_days": max(0, (today - last).days) if last else None,
         "home_branch_id": row["home_branch_id"],
+        **{field: _text(row.get(field)) for field in CONTACT_FIELDS if field in row.keys()},
     }
+
+
+# Customer master data joined into segment lists, when a customers file was imported.
+CONTACT_FIELDS = (
+    "customer_name",
+    "kana",
+    "email",
+    "phone",
+    "postal_code",
+    "address",
+    "mail_consent",
+)
+
+
+def _text(value):
+    if isinstance(value, bool) or value is None:
+        return value
+    return str(value) or None
 
 
 # --- segment list pagination ---------------------------------------------------------------------
@@ -320,6 +339,13 @@ def decode_cursor(cursor: str) -> tuple[Decimal, str]:
 CSV_HEADERS = {
     "ja": (
         "顧客コード",
+        "氏名",
+        "フリガナ",
+        "メールアドレス",
+        "電話番号",
+        "郵便番号",
+        "住所",
+        "DM可否",
         "売上累計",
         "購入回数",
         "初回購入日",
@@ -330,6 +356,13 @@ CSV_HEADERS = {
     ),
     "en": (
         "customer_id",
+        "name",
+        "kana",
+        "email",
+        "phone",
+        "postal_code",
+        "address",
+        "mail_consent",
         "total_amount",
         "purchase_count",
         "first_purchase_on",
@@ -356,8 +389,20 @@ def csv_row(item: Mapping, language: str) -> list[str]:
     """One CSV row from a ``customer_body`` item; the segment as its Japanese name under the
     Japanese header, as its id under the English one."""
     segment = item["segment"]
+    consent = item.get("mail_consent")
     cells = [
         item["customer_id"],
+        item.get("customer_name"),
+        item.get("kana"),
+        item.get("email"),
+        item.get("phone"),
+        item.get("postal_code"),
+        item.get("address"),
+        None
+        if consent is None
+        else ("可" if consent else "不可")
+        if language == "ja"
+        else str(consent).lower(),
         item["total_amount"],
         item["purchase_count"],
         item["first_purchase_on"],

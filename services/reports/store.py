@@ -360,6 +360,16 @@ CUSTOMER_COLUMNS = (
     "customer_id, segment, purchase_count, total_amount, first_purchase_on, last_purchase_on,"
     " home_branch_id"
 )
+# Segment lists join the customer master data (CSV imports of 顧客データ) when there is any.
+LIST_COLUMNS = (
+    "r.customer_id, r.segment, r.purchase_count, r.total_amount, r.first_purchase_on,"
+    " r.last_purchase_on, r.home_branch_id, c.name AS customer_name, c.kana, c.email, c.phone,"
+    " c.postal_code, concat_ws(' ', c.address1, c.address2) AS address, c.mail_consent"
+)
+LIST_FROM = (
+    "report_customers r LEFT JOIN customers c"
+    " ON c.tenant_id = r.tenant_id AND c.customer_id = r.customer_id"
+)
 
 
 async def customer(conn: asyncpg.Connection, tenant_id: str, scope: str, customer_id: str):
@@ -384,9 +394,9 @@ async def segment_page(
     keyset ``after`` (the previous page's last item)."""
     if after is None:
         return await conn.fetch(
-            f"SELECT {CUSTOMER_COLUMNS} FROM report_customers"
-            " WHERE tenant_id = $1 AND scope = $2 AND segment = $3"
-            " ORDER BY total_amount DESC, customer_id LIMIT $4",
+            f"SELECT {LIST_COLUMNS} FROM {LIST_FROM}"
+            " WHERE r.tenant_id = $1 AND r.scope = $2 AND r.segment = $3"
+            " ORDER BY r.total_amount DESC, r.customer_id LIMIT $4",
             tenant_id,
             scope,
             segment,
@@ -394,10 +404,10 @@ async def segment_page(
         )
     total, customer_id = after
     return await conn.fetch(
-        f"SELECT {CUSTOMER_COLUMNS} FROM report_customers"
-        " WHERE tenant_id = $1 AND scope = $2 AND segment = $3"
-        " AND total_amount <= $4 AND (total_amount < $4 OR customer_id > $5)"
-        " ORDER BY total_amount DESC, customer_id LIMIT $6",
+        f"SELECT {LIST_COLUMNS} FROM {LIST_FROM}"
+        " WHERE r.tenant_id = $1 AND r.scope = $2 AND r.segment = $3"
+        " AND r.total_amount <= $4 AND (r.total_amount < $4 OR r.customer_id > $5)"
+        " ORDER BY r.total_amount DESC, r.customer_id LIMIT $6",
         tenant_id,
         scope,
         segment,

@@ -493,6 +493,17 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
     await processed(db, await publish(producer, states))
     headers = {"X-Kizuna-Tenant": tenant}
     url = "/v1/segments/steady_active/customers"
+    # customer master data from a customers import, joined into lists and exports
+    await db.execute(
+        "INSERT INTO customers (tenant_id, customer_id, name, kana, email, mail_consent)"
+        " VALUES ($1, '顧客-漢字', '=HYPERLINK(\"x\")', 'ヤマダ', 'yamada@example.jp', false)",
+        tenant,
+    )
+    listed = (await client.get(url, headers=headers)).json()["items"]
+    assert (
+        listed[0]["customer_name"] == '=HYPERLINK("x")'
+        and listed[0]["email"] == "yamada@example.jp"
+    )
 
     utf8 = await client.get(url, params={"format": "csv"}, headers=headers)
     assert utf8.status_code == 200
@@ -502,6 +513,13 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
     rows = list(csv.reader(io.StringIO(utf8.content.decode("utf-8-sig"), newline="")))
     assert rows[0] == [
         "顧客コード",
+        "氏名",
+        "フリガナ",
+        "メールアドレス",
+        "電話番号",
+        "郵便番号",
+        "住所",
+        "DM可否",
         "売上累計",
         "購入回数",
         "初回購入日",
@@ -511,8 +529,21 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
         "顧客層",
     ]
     assert [r[0] for r in rows[1:]] == ["顧客-漢字", "'=cmd()", "'+SUM(1)"]
+    assert rows[1][1:4] == [
+        '\'=HYPERLINK("x")',
+        "ヤマダ",
+        "yamada@example.jp",
+    ]  # master data joined
+    assert rows[1][7] == "不可"
     assert rows[2] == [
         "'=cmd()",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
         "40000",
         "3",
         "2024-12-01",
@@ -535,7 +566,9 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
         url, params={"format": "csv", "header": "en", "bom": "false", "limit": 1}, headers=headers
     )
     lines = english.content.decode("utf-8").splitlines()
-    assert lines[0].startswith("customer_id,total_amount") and lines[1].endswith(",steady_active")
+    assert lines[0].startswith("customer_id,name,kana,email") and lines[1].endswith(
+        ",steady_active"
+    )
     assert len(lines) == 2
 
     bad = await client.get(url, params={"format": "csv", "encoding": "latin-1"}, headers=headers)

@@ -430,6 +430,13 @@ def test_csv_row_in_japanese_and_english():
     }
     assert csv_row(item, "ja") == [
         "'=cmd()",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
         "105607",
         "4",
         "2003-03-30",
@@ -439,6 +446,9 @@ def test_csv_row_in_japanese_and_english():
         "優良離脱客",
     ]
     assert csv_row(item, "en")[-1] == "loyal_lapsed"
+    named = {**item, "customer_name": "@山田", "email": "a@example.jp", "mail_consent": True}
+    assert csv_row(named, "ja")[1:4] == ["'@山田", "", "a@example.jp"]
+    assert csv_row(named, "ja")[7] == "可" and csv_row(named, "en")[7] == "true"
     assert csv_text([["a,b", 'say "hi"']]) == '"a,b","say ""hi"""\r\n'
 
 
