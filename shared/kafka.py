@@ -26,6 +26,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
+from pydantic import BaseModel, ValidationError
 
 from shared import metrics
 from shared.events import ALL_TOPICS, DEADLETTER, DeadLetter
@@ -102,6 +103,35 @@ def count_changes(rows: Sequence[tuple[str, str, str]]) -> None:
         counts[topic] = counts.get(topic, 0) + 1
     for topic, n in counts.items():
         metrics.CHANGES_OUT.labels(topic).inc(n)
+
+
+def decode_records(
+    records: Sequence[ConsumerRecord],
+    model: type[BaseModel],
+    service: str,
+    check: Callable[[BaseModel], str | None] | None = None,
+) -> tuple[list, list[tuple[str, str, str]]]:
+    """Records validated against a contract model; what cannot be used (not the model, or
+    ``check`` names a problem) becomes a dead-letter outbox row with the reason."""
+    values, dead = [], []
+    for record in records:
+        try:
+            value = model.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+        else:
+            reason = check(value) if check else None
+            if reason is None:
+                values.append(value)
+                continue
+        dead.append(deadletter_row(service, record, reason))
+        metrics.DEADLETTERS.labels(service).inc()
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+        )
+    return values, dead
 
 
 async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:

@@ -13,11 +13,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
 
 from shared import metrics
 from shared.events import PurchaseEvent
-from shared.kafka import count_changes, deadletter_row, write_outbox
+from shared.kafka import count_changes, decode_records, write_outbox
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
@@ -56,18 +55,9 @@ class Classifier:
 
     async def handle(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
         """One consumed batch: store new events once, re-classify their customers."""
-        outbox: list[tuple[str, str, str]] = []
+        decoded, outbox = decode_records(records, PurchaseEvent, SERVICE)
         events: dict[tuple[str, str], PurchaseEvent] = {}
-        for record in records:
-            try:
-                event = PurchaseEvent.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                reason = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-                )
-                outbox.append(deadletter_row(SERVICE, record, reason))
-                metrics.DEADLETTERS.labels(SERVICE).inc()
-                continue
+        for event in decoded:
             events.setdefault((event.tenant_id, event.event_id), event)
         if events:
             await ensure_tenants(conn, {t for t, _ in events}, self.settings.default_time_zone)

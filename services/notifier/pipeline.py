@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
 
 from shared import metrics
 from shared.cpm import SEGMENTS
 from shared.events import SegmentChange
-from shared.kafka import deadletter_row, write_outbox
+from shared.kafka import decode_records, write_outbox
 from shared.settings import Settings, today_in, utcnow
 
 from . import metrics as notifier_metrics
@@ -76,25 +75,7 @@ class Notifier:
 
     async def handle(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
         """One consumed batch: decode, dead-letter what cannot be used, apply the rest."""
-        outbox: list[tuple[str, str, str]] = []
-        changes: list[SegmentChange] = []
-        for record in records:
-            try:
-                change = SegmentChange.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                reason = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-                )
-            else:
-                reason = contract_problem(change)
-                if reason is None:
-                    changes.append(change)
-                    continue
-            outbox.append(deadletter_row(SERVICE, record, reason))
-            metrics.DEADLETTERS.labels(SERVICE).inc()
-            log.warning(
-                "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
-            )
+        changes, outbox = decode_records(records, SegmentChange, SERVICE, contract_problem)
         await self.apply(conn, changes)
         await write_outbox(conn, outbox)
 

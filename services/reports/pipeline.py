@@ -9,11 +9,9 @@ from collections import defaultdict
 import asyncpg
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
-from pydantic import ValidationError
 
-from shared import metrics
 from shared.events import CustomerState
-from shared.kafka import deadletter_row, write_outbox
+from shared.kafka import decode_records, write_outbox
 
 from . import store
 from .domain import Folded, fold, problem_with, sum_deltas
@@ -34,21 +32,7 @@ STATES_SKIPPED = Counter(
 
 def decode(records: list[ConsumerRecord]) -> tuple[list[CustomerState], list[tuple[str, str, str]]]:
     """Customer states from records; what cannot be read becomes a dead-letter outbox row."""
-    states, dead = [], []
-    for record in records:
-        try:
-            state = CustomerState.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-        else:
-            reason = problem_with(state)
-            if reason is None:
-                states.append(state)
-                continue
-        dead.append(deadletter_row(SERVICE, record, reason))
-    return states, dead
+    return decode_records(records, CustomerState, SERVICE, problem_with)
 
 
 def lowest_change(stored, folded: Folded):
@@ -107,7 +91,4 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
     await store.add_moves(conn, moves)
     await write_outbox(conn, dead)
     STATES_APPLIED.inc(applied)
-    STATES_SKIPPED.inc(skipped)
-    if dead:
-        metrics.DEADLETTERS.labels(SERVICE).inc(len(dead))
-        log.warning("%d record(s) sent to the dead-letter topic", len(dead))
+    STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records
