@@ -23,8 +23,8 @@ from shared.cpm import SEGMENT_NAMES_JA
 
 # --- Templates -----------------------------------------------------------------------------------
 
-# The fields a template may use, with what they hold. `{name}` is the customer id until customer
-# master data exists (see ``store.customer_names``, the hook for a name lookup).
+# The fields a template may use, with what they hold. `{name}` is the customer's name from the
+# customer master data (``store.customer_names``), or the customer id when there is none.
 FIELDS: dict[str, str] = {
     "name": "顧客名 (customer name; the customer id until customer master data exists)",
     "customer_id": "顧客番号",

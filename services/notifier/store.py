@@ -430,11 +430,15 @@ async def stop_sequences(conn: asyncpg.Connection, stops: list[StopSequence]) ->
 async def customer_names(
     conn: asyncpg.Connection, tenant_id: str, customer_ids: Iterable[str]
 ) -> dict[str, str]:
-    """The hook for customers' names in templates. There is no customer master data yet
-    (issue 5 imports it): every name is unknown, and templates show the customer id. When it
-    exists, this is the one query to write."""
-    del conn, tenant_id, customer_ids
-    return {}
+    """Customers' names for templates, from the customer master data (`kizuna import
+    customers`); a customer without one is absent, and templates show the id instead."""
+    rows = await conn.fetch(
+        "SELECT customer_id, name FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
+        " AND name IS NOT NULL AND name <> ''",
+        tenant_id,
+        list(customer_ids),
+    )
+    return {r["customer_id"]: r["name"] for r in rows}
 
 
 # --- Alerts and deliveries ---------------------------------------------------------------------------
