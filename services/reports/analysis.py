@@ -6,7 +6,7 @@ Where the figures come from (all per tenant and scope):
 - **Questions** (``seeds/004``): a month's sales split and buyers come from the monthly moves
   (``history.py``); the dormant customers and last quarter's newcomers from bounded ranges of
   the timeline (90 days, at most six months); VIPs from the current customer rows, most valuable
-  first (an index). Product preferences need line items, which customer states do not carry.
+  first (an index). Product preferences come from the purchases' line items (the event store).
 - **RFM**: ranks 1–5 from the tenant's thresholds over the current customer rows (recency is
   days since the last purchase as of today).
 - **LTV**: a Markov projection with the measured monthly transition matrix (pooled over a
@@ -98,8 +98,10 @@ def questions_body(
     quarter: tuple[date, date],
     newcomers: tuple[int, int],
     vips: Sequence[Mapping],
+    products: Mapping[str, list[dict]] | None = None,
 ) -> dict:
     """``GET /v1/questions``: the owner's questions (seeds/004) for one month."""
+    products = products or {}
     customers = sum(int(at_end.get(s, (0, 0))[0]) for s in SEGMENTS)
     active = sum(int(at_end.get(s, (0, 0))[0]) for s in SEGMENTS if s.endswith("_active"))
     buyers = sum(int(r["buyers"]) for r in moves)
@@ -133,12 +135,14 @@ def questions_body(
         },
         "vips": {
             "as_of": today.isoformat(),
-            "items": [vip_item(r, scope, today) for r in vips],
+            "items": [
+                {**vip_item(r, scope, today), "top_products": products.get(r["customer_id"], [])}
+                for r in vips
+            ],
         },
         "preferences": {
-            "available": False,
-            "reason": "Product preferences need the line items of purchases; reports receive "
-            "customer states (figures and segments), not line items.",
+            "available": True,
+            "source": "line items of the VIPs' sales (voided orders left out): vips[].top_products",
         },
     }
 

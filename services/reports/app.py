@@ -378,7 +378,7 @@ async def questions(
     no purchase for 60–90 days), ``bought_this_month`` (④ share of customers who bought),
     ``new_customers_came_back`` (⑤ of last quarter's first-time customers, how many have bought
     again by then), ``vips`` (⑥⑦ most valuable customers now, with how often they buy) and
-    ``preferences`` (⑧ not available: reports do not receive line items)."""
+    ``vips[].top_products`` (⑧ what they buy most, from the purchases' line items)."""
     async with pool.acquire() as conn:
         today = await tenant_today(conn, tenant_id)
         m = _month(month, today)
@@ -393,6 +393,9 @@ async def questions(
             count, dormant = await store.dormant(conn, tenant_id, scope, as_of, low, high, limit)
             came = await store.newcomers(conn, tenant_id, scope, *quarter, as_of)
             vips = await store.top_customers(conn, tenant_id, scope, limit)
+            products = await store.top_products(
+                conn, tenant_id, scope, [v["customer_id"] for v in vips]
+            )
     return analysis.questions_body(
         scope=scope,
         month=m,
@@ -405,6 +408,7 @@ async def questions(
         quarter=quarter,
         newcomers=came,
         vips=vips,
+        products=products,
     )
 
 

@@ -693,3 +693,43 @@ async def delete_dm(
             month,
         )
     return not status.endswith(" 0")
+
+
+async def top_products(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    scope: str,
+    customer_ids: list[str],
+    per_customer: int = 3,
+) -> dict[str, list[dict]]:
+    """⑧ What each of these customers buys most: their sales' line items in the classifier's
+    event store (the shared database; customer states carry no line items), by quantity, voided
+    orders left out. A customer whose purchases carried no lines has none."""
+    rows = await conn.fetch(
+        "SELECT p.customer_id, coalesce(l->>'sku', l->>'name') AS sku, max(l->>'name') AS name,"
+        " sum(coalesce((l->>'quantity')::numeric, 1)) AS quantity,"
+        " count(DISTINCT coalesce(p.order_id, p.event_id)) AS orders"
+        " FROM purchases p CROSS JOIN LATERAL jsonb_array_elements(coalesce(p.payload->'lines', '[]')) l"
+        " WHERE p.tenant_id = $1 AND p.customer_id = ANY($2::text[]) AND p.kind = 'sale'"
+        " AND ($3 = 'all' OR p.branch_id = $3)"
+        " AND NOT EXISTS (SELECT 1 FROM purchases v WHERE v.tenant_id = p.tenant_id"
+        "   AND v.customer_id = p.customer_id AND v.kind = 'void' AND v.order_id = p.order_id)"
+        " AND coalesce(l->>'sku', l->>'name') IS NOT NULL"
+        " GROUP BY 1, 2 ORDER BY 1, quantity DESC, orders DESC, sku",
+        tenant_id,
+        customer_ids,
+        scope,
+    )
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        items = out.setdefault(r["customer_id"], [])
+        if len(items) < per_customer:
+            items.append(
+                {
+                    "sku": r["sku"],
+                    "name": r["name"],
+                    "quantity": str(r["quantity"].normalize()),
+                    "orders": r["orders"],
+                }
+            )
+    return out

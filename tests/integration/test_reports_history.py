@@ -391,8 +391,25 @@ async def test_bad_history_and_transition_requests(client, crafted):
 # --- the owner's questions, RFM, LTV, DM tracking (on the hand-made tenant) ---------------------------
 
 
-async def test_the_owners_questions_for_a_month(client, crafted):
+async def test_the_owners_questions_for_a_month(client, crafted, db):
     h = {"X-Kizuna-Tenant": crafted}
+    lines = [  # f's sales in the event store: two with lines, one voided, one at another branch
+        ("f1", "sale", "o1", '[{"sku": "T-01", "name": "有機煎茶", "quantity": 3}]'),
+        (
+            "f2",
+            "sale",
+            "o2",
+            '[{"sku": "T-01", "name": "有機煎茶", "quantity": 2}, {"sku": "G-09", "name": "急須"}]',
+        ),
+        ("f3", "sale", "o3", '[{"sku": "X-99", "name": "取消品", "quantity": 50}]'),
+        ("f4", "void", "o3", "[]"),
+    ]
+    await db.executemany(
+        "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind, occurred_at, occurred_on,"
+        " amount, order_id, payload) VALUES ($1, $2, 'b1', 'f', $3, now(), current_date, 1000, $4,"
+        " jsonb_build_object('lines', $5::jsonb)) ON CONFLICT DO NOTHING",
+        [(crafted, eid, kind, order, payload) for eid, kind, order, payload in lines],
+    )
     body = (
         await client.get("/v1/questions", params={"month": "2025-03", "limit": 3}, headers=h)
     ).json()
@@ -438,10 +455,13 @@ async def test_the_owners_questions_for_a_month(client, crafted):
     assert (f["purchase_count"], f["tenure_days"]) == (6, tenure)
     assert f["average_interval_days"] == round(tenure / 5, 1)
     assert f["purchases_per_year"] == round(6 * 365 / tenure, 1)
-    # ⑧ said plainly
-    assert (
-        body["preferences"]["available"] is False and "line items" in body["preferences"]["reason"]
-    )
+    # ⑧ what they buy most: line items of their sales in the event store, voided orders left out
+    assert body["preferences"]["available"] is True
+    assert f["top_products"] == [
+        {"sku": "T-01", "name": "有機煎茶", "quantity": "5", "orders": 2},
+        {"sku": "G-09", "name": "急須", "quantity": "1", "orders": 1},
+    ]
+    assert vips["items"][1]["top_products"] == []  # e's purchases carried no lines
 
     now = (await client.get("/v1/questions", headers=h)).json()
     assert now["month"] == "2025-06" and now["as_of"] == "2025-06-30"
