@@ -106,6 +106,14 @@ def get_pool(request: Request) -> asyncpg.Pool:
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 TenantId = Annotated[str, Depends(tenant_header)]
+# Query parameters shared by every customer list (segment lists, RFM lists, DM exports).
+ListLimit = Annotated[
+    int | None, Query(ge=1, le=1000, description="JSON page size (default 100); CSV: at most")
+]
+Cursor = Annotated[str | None, Query(description="`next` of the previous page")]
+CsvEncoding = Annotated[str, Query(description="CSV: utf-8 (default) or cp932")]
+CsvBom = Annotated[bool, Query(description="CSV in UTF-8: start with a BOM (Excel)")]
+CsvHeader = Annotated[Literal["ja", "en"], Query(description="CSV header language")]
 Scope = Annotated[
     str,
     Query(min_length=1, max_length=100, description="A branch_id, or 'all' for the whole chain."),
@@ -252,13 +260,11 @@ async def segment_customers(
     tenant_id: TenantId,
     scope: Scope = "all",
     format: Literal["json", "csv"] = "json",
-    limit: Annotated[
-        int | None, Query(ge=1, le=1000, description="JSON page size (default 100); CSV: at most")
-    ] = None,
-    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
-    encoding: Annotated[str, Query(description="CSV: utf-8 (default) or cp932")] = "utf-8",
-    bom: Annotated[bool, Query(description="CSV in UTF-8: start with a BOM (Excel)")] = True,
-    header: Annotated[Literal["ja", "en"], Query(description="CSV header language")] = "ja",
+    limit: ListLimit = None,
+    cursor: Cursor = None,
+    encoding: CsvEncoding = "utf-8",
+    bom: CsvBom = True,
+    header: CsvHeader = "ja",
 ) -> dict | StreamingResponse:
     """A segment's customers, most valuable first (total desc, then customer_id): a JSON page,
     or as CSV the whole list (from ``cursor``, up to ``limit`` when given), streamed."""
@@ -483,13 +489,11 @@ async def rfm_customers(
     m_min: Rank = 1,
     m_max: Rank = 5,
     format: Literal["json", "csv"] = "json",
-    limit: Annotated[
-        int | None, Query(ge=1, le=1000, description="JSON page size (default 100); CSV: at most")
-    ] = None,
-    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
-    encoding: Annotated[str, Query(description="CSV: utf-8 (default) or cp932")] = "utf-8",
-    bom: Annotated[bool, Query(description="CSV in UTF-8: start with a BOM (Excel)")] = True,
-    header: Annotated[Literal["ja", "en"], Query(description="CSV header language")] = "ja",
+    limit: ListLimit = None,
+    cursor: Cursor = None,
+    encoding: CsvEncoding = "utf-8",
+    bom: CsvBom = True,
+    header: CsvHeader = "ja",
 ) -> dict | StreamingResponse:
     """The customers whose ranks lie in the given ranges (e.g. ``r_min=4&f_min=4``: bought
     recently and often), most valuable first: a JSON page, or the whole list as CSV for mail
@@ -657,9 +661,9 @@ async def get_dm_table(
     pool: Pool,
     tenant_id: TenantId,
     format: Literal["json", "csv"] = "json",
-    encoding: Annotated[str, Query(description="CSV: utf-8 (default) or cp932")] = "utf-8",
-    bom: Annotated[bool, Query(description="CSV in UTF-8: start with a BOM (Excel)")] = True,
-    header: Annotated[Literal["ja", "en"], Query(description="CSV header language")] = "ja",
+    encoding: CsvEncoding = "utf-8",
+    bom: CsvBom = True,
+    header: CsvHeader = "ja",
 ) -> dict | Response:
     """A DM table: per month and segment the segment's size on the mailing day, mails sent,
     responses and response rate; per segment the totals. ``format=csv`` downloads it."""
