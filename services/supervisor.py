@@ -158,7 +158,7 @@ class Stack:
         """Every consumer has processed everything and the outbox is empty."""
         conn = await asyncpg.connect(self.database_url)
         try:
-            backlog = await conn.fetchval("SELECT count(*) FROM outbox")
+            backlog = await conn.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
         finally:
             await conn.close()
         if backlog:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 from aiokafka import (
     AIOKafkaClient,
     AIOKafkaConsumer,
@@ -134,11 +135,57 @@ def decode_records(
     return values, dead
 
 
-async def write_outbox(conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytes:
+    """Records as one outbox value: a line per record, ``topic TAB key-as-JSON TAB payload``.
+
+    Payloads are JSON, where a raw newline can only be whitespace between tokens, so turning it
+    into a space keeps the value and the line structure."""
+    keys: dict[str, bytes] = {}
+    lines = []
+    for topic, key, payload in rows:
+        encoded = keys.get(key)
+        if encoded is None:
+            encoded = keys[key] = orjson.dumps(key)
+        value = _bytes(payload)
+        if b"\n" in value:
+            value = value.replace(b"\n", b" ")
+        lines.append(b"%s\t%s\t%s" % (topic.encode(), encoded, value))
+    return b"\n".join(lines)
+
+
+def unpack_outbox(records: bytes) -> list[tuple[str, bytes, bytes]]:
+    """The (topic, key, payload) records of one outbox value, in the order they were written."""
+    out = []
+    for line in records.split(b"\n"):
+        topic, key, payload = line.split(b"\t", 2)
+        out.append((topic.decode(), orjson.loads(key).encode(), payload))
+    return out
+
+
+async def write_outbox(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str | bytes]]
+) -> None:
+    """Queue records for the relay in the caller's transaction: one outbox row for all of them."""
     if rows:
-        await conn.copy_records_to_table(
-            "outbox", records=rows, columns=["topic", "key", "payload"]
+        await conn.execute(
+            "INSERT INTO outbox (records, record_count) VALUES ($1, $2)",
+            pack_outbox(rows),
+            len(rows),
         )
+
+
+async def pending_outbox(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[str, str, str]]:
+    """Every record still waiting for the relay, oldest first, as (topic, key, payload) text."""
+    rows = await conn.fetch("SELECT records FROM outbox ORDER BY id")
+    return [
+        (topic, key.decode(), payload.decode())
+        for r in rows
+        for topic, key, payload in unpack_outbox(r["records"])
+    ]
 
 
 class _SeekFromDatabase(ConsumerRebalanceListener):

@@ -12,7 +12,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from shared import metrics
-from shared.kafka import new_producer
+from shared.kafka import new_producer, unpack_outbox
 
 log = logging.getLogger("kizuna.relay")
 RELAY_LOCK = 0x4B5A52454C4159  # "KZRELAY"
@@ -26,6 +26,7 @@ class Relay:
         self.wake = asyncio.Event()
         self.healthy = False
         self.partition_counts: dict[str, int] = {}
+        self.backlog = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         producer = new_producer(self.bootstrap)
@@ -64,27 +65,33 @@ class Relay:
                 continue
             backoff = 0.2
             self.healthy = True
-            if sent < self.batch_size:
+            if not sent or not self.backlog:
                 await self._nap(stop, 0.2)
 
     async def publish_once(self, producer) -> int:
-        rows = await self.pool.fetch(
-            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1", self.batch_size
-        )
-        if not rows:
+        """Publish the oldest outbox rows (whole packs, about ``batch_size`` records)."""
+        heads = await self.pool.fetch("SELECT id, record_count FROM outbox ORDER BY id LIMIT 1000")
+        if not heads:
+            self.backlog = 0
             metrics.OUTBOX_BACKLOG.set(0)
             return 0
-        await self._send(producer, rows)
-        # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
-        await self.pool.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        ids, total = [], 0
+        for head in heads:
+            if ids and total + head["record_count"] > self.batch_size:
+                break
+            ids.append(head["id"])
+            total += head["record_count"]
+        packs = await self.pool.fetch(
+            "SELECT records FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id", ids
         )
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        span = await self.pool.fetchval(
-            "SELECT max(id) - min(id) + 1 FROM outbox"
-        )  # cheap upper bound
-        metrics.OUTBOX_BACKLOG.set(span or 0)
-        return len(rows)
+        records = [record for p in packs for record in unpack_outbox(p["records"])]
+        await self._send(producer, records)
+        # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
+        await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+        metrics.OUTBOX_PUBLISHED.inc(len(records))
+        self.backlog = await self.pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
+        metrics.OUTBOX_BACKLOG.set(self.backlog)
+        return len(records)
 
     async def _send(self, producer, rows) -> None:
         """Publish rows as whole record batches per partition, in id order within each.
@@ -96,9 +103,8 @@ class Relay:
         """
         builders: dict[tuple[str, int], object] = {}
         futures = []
-        counts = {t: await self._partitions(producer, t) for t in {r["topic"] for r in rows}}
-        for r in rows:
-            topic, key, value = r["topic"], r["key"].encode(), r["payload"].encode()
+        counts = {t: await self._partitions(producer, t) for t in {topic for topic, _, _ in rows}}
+        for topic, key, value in rows:
             partition = zlib.crc32(key) % counts[topic]
             builder = builders.get((topic, partition))
             if builder is None:

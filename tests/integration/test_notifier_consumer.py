@@ -16,7 +16,7 @@ from services.notifier import store
 from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
 from services.notifier.pipeline import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
-from shared.kafka import new_producer
+from shared.kafka import new_producer, pending_outbox
 from shared.settings import get_settings, today_in
 from tests.helpers import wait_for
 
@@ -214,12 +214,13 @@ async def test_undecodable_goes_to_the_dead_letter_outbox(publish, client, servi
     # Processing went on past them: a good change behind them is handled.
     await publish(change(tenant, "good", 1, "first_active", "first_lapsed", "lapse"))
 
-    rows = await service_pool.fetch(
-        "SELECT payload FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id",
-        DEADLETTER,
-        key.decode(),
-    )
-    letters = [DeadLetter.model_validate_json(r["payload"]) for r in rows]
+    async with service_pool.acquire() as conn:
+        pending = await pending_outbox(conn)
+    letters = [
+        DeadLetter.model_validate_json(payload)
+        for topic, k, payload in pending
+        if topic == DEADLETTER and k == key.decode()
+    ]
     assert [(d.service, d.source_topic) for d in letters] == [("notifier", SEGMENT_CHANGES)] * 2
     assert letters[0].value == "{not json" and "json" in letters[0].reason.lower()
     assert "vip_lapsed" in letters[1].reason

@@ -19,7 +19,7 @@ import pytest
 from services.reports.app import app
 from services.reports.pipeline import SERVICE, on_customer_states
 from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
-from shared.kafka import PgOffsetConsumer, new_producer
+from shared.kafka import PgOffsetConsumer, new_producer, pending_outbox
 from shared.settings import get_settings
 from tests.helpers import wait_for
 
@@ -592,12 +592,11 @@ async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer,
             ],
         ),
     )
-    rows = await db.fetch(
-        "SELECT key, payload FROM outbox WHERE topic = $1 AND key LIKE $2 ORDER BY id",
-        DEADLETTER,
-        f"{tenant}:%",
-    )
-    letters = {r["key"]: json.loads(r["payload"]) for r in rows}
+    letters = {
+        key: json.loads(payload)
+        for topic, key, payload in await pending_outbox(db)
+        if topic == DEADLETTER and key.startswith(f"{tenant}:")
+    }
     assert set(letters) == {f"{tenant}:junk", f"{tenant}:odd"}
     assert letters[f"{tenant}:junk"]["service"] == "reports"
     assert letters[f"{tenant}:junk"]["value"] == "not json at all"

@@ -1,0 +1,55 @@
+"""Migration 007 packs the outbox: records that were waiting in the one-row-per-record table
+when it runs are carried over in order, and the relay publishes them like any other."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.db import _with_database, migrate, migration_files
+from shared.kafka import pending_outbox, write_outbox
+
+pytestmark = pytest.mark.integration
+
+
+async def test_waiting_records_survive_the_move_to_packed_rows(database_url):
+    name = f"kizuna_outbox_{uuid.uuid4().hex[:8]}"
+    url = _with_database(database_url, name)
+    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for file_name, sql in migration_files():
+            if file_name < "007":
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file_name)
+        old = [
+            ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 1, "name": "山田\tさん"})),
+            ("kizuna.deadletter.v1", "t:odd\nkey", '{\n  "reason": "bad"\n}'),
+            ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 2})),
+        ]
+        for topic, key, payload in old:
+            await conn.execute(
+                "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", topic, key, payload
+            )
+
+        await migrate(url)
+
+        carried = await pending_outbox(conn)
+        assert [(t, k, json.loads(p)) for t, k, p in carried] == [
+            (t, k, json.loads(p)) for t, k, p in old
+        ]
+        await write_outbox(conn, [("kizuna.segment-changes.v1", "t:C1", '{"seq": 2}')])
+        assert [k for _, k, _ in await pending_outbox(conn)] == [k for _, k, _ in old] + ["t:C1"]
+        assert await conn.fetchval("SELECT sum(record_count) FROM outbox") == 4
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
