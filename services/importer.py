@@ -6,17 +6,30 @@ Reading is shared/csvimport.py (pure, streaming). This module is the orchestrati
 in services/importer_store.py; the HTTP routes in services/ingest/imports.py; the command line
 client in services/importer_cli.py.
 
+A sales file goes in two phases, so that its history reaches the classifier as it would have
+streamed live — each customer's events in date order, whatever the order of the file's rows (the
+classifier replays a customer's events day by day with the lapse clock caught up; events older
+than a customer's clock would only be folded in at that clock's date):
+
+1. *read*: the file is parsed in a worker thread, and each batch (``BATCH_ROWS``) of accepted
+   rows is copied (COPY) into the import's staging table in PostgreSQL, in one transaction with
+   the batch's rejected rows and the checkpoint (the last data line of the batch and the
+   counts). No row is held in memory beyond its batch, whatever the size of the file.
+2. *publish*: the staged rows are published ``ORDER BY occurred_at, line`` (a keyset page of
+   ``BATCH_ROWS`` at a time, the next page read while the broker acknowledges this one), one
+   produce round per page; after the broker acknowledged a page, the checkpoint is the number
+   published and the sort key of the last one. Then the staging table is dropped.
+
 Why nothing is dropped or doubled:
 
-- Sales rows are published in batches (``BATCH_ROWS``), one produce round per batch (whole
-  record batches per partition), and the batch's acknowledgements are awaited before the
-  checkpoint — the last data line of the batch, the counts and the batch's rejected rows — is
-  committed in one transaction. Every row up to the checkpoint is therefore acknowledged or
-  recorded as rejected; an interrupted import (process, broker or database gone) is resumed by
-  reading the file from the start again (the event ids need the whole file: see below) and
-  publishing only the rows after the checkpoint. At most the batch in flight is published
-  twice, which is harmless: csvimport's event ids are stable and the classifier's event store
-  ignores an id it has seen.
+- Every row up to the read checkpoint is staged or recorded as rejected, exactly once (same
+  transaction); an interrupted read is resumed by reading the file from the start again (the
+  event ids need the whole file: see below) and staging only the rows after the checkpoint.
+- Every staged row up to the publish checkpoint is acknowledged by the broker; a resumed
+  publish goes on after it. At most the page in flight is published twice, which is harmless:
+  csvimport's event ids are stable and the classifier's event store ignores an id it has seen.
+  The staging table is unlogged (the file can rebuild it): if a database crash emptied it, the
+  resumed import finds fewer rows than it counted and reads the file again from the start.
 - Importing the same file again publishes the same event ids: nothing changes downstream.
 - Customer rows are upserted in the same transaction as the checkpoint: exactly once.
 
@@ -30,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -43,7 +57,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +94,9 @@ IMPORT_ROWS = Counter(
     "kizuna_import_rows_total", "CSV rows imported or rejected", ["kind", "result"]
 )
 IMPORTS_ENDED = Counter("kizuna_imports_total", "CSV imports ended, by status", ["kind", "status"])
+IMPORT_EVENTS = Counter(
+    "kizuna_import_events_published_total", "Imported sales events acknowledged by the broker"
+)
 
 
 class ImportFailed(Exception):
@@ -243,14 +260,29 @@ class Partitioner:
         return p
 
 
-def sale_record(partition_of: Callable[[bytes], int]) -> Callable[[SaleRow], tuple]:
-    """SaleRow → (partition, key, value) ready to append to a record batch."""
-    dumps = orjson.dumps
+def stage_record(row: SaleRow) -> tuple[datetime, int, str, bytes]:
+    """SaleRow → a staging table row: (occurred_at, line, customer, the event as JSON)."""
+    event = row.event
+    return _instant(event["occurred_at"]), row.line, event["customer_id"], orjson.dumps(event)
 
-    def prepare(row: SaleRow) -> tuple[int, bytes, bytes]:
-        event = row.event
-        key = f"{event['tenant_id']}:{event['customer_id']}".encode()
-        return partition_of(key), key, dumps(event)
+
+# A file's dates repeat (a few thousand days, many rows each): parse each text once.
+_instant = functools.lru_cache(maxsize=1 << 16)(datetime.fromisoformat)
+
+
+def publish_records(
+    tenant: str, partition_of: Callable[[bytes], int]
+) -> Callable[[Sequence[Sequence[Any]]], list[tuple[int, bytes, bytes]]]:
+    """Staged rows (``occurred_at, line, customer_id, event``) → (partition, key, value) ready
+    to append to a record batch; the key is ``tenant:customer`` like ingest's."""
+    prefix = f"{tenant}:"
+
+    def prepare(rows: Sequence[Sequence[Any]]) -> list[tuple[int, bytes, bytes]]:
+        out = []
+        for _, _, customer, event in rows:
+            key = (prefix + customer).encode()
+            out.append((partition_of(key), key, event))
+        return out
 
     return prepare
 
@@ -411,6 +443,8 @@ async def claim_import(
             options = previous["options"]  # --resume ID alone: the options it ran with
     reader = await asyncio.to_thread(open_reader, path, request.kind, request.tenant, options)
     try:
+        with contextlib.suppress(asyncpg.PostgresError):  # housekeeping; never stops an import
+            await store.drop_stale_staging(conn)
         claim = await store.claim(
             conn,
             tenant_id=request.tenant,
@@ -443,16 +477,14 @@ async def run_import(
     """Run a claimed import to its end on ``conn`` (which holds the import's lock) and return
     the final ``imports`` row. Raises :class:`ImportFailed` (recorded as ``failed``) when the
     broker does not acknowledge a batch; cancellation is recorded as ``interrupted``. Either
-    way the checkpoint stands and the next import of the file resumes after it."""
+    way the checkpoint stands and the next import of the file resumes after it.
+
+    Sales go in two phases: *read* stages every accepted row (see :func:`_read`), *publish*
+    sends them in date order (see :func:`_publish`); a customer file is read and stored in
+    one."""
     row = claim.row
     import_id, tenant, kind = row["id"], row["tenant_id"], row["kind"]
-    skip_to = row["last_line"] if claim.resumed else 0
-    if claim.resumed:
-        log.info("import %s: resuming after line %s", import_id, skip_to)
-    rate = Rate(reader.total_bytes)
-    executor = ThreadPoolExecutor(1, thread_name_prefix=f"import-{import_id}")
-    reading: Future | None = None
-    last_line = skip_to
+    notes: list[str] = []
     try:
         mapping = reader.mapping
         await store.describe_file(
@@ -463,36 +495,117 @@ async def run_import(
             mapping=mapping.describe(),
             notes=list(mapping.notes),
         )
+        started = time.monotonic()
         if kind == "sales":
             if publisher is None:
                 raise ValueError("a sales import needs a publisher")
-            prepare, check = sale_record(Partitioner(await publisher.partitions())), check_sale
-            columns: list[str] = []
+            partitions = await publisher.partitions()  # the broker answers before we read
+            if claim.resumed:
+                staged = await store.staged_count(conn, import_id)
+                if staged != row["accepted"]:
+                    log.warning(
+                        "import %s: %s of %s staged rows are there; reading the file again",
+                        import_id,
+                        staged or 0,
+                        row["accepted"],
+                    )
+                    notes.append(
+                        "the rows staged by the interrupted run were gone (database restart): "
+                        "the file was read again from the start"
+                    )
+                    row = await store.restart(conn, import_id)
+            else:
+                await store.create_staging(conn, import_id)
+            handled = 0
+            if row["phase"] == "read":
+                handled = await _read(conn, row, reader, batch_rows, on_progress)
+                await store.start_publishing(conn, import_id)
+            sent = await _publish(
+                conn,
+                row,
+                publish_records(tenant, Partitioner(partitions)),
+                publisher,
+                batch_rows,
+                tries,
+                on_progress,
+            )
+            handled = handled or sent
         else:
-            prepare, check = CustomerRow.as_dict, None
-            columns = customer_columns(mapping.fields, reader.branch is not None)
-        results = iter(reader)
+            handled = await _read(conn, row, reader, batch_rows, on_progress)
+        elapsed = time.monotonic() - started
+        async with conn.transaction():
+            await store.finish(
+                conn,
+                import_id,
+                "done",
+                notes=list(mapping.notes) + reader.warnings + notes,
+                rows_per_second=round(handled / elapsed, 1) if elapsed > 0 else None,
+            )
+            if kind == "sales":
+                await store.drop_staging(conn, import_id)
+        IMPORTS_ENDED.labels(kind, "done").inc()
+    except asyncio.CancelledError:
+        await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
+        raise
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        await _record_end(conn, import_id, kind, "failed", reason)
+        if isinstance(exc, ImportFailed):
+            raise
+        raise ImportFailed(reason) from exc
+    finally:
+        reader.close()
+    return await store.get_import(conn, tenant, import_id)
 
-        def read() -> Batch:
-            return take(results, reader, batch_rows, skip_to, prepare, check)
 
+async def _read(
+    conn: asyncpg.Connection,
+    row: dict[str, Any],
+    reader: Any,
+    batch_rows: int,
+    on_progress: Callable[[store.Checkpoint], None] | None,
+) -> int:
+    """Read the file from the checkpoint on, a batch at a time; each batch's accepted rows
+    (staged sales, or upserted customers), its rejected rows and the new checkpoint in one
+    transaction. Parsing runs in a worker thread, a batch ahead. Returns the rows taken."""
+    import_id, tenant, kind = row["id"], row["tenant_id"], row["kind"]
+    skip_to = row["last_line"]
+    if skip_to:
+        log.info("import %s: reading on after line %s", import_id, skip_to)
+    rate = Rate(reader.total_bytes)
+    if kind == "sales":
+        prepare, check = stage_record, check_sale
+        columns: list[str] = []
+    else:
+        prepare, check = CustomerRow.as_dict, None
+        columns = customer_columns(reader.mapping.fields, reader.branch is not None)
+    results = iter(reader)
+    executor = ThreadPoolExecutor(1, thread_name_prefix=f"import-{import_id}")
+    reading: Future | None = None
+    last_line, taken = skip_to, 0
+
+    def read() -> Batch:
+        return take(results, reader, batch_rows, skip_to, prepare, check)
+
+    try:
         reading = executor.submit(read)
         while True:
             batch = await asyncio.wrap_future(reading)
-            # read the next batch while this one is published and acknowledged
+            # read the next batch while this one is stored
             reading = None if batch.done else executor.submit(read)
             if not batch.processed and not batch.done:
                 continue  # rows of an earlier run passed over
-            if kind == "sales" and batch.items:
-                await publish_acknowledged(publisher, batch.items, tries)
             also = None
-            if kind == "customers" and batch.items:
+            if batch.items and kind == "sales":
+                also = store.stager(import_id, batch.items)
+            elif batch.items:
                 items = batch.items
 
                 async def also(c, items=items):
                     await upsert_customers(c, tenant, items, columns, import_id=import_id)
 
             last_line = max(last_line, batch.last_line)
+            taken += batch.processed
             speed, eta = rate.update(batch.processed, batch.bytes_read)
             progress = store.Checkpoint(
                 batch.rows,
@@ -509,32 +622,70 @@ async def run_import(
             if on_progress is not None:
                 on_progress(progress)
             if batch.done:
-                break
-        await store.finish(
-            conn,
-            import_id,
-            "done",
-            notes=list(mapping.notes) + reader.warnings,
-            rows_per_second=rate.overall(),
-        )
-        IMPORTS_ENDED.labels(kind, "done").inc()
-    except asyncio.CancelledError:
-        await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
-        raise
-    except Exception as exc:
-        reason = str(exc) or type(exc).__name__
-        await _record_end(conn, import_id, kind, "failed", reason)
-        if isinstance(exc, ImportFailed):
-            raise
-        raise ImportFailed(reason) from exc
+                return taken
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
         if reading is not None and not reading.done():
             # let the batch being read finish before the file is closed under it
             with contextlib.suppress(BaseException):
                 await asyncio.wrap_future(reading)
-        reader.close()
-    return await store.get_import(conn, tenant, import_id)
+
+
+async def _publish(
+    conn: asyncpg.Connection,
+    row: dict[str, Any],
+    prepare: Callable[[Sequence[Sequence[Any]]], list[tuple[int, bytes, bytes]]],
+    publisher: PurchasePublisher,
+    batch_rows: int,
+    tries: int,
+    on_progress: Callable[[store.Checkpoint], None] | None,
+) -> int:
+    """Publish the staged rows in date order from the publish checkpoint on: a page at a time,
+    each acknowledged before its checkpoint is committed; the next page is read while the
+    broker acknowledges this one. Returns the events published by this run."""
+    import_id = row["id"]
+    row = await store.get_import(conn, row["tenant_id"], import_id)  # the counts of _read
+    total, done = row["accepted"], row["published"]
+    after = None
+    if row["publish_after_at"] is not None:
+        after = (row["publish_after_at"], row["publish_after_line"])
+        log.info("import %s: publishing on after %s events", import_id, done)
+    rate = Rate(total)
+    sent = 0
+    page = await store.staged_page(conn, import_id, after, batch_rows)
+    while page:
+        sending = asyncio.ensure_future(publish_acknowledged(publisher, prepare(page), tries))
+        last = page[-1]
+        after = (last["occurred_at"], last["line"])
+        try:
+            upcoming = await store.staged_page(conn, import_id, after, batch_rows)
+        except BaseException:
+            sending.cancel()
+            with contextlib.suppress(BaseException):
+                await sending
+            raise
+        await sending
+        done += len(page)
+        sent += len(page)
+        speed, eta = rate.update(len(page), done)
+        await store.published(conn, import_id, done, after, speed, eta)
+        IMPORT_EVENTS.inc(len(page))
+        if on_progress is not None:
+            on_progress(
+                store.Checkpoint(
+                    row["rows"],
+                    row["accepted"],
+                    row["rejected"],
+                    row["bytes_read"],
+                    row["last_line"],
+                    speed,
+                    eta,
+                    phase="publish",
+                    published=done,
+                )
+            )
+        page = upcoming
+    return sent
 
 
 async def _record_end(conn, import_id: int, kind: str, status: str, error: str) -> None:
@@ -655,10 +806,21 @@ def rejections_csv(rejections: Iterable[dict[str, Any]], *, header: bool = True)
 
 
 def import_view(row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row as the API shows it (progress as a fraction of the bytes)."""
+    """An ``imports`` row as the API shows it. ``progress`` is the current phase's: the
+    fraction of the file's bytes read (phase ``read``), then of the staged events published
+    (phase ``publish``, sales only); ``rows_per_second`` and ``eta_seconds`` are the phase's
+    too."""
     size = row.get("size_bytes")
     done = row["status"] == "done"
-    progress = 1.0 if done else (round(row["bytes_read"] / size, 4) if size else None)
+    phase = row.get("phase") or "read"
+    sales = row["kind"] == "sales"
+    published = row.get("published") or 0
+    if done:
+        progress = 1.0
+    elif phase == "publish":
+        progress = round(published / row["accepted"], 4) if row["accepted"] else 1.0
+    else:
+        progress = round(row["bytes_read"] / size, 4) if size else None
     return {
         "id": row["id"],
         "tenant_id": row["tenant_id"],
@@ -669,9 +831,11 @@ def import_view(row: dict[str, Any]) -> dict[str, Any]:
         "options": row["options"],
         "status": row["status"],
         "resumable": row["status"] in ("failed", "interrupted"),
+        "phase": phase,
         "rows": row["rows"],
         "accepted": row["accepted"],
         "rejected": row["rejected"],
+        "published": published if sales else None,
         "bytes_read": row["bytes_read"],
         "progress": progress,
         "rows_per_second": row["rows_per_second"],
@@ -679,6 +843,7 @@ def import_view(row: dict[str, Any]) -> dict[str, Any]:
         "last_line": row["last_line"],
         "runs": row["runs"],
         "resumed_from_line": row["resumed_from_line"],
+        "resumed_from_published": row.get("resumed_from_published") if sales else None,
         "encoding": row["encoding"],
         "delimiter": row["delimiter"],
         "mapping": row["mapping"],

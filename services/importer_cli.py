@@ -58,16 +58,31 @@ def duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+PHASES = {"read": "1/2 読込 reading", "publish": "2/2 送信 publishing"}
+
+
 def progress_line(row: dict[str, Any]) -> str:
-    """``sales  45.2%  行 rows 452,000  取込 accepted …  28,512 rows/s  残り ETA 0:19``."""
+    """``sales  1/2 読込 reading   45.2%  行 rows 452,000  取込 accepted …  28,512 rows/s  残り
+    ETA 0:19``, then ``sales  2/2 送信 publishing  30.0%  送信 published 300,000 / 999,990 …
+    events/s``: a sales file is read (and staged) first, then published in date order. The
+    percentage, rate and ETA are the phase's."""
     parts = [row["kind"]]
+    # a finished import shows the whole run (its rate is rows/s over both phases)
+    phase = row.get("phase") if row["kind"] == "sales" and row["status"] != "done" else None
+    if phase in PHASES:
+        parts.append(PHASES[phase])
     if row.get("progress") is not None:
         parts.append(f"{row['progress'] * 100:5.1f}%")
-    parts.append(f"行 rows {row['rows']:,}")
-    parts.append(f"取込 accepted {row['accepted']:,}")
-    parts.append(f"除外 rejected {row['rejected']:,}")
+    if phase == "publish":
+        parts.append(f"送信 published {row.get('published') or 0:,} / {row['accepted']:,}")
+        parts.append(f"除外 rejected {row['rejected']:,}")
+    else:
+        parts.append(f"行 rows {row['rows']:,}")
+        parts.append(f"取込 accepted {row['accepted']:,}")
+        parts.append(f"除外 rejected {row['rejected']:,}")
     if row.get("rows_per_second") is not None:
-        parts.append(f"{row['rows_per_second']:,.0f} rows/s")
+        unit = "events/s" if phase == "publish" else "rows/s"
+        parts.append(f"{row['rows_per_second']:,.0f} {unit}")
     if row["status"] == "running" and row.get("eta_seconds") is not None:
         parts.append(f"残り ETA {duration(row['eta_seconds'])}")
     return "  ".join(parts)
@@ -156,6 +171,15 @@ def summary(row: dict[str, Any], elapsed: float, rejections: Path | None) -> str
         f"除外 rejected {row['rejected']:,}   "
         f"({f'{speed:,.0f} rows/s, ' if speed else ''}{elapsed:.1f} s)",
     ]
+    if row["kind"] == "sales" and row.get("published") is not None:
+        lines.append(
+            f"  送信 published {row['published']:,} events in date order (日付順)"
+            + (
+                f", 再開 resumed after {row['resumed_from_published']:,}"
+                if row["runs"] > 1 and row.get("resumed_from_published")
+                else ""
+            )
+        )
     if row.get("encoding"):
         lines.append(
             f"  文字コード encoding {ENCODINGS.get(row['encoding'], row['encoding'])}, "
@@ -168,9 +192,15 @@ def summary(row: dict[str, Any], elapsed: float, rejections: Path | None) -> str
         lines.append(f"  除外行 rejected rows (line, column, value, reason) → {rejections}")
     if status != "done":
         lines.append(f"  理由 reason: {row.get('error') or 'stopped'}")
+        if row["kind"] == "sales" and row.get("phase") == "publish":
+            kept = (
+                f"the file was read to the end and {row.get('published') or 0:,} of "
+                f"{row['accepted']:,} events were published: those are not sent again."
+            )
+        else:
+            kept = f"rows up to line {row['last_line']:,} are kept and not sent again."
         lines.append(
-            f"  再開 resume: run the same command again (or add --resume {row['id']}); rows up "
-            f"to line {row['last_line']:,} are kept and not sent again."
+            f"  再開 resume: run the same command again (or add --resume {row['id']}); {kept}"
         )
     return "\n".join(lines) + "\n"
 
@@ -335,10 +365,15 @@ async def _import(args, path: Path, client, base, stop, out, err, poll_seconds) 
         return EXIT_FAILED
     row = r.json()
     import_id = row["id"]
-    if row.get("started") == "resumed":
+    if row.get("started") == "resumed" and row.get("phase") == "publish":
+        err.write(
+            f"再開 / resuming import {import_id}: the file was read to the end; publishing on "
+            f"after {row.get('published') or 0:,} of {row['accepted']:,} events\n"
+        )
+    elif row.get("started") == "resumed":
         err.write(
             f"再開 / resuming import {import_id} after line {row['last_line']:,} "
-            f"({row['accepted']:,} rows already imported)\n"
+            f"({row['accepted']:,} rows already read)\n"
         )
     elif row.get("started") == "already_running":
         err.write(f"実行中 / import {import_id} of this file is already running: following it\n")

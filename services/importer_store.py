@@ -1,7 +1,9 @@
-"""The SQL of CSV imports: the ``imports`` row (progress and checkpoint), its rejected rows, and
+"""The SQL of CSV imports: the ``imports`` row (progress and checkpoints), its rejected rows, the
+staging table of a sales import (its accepted rows, published from there in date order), and
 who is running it (a session advisory lock held by the connection that runs the import).
 
-Tables: shared/migrations/006_imports.sql. The orchestration is in services/importer.py.
+Tables: shared/migrations/006_imports.sql and 008_import_staging.sql. The orchestration is in
+services/importer.py.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -19,6 +22,7 @@ from shared.csvimport import Rejection
 # connection it works with, so a crashed runner (process or connection gone) frees it at once.
 IMPORT_LOCK_CLASS = 0x4B5A494D  # "KZIM"
 RESUMABLE = ("running", "failed", "interrupted")
+STALE_STAGING_DAYS = 7  # an unfinished import's staged rows are dropped after a week untouched
 
 _RUNNING = (
     "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
@@ -29,7 +33,8 @@ COLUMNS = (
     "i.id, i.tenant_id, i.kind, i.file_name, i.file_sha256, i.size_bytes, i.options, i.status,"
     " i.encoding, i.delimiter, i.mapping, i.notes, i.rows, i.accepted, i.rejected, i.bytes_read,"
     " i.last_line, i.runs, i.resumed_from_line, i.rows_per_second, i.eta_seconds, i.started_at,"
-    " i.run_started_at, i.updated_at, i.finished_at, i.error, " + _RUNNING + " AS live"
+    " i.run_started_at, i.updated_at, i.finished_at, i.error, i.phase, i.published,"
+    " i.publish_after_at, i.publish_after_line, i.resumed_from_published, " + _RUNNING + " AS live"
 )
 
 
@@ -57,6 +62,10 @@ class Claim:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """Progress after a batch: of the file read so far (``rows`` … ``last_line``), and in the
+    publish phase of a sales import, the events acknowledged (``published``). The rate and
+    ETA are the current phase's (rows read, or events published, per second)."""
+
     rows: int
     accepted: int
     rejected: int
@@ -64,6 +73,8 @@ class Checkpoint:
     last_line: int
     rows_per_second: float | None
     eta_seconds: float | None
+    phase: str = "read"
+    published: int = 0
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
@@ -169,7 +180,8 @@ async def claim(
             resumed = _row(
                 await conn.fetchrow(
                     "UPDATE imports i SET status = 'running', runs = runs + 1,"
-                    " resumed_from_line = last_line, run_started_at = now(), updated_at = now(),"
+                    " resumed_from_line = last_line, resumed_from_published = published,"
+                    " run_started_at = now(), updated_at = now(),"
                     " finished_at = NULL, error = NULL, eta_seconds = NULL,"
                     " file_name = coalesce($2, file_name)"
                     f" WHERE i.id = $1 RETURNING {COLUMNS}",
@@ -257,6 +269,153 @@ async def checkpoint(
             progress.rows_per_second,
             progress.eta_seconds,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Staging (sales): the accepted rows of one import, published from here in date order
+
+
+STAGED_COLUMNS = ("occurred_at", "line", "customer_id", "event")
+
+
+def staging_table(import_id: int) -> str:
+    return f"import_staged_{int(import_id)}"
+
+
+async def staged_count(conn: asyncpg.Connection, import_id: int) -> int | None:
+    """Rows in the import's staging table; ``None`` when it has none."""
+    table = staging_table(import_id)
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return None
+    return await conn.fetchval(f"SELECT count(*) FROM {table}")
+
+
+async def restart(conn: asyncpg.Connection, import_id: int) -> dict[str, Any]:
+    """Back to the start of the file: an empty staging table, no counts, no rejected rows. For
+    a resumed import whose staged rows are not all there (the database crashed: the staging
+    table is unlogged; or it was dropped as stale). Returns the updated row."""
+    table = staging_table(import_id)
+    async with conn.transaction():
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await create_staging(conn, import_id)
+        await conn.execute("DELETE FROM import_rejections WHERE import_id = $1", import_id)
+        row = await conn.fetchrow(
+            "UPDATE imports i SET phase = 'read', rows = 0, accepted = 0, rejected = 0,"
+            " bytes_read = 0, last_line = 0, published = 0, publish_after_at = NULL,"
+            " publish_after_line = NULL, resumed_from_line = 0, resumed_from_published = 0,"
+            " rows_per_second = NULL, eta_seconds = NULL, updated_at = now()"
+            f" WHERE i.id = $1 RETURNING {COLUMNS}",
+            import_id,
+        )
+    return _row(row)
+
+
+async def create_staging(conn: asyncpg.Connection, import_id: int) -> None:
+    # Unlogged: no WAL for rows the file can give again (see 008_import_staging.sql). No
+    # autovacuum: the table is only appended to, read once in order, then dropped.
+    await conn.execute(
+        f"CREATE UNLOGGED TABLE IF NOT EXISTS {staging_table(import_id)} ("
+        " occurred_at timestamptz NOT NULL, line bigint NOT NULL, customer_id text NOT NULL,"
+        " event bytea NOT NULL) WITH (autovacuum_enabled = false)"
+    )
+
+
+def stager(
+    import_id: int, records: Sequence[tuple[datetime, int, str, bytes]]
+) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+    """What :func:`checkpoint` runs in its transaction to stage a batch's accepted rows."""
+
+    async def stage(conn: asyncpg.Connection) -> None:
+        await conn.copy_records_to_table(
+            staging_table(import_id), records=records, columns=STAGED_COLUMNS
+        )
+
+    return stage
+
+
+async def start_publishing(conn: asyncpg.Connection, import_id: int) -> None:
+    """Every row is staged: index the staging table in publishing order and switch phases (one
+    transaction, so a crash leaves the import in one phase or the other)."""
+    table = staging_table(import_id)
+    async with conn.transaction():
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {table}_order ON {table} (occurred_at, line)"
+        )
+        await conn.execute(f"ANALYZE {table}")
+        await conn.execute(
+            "UPDATE imports SET phase = 'publish', rows_per_second = NULL, eta_seconds = NULL,"
+            " updated_at = now() WHERE id = $1",
+            import_id,
+        )
+
+
+async def staged_page(
+    conn: asyncpg.Connection, import_id: int, after: tuple[datetime, int] | None, limit: int
+) -> list[asyncpg.Record]:
+    """The next ``limit`` staged rows in publishing order (occurred_at, then the file's line)
+    after the sort key ``after``."""
+    table = staging_table(import_id)
+    columns = ", ".join(STAGED_COLUMNS)
+    if after is None:
+        return await conn.fetch(
+            f"SELECT {columns} FROM {table} ORDER BY occurred_at, line LIMIT $1", limit
+        )
+    return await conn.fetch(
+        f"SELECT {columns} FROM {table} WHERE (occurred_at, line) > ($1, $2)"
+        " ORDER BY occurred_at, line LIMIT $3",
+        after[0],
+        after[1],
+        limit,
+    )
+
+
+async def published(
+    conn: asyncpg.Connection,
+    import_id: int,
+    count: int,
+    after: tuple[datetime, int],
+    rows_per_second: float | None,
+    eta_seconds: float | None,
+) -> None:
+    """The publish checkpoint: ``count`` events acknowledged, the last with sort key ``after``."""
+    await conn.execute(
+        "UPDATE imports SET published = $2, publish_after_at = $3, publish_after_line = $4,"
+        " rows_per_second = $5, eta_seconds = $6, updated_at = now() WHERE id = $1",
+        import_id,
+        count,
+        after[0],
+        after[1],
+        rows_per_second,
+        eta_seconds,
+    )
+
+
+async def drop_staging(conn: asyncpg.Connection, import_id: int) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {staging_table(import_id)}")
+
+
+async def drop_stale_staging(conn: asyncpg.Connection) -> list[int]:
+    """Drop the staging tables nobody will read: of finished or deleted imports, and of
+    unfinished ones untouched for ``STALE_STAGING_DAYS`` that nobody runs (resuming one of
+    those reads the file again from the start). Returns the import ids."""
+    ids = await conn.fetch(
+        "SELECT substring(c.relname FROM '^import_staged_([0-9]+)$')::bigint AS id"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND n.nspname = current_schema()"
+        " AND c.relname ~ '^import_staged_[0-9]+$'"
+    )
+    if not ids:
+        return []
+    stale = await conn.fetch(
+        "SELECT s.id FROM unnest($1::bigint[]) AS s(id) LEFT JOIN imports i ON i.id = s.id"
+        " WHERE i.id IS NULL OR i.status = 'done' OR (i.updated_at < now() - make_interval("
+        f"days => $2) AND NOT {_RUNNING})",
+        [r["id"] for r in ids],
+        STALE_STAGING_DAYS,
+    )
+    for r in stale:
+        await drop_staging(conn, r["id"])
+    return [r["id"] for r in stale]
 
 
 async def finish(

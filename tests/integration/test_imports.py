@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -300,9 +301,9 @@ class CrashingPublisher(importer.PurchasePublisher):
             raise KafkaConnectionError("simulated crash after the broker acknowledged")
 
 
-async def count_on_topic(bootstrap, tenant, want: int) -> dict[str, int]:
-    """How often each event id of the tenant is on the purchases topic (reads until ``want``
-    ids were seen and the topic stays quiet)."""
+async def on_topic(bootstrap, tenant, want: int) -> dict[int, list[dict]]:
+    """The tenant's events on the purchases topic, per partition in offset order (reads until
+    ``want`` distinct ids were seen and the topic stays quiet)."""
     consumer = AIOKafkaConsumer(
         PURCHASES,
         bootstrap_servers=bootstrap,
@@ -310,31 +311,57 @@ async def count_on_topic(bootstrap, tenant, want: int) -> dict[str, int]:
         enable_auto_commit=False,
     )
     await consumer.start()
-    seen: dict[str, int] = {}
+    out: dict[int, list[dict]] = {}
+    ids: set[str] = set()
     try:
         idle = 0
-        while idle < 2 or (len(seen) < want and idle < 40):
+        while idle < 2 or (len(ids) < want and idle < 40):
             batch = await consumer.getmany(timeout_ms=250)
             idle = 0 if batch else idle + 1
-            for records in batch.values():
+            for tp, records in batch.items():
                 for r in records:
                     if r.key.startswith(f"{tenant}:".encode()):
-                        event_id = json.loads(r.value)["event_id"]
-                        seen[event_id] = seen.get(event_id, 0) + 1
+                        event = json.loads(r.value)
+                        out.setdefault(tp.partition, []).append(event)
+                        ids.add(event["event_id"])
     finally:
         await consumer.stop()
-    return seen
+    return out
 
 
-async def test_interrupted_import_resumes_with_every_row_exactly_once(
-    ingest, pool, broker, tenant, tmp_path
-):
-    path = tmp_path / "sales.tsv"
-    importer.write_sample_sales(path, 120, customers=25, seed=3)
+def counts(events: dict[int, list[dict]]) -> dict[str, int]:
+    """How often each event id is on the topic."""
+    return Counter(e["event_id"] for es in events.values() for e in es)
+
+
+def assert_in_date_order(events: dict[int, list[dict]]) -> None:
+    """On every partition, each event's first appearance comes in date order (a resumed run
+    sends the page in flight again: that second copy is a redelivery, not history)."""
+    for partition, es in events.items():
+        seen: set[str] = set()
+        firsts = []
+        for e in es:
+            if e["event_id"] not in seen:
+                seen.add(e["event_id"])
+                firsts.append(datetime.fromisoformat(e["occurred_at"]))
+        assert firsts == sorted(firsts), f"partition {partition} is not in date order"
+
+
+def newest_first(path: Path, rows: int, **kw) -> None:
+    """A generated sales file with its rows reversed: newest first, as some exports write."""
+    importer.write_sample_sales(path, rows, **kw)
+    raw = path.read_bytes().split(b"\r\n")
+    header, body = raw[0], [line for line in raw[1:] if line]
+    body.sort(key=lambda line: tuple(int(x) for x in line.split(b"\t")[1].split(b"/")))
+    path.write_bytes(b"\r\n".join([header, *reversed(body), b""]))
+
+
+async def import_crashing(pool, broker, path, tenant, *, ok: int):
+    """Import ``path`` in batches of 20 with a publisher that crashes after ``ok`` pages."""
     producer = new_producer(broker.bootstrap)
     await producer.start()
     try:
-        crashing = CrashingPublisher(producer, ok=3)
+        crashing = CrashingPublisher(producer, ok=ok)
         with pytest.raises(importer.ImportFailed, match="simulated crash"):
             await importer.import_file(
                 pool,
@@ -346,10 +373,19 @@ async def test_interrupted_import_resumes_with_every_row_exactly_once(
             )
     finally:
         await producer.stop()
+
+
+async def test_interrupted_import_resumes_with_every_row_exactly_once(
+    ingest, pool, broker, tenant, tmp_path
+):
+    path = tmp_path / "sales.tsv"
+    newest_first(path, 120, customers=25, seed=3)
+    await import_crashing(pool, broker, path, tenant, ok=3)
     h = {"X-Kizuna-Tenant": tenant}
     (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
-    assert (failed["status"], failed["resumable"], failed["accepted"]) == ("failed", True, 60)
-    assert failed["last_line"] == 61  # header + 60 rows, all acknowledged
+    assert (failed["status"], failed["resumable"], failed["phase"]) == ("failed", True, "publish")
+    # the whole file was read and staged; 3 pages of 20 were acknowledged and checkpointed
+    assert (failed["accepted"], failed["last_line"], failed["published"]) == (120, 121, 60)
     assert "simulated crash" in failed["error"]
 
     # --resume with another file or a finished import is refused with the reason
@@ -367,17 +403,109 @@ async def test_interrupted_import_resumes_with_every_row_exactly_once(
         120,
         0,
     )
-    assert (done["runs"], done["resumed_from_line"], done["last_line"]) == (2, 61, 121)
+    assert (done["runs"], done["resumed_from_line"], done["last_line"]) == (2, 121, 121)
+    assert (done["published"], done["resumed_from_published"]) == (120, 60)
+    assert await pool.fetchval("SELECT to_regclass($1)", f"import_staged_{done['id']}") is None
 
     r = await post_file(ingest, tenant, "sales", path, resume=str(failed["id"]))
     assert (r.status_code, r.json()["error"]["code"]) == (409, "already_done")
 
     await classified(pool, broker, tenant, 120)
     await assert_state_matches(pool, tenant, path)
-    on_topic = await count_on_topic(broker.bootstrap, tenant, 120)
+    events = await on_topic(broker.bootstrap, tenant, 120)
+    seen = counts(events)
     # 60 acknowledged + 20 acknowledged but not checkpointed (sent again) + 60 after the resume
-    assert len(on_topic) == 120 and sum(on_topic.values()) == 140
-    assert sorted(on_topic.values()).count(2) == 20
+    assert len(seen) == 120 and sum(seen.values()) == 140
+    assert sorted(seen.values()).count(2) == 20
+    assert_in_date_order(events)  # a newest-first file, published oldest first
+
+
+async def test_an_import_interrupted_while_reading_stages_every_row_once(
+    ingest, pool, broker, tenant, tmp_path, monkeypatch
+):
+    path = tmp_path / "sales.tsv"
+    newest_first(path, 120, customers=25, seed=4)
+    stager, calls = importer.store.stager, []
+
+    def failing_stager(import_id, records):
+        calls.append(len(records))
+        stage = stager(import_id, records)
+        if len(calls) <= 3:
+            return stage
+
+        async def crash(conn):
+            await stage(conn)  # the rows are copied, then the connection is lost
+            raise ConnectionResetError("simulated loss of the database mid-transaction")
+
+        return crash
+
+    monkeypatch.setattr(importer.store, "stager", failing_stager)
+    producer = new_producer(broker.bootstrap)
+    await producer.start()
+    try:
+        with pytest.raises(importer.ImportFailed, match="simulated loss"):
+            await importer.import_file(
+                pool,
+                path,
+                importer.ImportRequest("sales", tenant, file_name=path.name),
+                publisher=importer.PurchasePublisher.for_producer(producer),
+                batch_rows=20,
+            )
+    finally:
+        await producer.stop()
+    monkeypatch.undo()
+    h = {"X-Kizuna-Tenant": tenant}
+    (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
+    assert (failed["status"], failed["phase"], failed["published"]) == ("failed", "read", 0)
+    assert (failed["accepted"], failed["last_line"]) == (60, 61)
+    staged = await pool.fetchval(f"SELECT count(*) FROM import_staged_{failed['id']}")
+    assert staged == 60  # the fourth batch rolled back with its checkpoint
+
+    r = await post_file(ingest, tenant, "sales", path)
+    assert (r.json()["id"], r.json()["started"]) == (failed["id"], "resumed")
+    done = await finished(ingest, tenant, failed["id"])
+    assert (done["status"], done["rows"], done["accepted"], done["published"]) == (
+        "done",
+        120,
+        120,
+        120,
+    )
+    assert (done["runs"], done["resumed_from_line"], done["resumed_from_published"]) == (2, 61, 0)
+    await classified(pool, broker, tenant, 120)
+    await assert_state_matches(pool, tenant, path)
+    events = await on_topic(broker.bootstrap, tenant, 120)
+    assert set(counts(events).values()) == {1}  # nothing was published before the crash
+    assert len(counts(events)) == 120
+    assert_in_date_order(events)
+
+
+async def test_staged_rows_lost_with_the_database_are_read_again(
+    ingest, pool, broker, tenant, tmp_path
+):
+    path = tmp_path / "sales.tsv"
+    newest_first(path, 120, customers=25, seed=5)
+    await import_crashing(pool, broker, path, tenant, ok=2)
+    h = {"X-Kizuna-Tenant": tenant}
+    (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
+    assert (failed["phase"], failed["published"]) == ("publish", 40)
+    # what a crash of PostgreSQL does to an unlogged table
+    await pool.execute(f"TRUNCATE import_staged_{failed['id']}")
+
+    r = await post_file(ingest, tenant, "sales", path)
+    assert (r.json()["id"], r.json()["started"]) == (failed["id"], "resumed")
+    done = await finished(ingest, tenant, failed["id"])
+    assert (done["status"], done["rows"], done["accepted"], done["published"]) == (
+        "done",
+        120,
+        120,
+        120,
+    )
+    assert any("read again from the start" in n for n in done["notes"])
+    await classified(pool, broker, tenant, 120)
+    await assert_state_matches(pool, tenant, path)
+    seen = counts(await on_topic(broker.bootstrap, tenant, 120))
+    # 40 checkpointed + 20 not + all 120 again from the start
+    assert len(seen) == 120 and sum(seen.values()) == 180
 
 
 async def test_customers_are_stored_and_updated(ingest, pool, tenant, tmp_path):

@@ -10,6 +10,7 @@ import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -88,9 +89,12 @@ def test_partitioner_places_keys_as_kafkas_default_partitioner():
             assert place(key) == place(key)  # cached
 
 
-def test_sale_record_is_key_partition_and_json():
+def test_a_sale_is_staged_with_its_sort_key_then_published_as_key_partition_and_json():
     (row, *_) = read_sales(CP932_SALES, tenant="demo")
-    partition, key, value = importer.sale_record(lambda k: 7)(row)
+    staged = importer.stage_record(row)
+    assert staged[:3] == (datetime(2003, 3, 30, tzinfo=ZoneInfo("Asia/Tokyo")), 2, "A-0104")
+    assert json.loads(staged[3]) == row.event
+    ((partition, key, value),) = importer.publish_records("demo", lambda k: 7)([staged])
     assert (partition, key) == (7, b"demo:A-0104")
     assert json.loads(value) == row.event
 
@@ -195,6 +199,15 @@ def test_import_view_progress():
     assert (view["progress"], view["resumable"]) == (0.25, False)
     assert importer.import_view({**row, "status": "failed"})["resumable"] is True
     assert importer.import_view({**row, "status": "done"})["progress"] == 1.0
+    # then the sales are published: progress is the fraction of the staged events sent
+    publishing = importer.import_view({**row, "phase": "publish", "published": 3})
+    assert (publishing["phase"], publishing["progress"], publishing["published"]) == (
+        "publish",
+        0.3333,
+        3,
+    )
+    customers = importer.import_view({**row, "kind": "customers"})
+    assert (customers["phase"], customers["published"]) == ("read", None)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -249,6 +262,55 @@ def test_progress_line_and_duration():
         "28,512 rows/s  残り ETA 1:02:05"
     )
     assert importer_cli.duration(65) == "1:05" and importer_cli.duration(None) == "–"
+
+
+def test_progress_line_names_the_phase_of_a_sales_import():
+    row = {
+        "kind": "sales",
+        "status": "running",
+        "phase": "read",
+        "progress": 0.452,
+        "rows": 452000,
+        "accepted": 451990,
+        "rejected": 10,
+        "published": 0,
+        "rows_per_second": 98512.4,
+        "eta_seconds": 5,
+    }
+    assert importer_cli.progress_line(row) == (
+        "sales  1/2 読込 reading   45.2%  行 rows 452,000  取込 accepted 451,990  "
+        "除外 rejected 10  98,512 rows/s  残り ETA 0:05"
+    )
+    publishing = {**row, "phase": "publish", "progress": 0.3, "published": 300000}
+    publishing.update(rows=1000000, accepted=999990, rows_per_second=70000, eta_seconds=10)
+    assert importer_cli.progress_line(publishing) == (
+        "sales  2/2 送信 publishing   30.0%  送信 published 300,000 / 999,990  "
+        "除外 rejected 10  70,000 events/s  残り ETA 0:10"
+    )
+    done = {**publishing, "status": "done", "progress": 1.0, "rows_per_second": 40000}
+    assert importer_cli.progress_line(done) == (
+        "sales  100.0%  行 rows 1,000,000  取込 accepted 999,990  除外 rejected 10  40,000 rows/s"
+    )
+
+
+def test_summary_of_a_sales_import_resumed_while_publishing():
+    row = base_row(
+        status="failed",
+        phase="publish",
+        rows=120,
+        accepted=120,
+        published=60,
+        last_line=121,
+        error="the broker did not acknowledge",
+    )
+    text = importer_cli.summary(row, 1.0, None)
+    assert "送信 published 60 events in date order" in text
+    assert "the file was read to the end and 60 of 120 events were published" in text
+    resumed = {**row, "status": "done", "published": 120, "runs": 2}
+    resumed.update(resumed_from_line=121, resumed_from_published=60)
+    text = importer_cli.summary(resumed, 1.0, None)
+    assert "送信 published 120 events in date order (日付順), 再開 resumed after 60" in text
+    assert "再開 resumed after line 121" in text
 
 
 class ScriptedIngest:
