@@ -113,38 +113,60 @@ def compute_figures(
     purchase (amounts add, dated by the earliest); a void cancels every sale and return of its
     order; a return subtracts its amount; only events on or before ``as_of`` count. ``None``
     when no purchase counts (a customer in no segment).
+
+    The classifier's hot path (once per customer, scope and day): one pass to find voids and
+    the scope's events, one over those; tests/unit checks it against the plain definition.
     """
-    rows = [
-        p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)
-    ]
-    voided = {p.order_id for p in rows if p.kind == "void" and p.order_id}
-    orders: dict[str, list] = {}
+    everywhere = scope == "all"
+    voided: set[str] = set()
+    rows = []
+    for p in purchases:
+        if as_of is not None and p.occurred_on > as_of:
+            continue
+        if p.kind == "void":
+            if p.order_id:
+                voided.add(p.order_id)
+        elif everywhere or p.branch_id == scope:
+            rows.append(p)
+    orders: dict[object, list] = {}
     spend: dict[str, Decimal] = {}
-    returned = Decimal(0)
+    returned = 0
     for p in rows:
-        if p.kind == "void" or (p.order_id and p.order_id in voided):
+        order_id = p.order_id
+        if order_id and order_id in voided:
             continue
         if p.kind == "sale":
-            key = f"o:{p.order_id}" if p.order_id else f"e:{p.event_id}"
+            key = order_id if order_id else (p.event_id,)  # a tuple never equals an order id
             order = orders.get(key)
             if order is None:
                 orders[key] = [p.amount, p.occurred_on]
             else:
                 order[0] += p.amount
-                order[1] = min(order[1], p.occurred_on)
-            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) + p.amount
-        elif p.kind == "return":
+                if p.occurred_on < order[1]:
+                    order[1] = p.occurred_on
+            spend[p.branch_id] = spend.get(p.branch_id, 0) + p.amount
+        else:  # return
             returned += p.amount
-            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) - p.amount
+            spend[p.branch_id] = spend.get(p.branch_id, 0) - p.amount
     if not orders:
         return None
-    dates = [o[1] for o in orders.values()]
-    home = max(sorted(spend), key=lambda b: spend[b]) if spend else None
+    total = Decimal(0)
+    first = last = None
+    for amount, on in orders.values():
+        total += amount
+        if first is None or on < first:
+            first = on
+        if last is None or on > last:
+            last = on
+    if len(spend) == 1:
+        home = next(iter(spend))
+    else:
+        home = max(sorted(spend), key=spend.__getitem__)
     return Figures(
         purchase_count=len(orders),
-        total_amount=sum((o[0] for o in orders.values()), Decimal(0)) - returned,
-        first_purchase_on=min(dates),
-        last_purchase_on=max(dates),
+        total_amount=total - returned,
+        first_purchase_on=first,
+        last_purchase_on=last,
         home_branch_id=home,
     )
 

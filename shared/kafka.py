@@ -37,6 +37,11 @@ log = logging.getLogger("kizuna.kafka")
 Handler = Callable[[asyncpg.Connection, list[ConsumerRecord]], Awaitable[None]]
 
 
+class Retry(Exception):
+    """Raised by a handler for an expected, passing condition (a concurrent change of the same
+    rows): the transaction rolls back and the batch is read again from its offsets."""
+
+
 async def cluster_id(bootstrap: str) -> str:
     """The broker's cluster id: a restarted embedded broker gets a new one."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
@@ -303,7 +308,7 @@ class PgOffsetConsumer:
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
                 exc = failed[0][1]
-                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
+                expected = isinstance(exc, (Retry, asyncpg.PostgresError, OSError, TimeoutError))
                 log.warning(
                     "%s: batch failed (%r); retrying in %.1fs",
                     self.group_id,

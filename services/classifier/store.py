@@ -14,6 +14,7 @@ from shared.events import (
     CUSTOMER_STATES,
     SEGMENT_CHANGES,
 )
+from shared.kafka import Retry
 
 from .domain import Change, ScopeState
 
@@ -23,18 +24,29 @@ STATE_COLUMNS = (
 )
 
 
+async def _stage(conn: asyncpg.Connection, table: str, ddl: str, rows: list[tuple]) -> None:
+    """Rows into a per-connection temporary table (emptied at commit) by binary COPY: about a
+    third of the time of passing them as ``unnest`` arrays, on both sides of the connection."""
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({ddl}) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table(table, records=rows)
+
+
 async def insert_purchases(conn: asyncpg.Connection, rows: list[tuple]) -> set[tuple[str, str]]:
     """Insert events once by (tenant, event_id); returns the keys that were new."""
     if not rows:
         return set()
-    cols = list(zip(*rows, strict=True))
+    await _stage(
+        conn,
+        "purchases_in",
+        "tenant_id text, event_id text, branch_id text, customer_id text, kind text,"
+        " occurred_at timestamptz, occurred_on date, amount numeric, order_id text, payload jsonb",
+        rows,
+    )
     inserted = await conn.fetch(
         "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind, occurred_at,"
         " occurred_on, amount, order_id, payload)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::timestamptz[], $7::date[], $8::numeric[], $9::text[], $10::jsonb[])"
+        " SELECT * FROM purchases_in"
         " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING tenant_id, event_id",
-        *[list(c) for c in cols],
     )
     return {(r["tenant_id"], r["event_id"]) for r in inserted}
 
@@ -78,15 +90,16 @@ def _state(r) -> ScopeState:
     )
 
 
-async def lock_states(
+async def read_states(
     conn: asyncpg.Connection, tenant_id: str, customers: list[str]
 ) -> dict[tuple[str, str], ScopeState]:
-    """Read and lock the states of these customers (row locks, in key order: no deadlocks)."""
+    """Read the states of these customers without locking them: ``save_states`` writes only
+    rows that nobody changed meanwhile (the lapse sweep, new borders, a second instance during a
+    rebalance) and otherwise has the batch retried."""
     rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
-        " ORDER BY customer_id, scope FOR UPDATE",
+        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
         tenant_id,
-        sorted(customers),
+        customers,
     )
     return {(r["customer_id"], r["scope"]): _state(r) for r in rows}
 
@@ -113,18 +126,28 @@ async def states_before_rules(conn: asyncpg.Connection, tenant_id: str, version:
     return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
 
 
+class StaleState(Retry):
+    """A state changed between reading and saving it; the batch is retried from its offsets."""
+
+
 async def save_states(
-    conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    states: dict[tuple[str, str], ScopeState],
+    read: dict[tuple[str, str], ScopeState],
 ) -> None:
+    """Write new states, each only if its row is still as ``read`` (absent, or the same seq and
+    rules version): an optimistic check instead of locking every state of a batch."""
     if not states:
         return
     rows = []
-    for (customer, scope), s in states.items():
+    for key, s in states.items():
         f = s.figures
+        was = read.get(key)
         rows.append(
             (
-                scope,
-                customer,
+                key[1],
+                key[0],
                 s.seq,
                 s.segment,
                 f.purchase_count if f else 0,
@@ -135,78 +158,100 @@ async def save_states(
                 s.clock_on,
                 s.lapse_due_on,
                 s.rules_version,
+                was.seq if was else 0,
+                was.rules_version if was else 0,
             )
         )
-    cols = [list(c) for c in zip(*rows, strict=True)]
-    await conn.execute(
-        f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
-        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],"
-        " $7::numeric[], $8::date[], $9::date[], $10::text[], $11::date[], $12::date[], $13::int[])"
-        " ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET seq = EXCLUDED.seq,"
-        " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
-        " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
-        " last_purchase_on = EXCLUDED.last_purchase_on, home_branch_id = EXCLUDED.home_branch_id,"
-        " clock_on = EXCLUDED.clock_on, lapse_due_on = EXCLUDED.lapse_due_on,"
-        " rules_version = EXCLUDED.rules_version, updated_at = now()",
-        tenant_id,
-        *cols,
+    await _stage(
+        conn,
+        "states_in",
+        "scope text, customer_id text, seq bigint, segment text, purchase_count int,"
+        " total_amount numeric, first_purchase_on date, last_purchase_on date,"
+        " home_branch_id text, clock_on date, lapse_due_on date, rules_version int,"
+        " read_seq bigint, read_rules_version int",
+        rows,
     )
+    written = await conn.fetchval(
+        "WITH updated AS (UPDATE customer_states c SET seq = i.seq, segment = i.segment,"
+        " purchase_count = i.purchase_count, total_amount = i.total_amount,"
+        " first_purchase_on = i.first_purchase_on, last_purchase_on = i.last_purchase_on,"
+        " home_branch_id = i.home_branch_id, clock_on = i.clock_on, lapse_due_on = i.lapse_due_on,"
+        " rules_version = i.rules_version, updated_at = now() FROM states_in i"
+        " WHERE i.read_seq > 0 AND c.tenant_id = $1 AND c.customer_id = i.customer_id"
+        " AND c.scope = i.scope AND c.seq = i.read_seq AND c.rules_version = i.read_rules_version"
+        " RETURNING 1),"
+        f" inserted AS (INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
+        " SELECT $1, scope, customer_id, seq, segment, purchase_count, total_amount,"
+        " first_purchase_on, last_purchase_on, home_branch_id, clock_on, lapse_due_on,"
+        " rules_version FROM states_in WHERE read_seq = 0 ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
+        tenant_id,
+    )
+    if written != len(rows):
+        raise StaleState(
+            f"{len(rows) - written} of {len(rows)} customer states of tenant {tenant_id!r}"
+            " changed while the batch was classified"
+        )
 
 
 def _figure_fields(f: Figures | None, as_of: date) -> dict:
     if f is None:
-        return {
-            "purchase_count": 0,
-            "total_amount": "0",
-            "first_purchase_on": None,
-            "last_purchase_on": None,
-            "tenure_days": None,
-            "lapse_days": None,
-        }
+        return _NO_FIGURES
     return {
         "purchase_count": f.purchase_count,
         "total_amount": str(f.total_amount),
-        "first_purchase_on": f.first_purchase_on.isoformat(),
-        "last_purchase_on": f.last_purchase_on.isoformat(),
+        "first_purchase_on": f.first_purchase_on,
+        "last_purchase_on": f.last_purchase_on,
         "tenure_days": (f.last_purchase_on - f.first_purchase_on).days,
         "lapse_days": max(0, (as_of - f.last_purchase_on).days),
     }
 
 
-def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[str, str, str]]:
+_NO_FIGURES = {
+    "purchase_count": 0,
+    "total_amount": "0",
+    "first_purchase_on": None,
+    "last_purchase_on": None,
+    "tenure_days": None,
+    "lapse_days": None,
+}
+
+
+def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[str, str, bytes]]:
     """The customer-state (always) and segment-change (when the segment moved) of a change.
 
     Serialised from plain dicts: this is the hot path, and building two pydantic models per
-    change cost more than the rest of the classification. tests/unit checks that every payload
-    is exactly what ``CustomerState`` / ``SegmentChange`` would have written.
+    change cost more than the rest of the classification. The customer-state is the
+    segment-change's JSON with ``before`` added, spliced in rather than serialised twice.
+    tests/unit checks that every payload is exactly what ``CustomerState`` / ``SegmentChange``
+    would have written.
     """
     key = f"{tenant_id}:{customer_id}"
-    common = {
-        "schema_version": 1,
-        "tenant_id": tenant_id,
-        "scope": change.scope,
-        "customer_id": customer_id,
-        "seq": change.seq,
-        "from_segment": change.before_segment,
-        "to_segment": change.segment,
-        "effective_on": change.effective_on.isoformat(),
-        "cause": change.cause,
-        **_figure_fields(change.figures, change.effective_on),
-        "home_branch_id": change.figures.home_branch_id if change.figures else None,
-        "rules_version": change.rules_version,
-        "supersedes_seq": change.supersedes_seq,
-    }
+    figures = change.figures
+    common = orjson.dumps(
+        {
+            "schema_version": 1,
+            "tenant_id": tenant_id,
+            "scope": change.scope,
+            "customer_id": customer_id,
+            "seq": change.seq,
+            "from_segment": change.before_segment,
+            "to_segment": change.segment,
+            "effective_on": change.effective_on,
+            "cause": change.cause,
+            **_figure_fields(figures, change.effective_on),
+            "home_branch_id": figures.home_branch_id if figures else None,
+            "rules_version": change.rules_version,
+            "supersedes_seq": change.supersedes_seq,
+        }
+    )
     before = None
     if change.before is not None or change.before_segment is not None:
         before = {
             "segment": change.before_segment,
             **_figure_fields(change.before, change.effective_on),
         }
-    rows = [(CUSTOMER_STATES, key, _dumps({**common, "before": before}))]
+    rows = [(CUSTOMER_STATES, key, b'%s,"before":%s}' % (common[:-1], orjson.dumps(before)))]
     if change.segment_changed:
-        rows.append((SEGMENT_CHANGES, key, _dumps(common)))
+        rows.append((SEGMENT_CHANGES, key, common))
     return rows
-
-
-def _dumps(value: dict) -> str:
-    return orjson.dumps(value).decode()

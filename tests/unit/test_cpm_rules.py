@@ -1,11 +1,23 @@
 """The CPM rules table at every border (CPM.md): tiers, states, order of rules, figures."""
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.cpm import Figures, Purchase, Rules, classify, compute_figures, lapse_due_on, tier_of
+from shared.cpm import (
+    Figures,
+    Purchase,
+    Rules,
+    classify,
+    compute_figures,
+    in_scope,
+    lapse_due_on,
+    tier_of,
+)
 
 D0 = date(2025, 1, 1)
 
@@ -96,3 +108,81 @@ def test_void_everything_leaves_portfolio():
     assert compute_figures(events) is None
     assert compute_figures(events, scope="b1") is None
     assert classify(None, D0) is None
+
+
+# The definition, written plainly: the classifier's compute_figures must agree with it.
+def reference_figures(
+    purchases: Iterable[Purchase], scope: str = "all", as_of: date | None = None
+) -> Figures | None:
+    """The figures of one customer in one scope from their purchase events.
+
+    Order does not matter and neither do late arrivals: sales sharing an ``order_id`` are one
+    purchase (amounts add, dated by the earliest); a void cancels every sale and return of its
+    order; a return subtracts its amount; only events on or before ``as_of`` count. ``None``
+    when no purchase counts (a customer in no segment).
+    """
+    rows = [
+        p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)
+    ]
+    voided = {p.order_id for p in rows if p.kind == "void" and p.order_id}
+    orders: dict[str, list] = {}
+    spend: dict[str, Decimal] = {}
+    returned = Decimal(0)
+    for p in rows:
+        if p.kind == "void" or (p.order_id and p.order_id in voided):
+            continue
+        if p.kind == "sale":
+            key = f"o:{p.order_id}" if p.order_id else f"e:{p.event_id}"
+            order = orders.get(key)
+            if order is None:
+                orders[key] = [p.amount, p.occurred_on]
+            else:
+                order[0] += p.amount
+                order[1] = min(order[1], p.occurred_on)
+            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) + p.amount
+        elif p.kind == "return":
+            returned += p.amount
+            spend[p.branch_id] = spend.get(p.branch_id, Decimal(0)) - p.amount
+    if not orders:
+        return None
+    dates = [o[1] for o in orders.values()]
+    home = max(sorted(spend), key=lambda b: spend[b]) if spend else None
+    return Figures(
+        purchase_count=len(orders),
+        total_amount=sum((o[0] for o in orders.values()), Decimal(0)) - returned,
+        first_purchase_on=min(dates),
+        last_purchase_on=max(dates),
+        home_branch_id=home,
+    )
+
+
+@st.composite
+def histories(draw):
+    events = []
+    for i in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["sale", "sale", "sale", "return", "void"]))
+        order = draw(st.one_of(st.none(), st.sampled_from(["o1", "o2", "o3", "e1"])))
+        if kind == "void" and order is None:
+            order = "o1"
+        events.append(
+            Purchase(
+                f"e{i}",
+                kind,
+                draw(st.sampled_from(["b1", "b2", "b3"])),
+                D0 + timedelta(days=draw(st.integers(0, 400))),
+                Decimal(draw(st.integers(0, 40_000))) / draw(st.sampled_from([1, 100])),
+                order,
+            )
+        )
+    return events
+
+
+@settings(max_examples=400)
+@given(
+    histories(),
+    st.sampled_from(["all", "b1", "b2", "b3"]),
+    st.one_of(st.none(), st.integers(0, 400)),
+)
+def test_compute_figures_agrees_with_the_plain_definition(events, scope, as_of_day):
+    as_of = None if as_of_day is None else D0 + timedelta(days=as_of_day)
+    assert compute_figures(events, scope, as_of) == reference_figures(events, scope, as_of)
