@@ -31,7 +31,8 @@ from shared.kafka import ensure_topics, high_watermarks, new_producer
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORT = ROOT / "docs" / "BENCHMARKS.md"
+# Trial runs can write elsewhere: KIZUNA_BENCH_REPORT=/tmp/trial.md kizuna bench …
+REPORT = Path(os.environ.get("KIZUNA_BENCH_REPORT") or ROOT / "docs" / "BENCHMARKS.md")
 BENCH_NOW = "2026-11-20T12:00:00+09:00"
 BENCH_END = date(2026, 11, 20)
 
@@ -811,5 +812,5 @@ def main(args) -> int:
         print(f"unknown scenario {args.scenario}", file=sys.stderr)
         return 2
     print(text)
-    print(f"appended to {REPORT.relative_to(ROOT)}")
+    print(f"appended to {REPORT}")
     return 0

@@ -37,11 +37,6 @@ log = logging.getLogger("kizuna.kafka")
 Handler = Callable[[asyncpg.Connection, list[ConsumerRecord]], Awaitable[None]]
 
 
-class Retry(Exception):
-    """Raised by a handler for an expected, passing condition (a concurrent change of the same
-    rows): the transaction rolls back and the batch is read again from its offsets."""
-
-
 async def cluster_id(bootstrap: str) -> str:
     """The broker's cluster id: a restarted embedded broker gets a new one."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
@@ -255,7 +250,9 @@ class PgOffsetConsumer:
         self.assigned_once = asyncio.Event()
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
-        self.backlog = 0  # records fetched-but-unprocessed or not yet fetched, as last seen
+        # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
+        # first fetch (a consumer that has not looked yet does not know it is caught up).
+        self.backlog: int | None = None
 
     async def seek_assigned(self, assigned) -> None:
         rows = await self.pool.fetch(
@@ -308,7 +305,7 @@ class PgOffsetConsumer:
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
                 exc = failed[0][1]
-                expected = isinstance(exc, (Retry, asyncpg.PostgresError, OSError, TimeoutError))
+                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
                 log.warning(
                     "%s: batch failed (%r); retrying in %.1fs",
                     self.group_id,

@@ -37,13 +37,14 @@ async def clock_loop(
     While a large backlog of purchases is still to be read (history being loaded), the sweep
     waits: the events themselves catch each customer's lapse clock up in date order, and a
     sweep running ahead would lapse customers whose next purchase is still in the queue (later
-    superseded — correct, but twice the work). Live, the backlog is near zero and the sweep runs
-    every tick.
+    superseded — correct, but twice the work); so does it before the consumer's first fetch,
+    when the backlog is not known yet. Live, the backlog is near zero and the sweep runs every
+    tick.
     """
     while not stop.is_set():
         try:
             moved = await classifier.apply_rules(pool)
-            if consumer.backlog <= max_backlog:
+            if consumer.backlog is not None and consumer.backlog <= max_backlog:
                 moved += await classifier.sweep(pool)
             if moved:
                 relay.wake.set()

@@ -92,7 +92,7 @@ class Classifier:
         self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list
     ) -> None:
         ids = sorted(customers)
-        states = await store.read_states(conn, tenant.tenant_id, ids)
+        states = await store.lock_states(conn, tenant.tenant_id, ids)
         purchases = await store.load_purchases(conn, tenant.tenant_id, ids)
         changed: dict[tuple[str, str], ScopeState] = {}
         for customer in ids:
@@ -108,7 +108,7 @@ class Classifier:
                 if after is not None and after != before:
                     changed[(customer, scope)] = after
                 _emit(outbox, tenant.tenant_id, customer, changes)
-        await store.save_states(conn, tenant.tenant_id, changed, states)
+        await store.save_states(conn, tenant.tenant_id, changed)
 
     async def sweep(self, pool: asyncpg.Pool) -> int:
         """Lapse every customer whose lapse date has come; batched, safe with several instances."""
@@ -172,13 +172,12 @@ class Classifier:
     async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
         outbox: list = []
         changed = {}
-        read = {(customer, scope): state for customer, scope, state in rows}
         for customer, scope, state in rows:
             after, change = fn(state, scope)
             if after is not None:
                 changed[(customer, scope)] = after
             if change is not None:
                 _emit(outbox, tenant.tenant_id, customer, [change])
-        await store.save_states(conn, tenant.tenant_id, changed, read)
+        await store.save_states(conn, tenant.tenant_id, changed)
         await write_outbox(conn, outbox)
         count_changes(outbox)

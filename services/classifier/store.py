@@ -14,7 +14,6 @@ from shared.events import (
     CUSTOMER_STATES,
     SEGMENT_CHANGES,
 )
-from shared.kafka import Retry
 
 from .domain import Change, ScopeState
 
@@ -90,16 +89,20 @@ def _state(r) -> ScopeState:
     )
 
 
-async def read_states(
+async def lock_states(
     conn: asyncpg.Connection, tenant_id: str, customers: list[str]
 ) -> dict[tuple[str, str], ScopeState]:
-    """Read the states of these customers without locking them: ``save_states`` writes only
-    rows that nobody changed meanwhile (the lapse sweep, new borders, a second instance during a
-    rebalance) and otherwise has the batch retried."""
+    """Read and lock the states of these customers (row locks, in key order: no deadlocks).
+
+    The lapse sweep skips locked rows; a batch waits for a sweep that holds a row and then
+    reads its result. (Reading without locks and checking the seq at write time was tried: no
+    cheaper in PostgreSQL here, and a sweep running beside a history load made whole batches
+    retry.)"""
     rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
+        f"SELECT {STATE_COLUMNS} FROM customer_states WHERE tenant_id = $1"
+        " AND customer_id = ANY($2::text[]) ORDER BY customer_id, scope FOR UPDATE",
         tenant_id,
-        customers,
+        sorted(customers),
     )
     return {(r["customer_id"], r["scope"]): _state(r) for r in rows}
 
@@ -126,28 +129,19 @@ async def states_before_rules(conn: asyncpg.Connection, tenant_id: str, version:
     return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
 
 
-class StaleState(Retry):
-    """A state changed between reading and saving it; the batch is retried from its offsets."""
-
-
 async def save_states(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    states: dict[tuple[str, str], ScopeState],
-    read: dict[tuple[str, str], ScopeState],
+    conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]
 ) -> None:
-    """Write new states, each only if its row is still as ``read`` (absent, or the same seq and
-    rules version): an optimistic check instead of locking every state of a batch."""
+    """Upsert the states of locked customers."""
     if not states:
         return
     rows = []
-    for key, s in states.items():
+    for (customer, scope), s in states.items():
         f = s.figures
-        was = read.get(key)
         rows.append(
             (
-                key[1],
-                key[0],
+                scope,
+                customer,
                 s.seq,
                 s.segment,
                 f.purchase_count if f else 0,
@@ -158,8 +152,6 @@ async def save_states(
                 s.clock_on,
                 s.lapse_due_on,
                 s.rules_version,
-                was.seq if was else 0,
-                was.rules_version if was else 0,
             )
         )
     await _stage(
@@ -167,31 +159,19 @@ async def save_states(
         "states_in",
         "scope text, customer_id text, seq bigint, segment text, purchase_count int,"
         " total_amount numeric, first_purchase_on date, last_purchase_on date,"
-        " home_branch_id text, clock_on date, lapse_due_on date, rules_version int,"
-        " read_seq bigint, read_rules_version int",
+        " home_branch_id text, clock_on date, lapse_due_on date, rules_version int",
         rows,
     )
-    written = await conn.fetchval(
-        "WITH updated AS (UPDATE customer_states c SET seq = i.seq, segment = i.segment,"
-        " purchase_count = i.purchase_count, total_amount = i.total_amount,"
-        " first_purchase_on = i.first_purchase_on, last_purchase_on = i.last_purchase_on,"
-        " home_branch_id = i.home_branch_id, clock_on = i.clock_on, lapse_due_on = i.lapse_due_on,"
-        " rules_version = i.rules_version, updated_at = now() FROM states_in i"
-        " WHERE i.read_seq > 0 AND c.tenant_id = $1 AND c.customer_id = i.customer_id"
-        " AND c.scope = i.scope AND c.seq = i.read_seq AND c.rules_version = i.read_rules_version"
-        " RETURNING 1),"
-        f" inserted AS (INSERT INTO customer_states (tenant_id, {STATE_COLUMNS})"
-        " SELECT $1, scope, customer_id, seq, segment, purchase_count, total_amount,"
-        " first_purchase_on, last_purchase_on, home_branch_id, clock_on, lapse_due_on,"
-        " rules_version FROM states_in WHERE read_seq = 0 ON CONFLICT DO NOTHING RETURNING 1)"
-        " SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
+    await conn.execute(
+        f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS}) SELECT $1, * FROM states_in"
+        " ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET seq = EXCLUDED.seq,"
+        " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
+        " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
+        " last_purchase_on = EXCLUDED.last_purchase_on, home_branch_id = EXCLUDED.home_branch_id,"
+        " clock_on = EXCLUDED.clock_on, lapse_due_on = EXCLUDED.lapse_due_on,"
+        " rules_version = EXCLUDED.rules_version, updated_at = now()",
         tenant_id,
     )
-    if written != len(rows):
-        raise StaleState(
-            f"{len(rows) - written} of {len(rows)} customer states of tenant {tenant_id!r}"
-            " changed while the batch was classified"
-        )
 
 
 def _figure_fields(f: Figures | None, as_of: date) -> dict:
