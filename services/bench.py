@@ -246,7 +246,15 @@ async def run_classifier(
             )
             if done and first is None:
                 first = (time.perf_counter(), done)
-            if done >= n_unique_offsets and not await pool.fetchval("SELECT count(*) FROM outbox"):
+            # Done: every event in durable state, every lapse due by the bench's "now" made
+            # (the sweep runs once the backlog is small), every change published.
+            if (
+                done >= n_unique_offsets
+                and not await pool.fetchval(
+                    "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", BENCH_END
+                )
+                and not await pool.fetchval("SELECT count(*) FROM outbox")
+            ):
                 break
             await asyncio.sleep(0.2)
         ended = time.perf_counter()
