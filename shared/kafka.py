@@ -144,16 +144,16 @@ def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytes:
 
     Payloads are JSON, where a raw newline can only be whitespace between tokens, so turning it
     into a space keeps the value and the line structure."""
-    keys: dict[str, bytes] = {}
+    heads: dict[tuple[str, str], bytes] = {}
     lines = []
     for topic, key, payload in rows:
-        encoded = keys.get(key)
-        if encoded is None:
-            encoded = keys[key] = orjson.dumps(key)
+        head = heads.get((topic, key))
+        if head is None:
+            head = heads[(topic, key)] = b"%s\t%s\t" % (topic.encode(), orjson.dumps(key))
         value = _bytes(payload)
         if b"\n" in value:
             value = value.replace(b"\n", b" ")
-        lines.append(b"%s\t%s\t%s" % (topic.encode(), encoded, value))
+        lines.append(head + value)
     return b"\n".join(lines)
 
 

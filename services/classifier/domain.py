@@ -52,6 +52,21 @@ class Change:
     rules_version: int
     supersedes_seq: int | None = None
 
+    def in_scope(self, scope: str) -> Change:
+        """The same change in another scope (a one-branch customer's branch and chain)."""
+        return Change(
+            scope,
+            self.seq,
+            self.effective_on,
+            self.cause,
+            self.before_segment,
+            self.before,
+            self.segment,
+            self.figures,
+            self.rules_version,
+            self.supersedes_seq,
+        )
+
     @property
     def segment_changed(self) -> bool:
         # Undoing a premature lapse moves the published chain (lapsed → …) even when the
@@ -99,7 +114,9 @@ def step(
         and before_segment == segment
         and not superseded
     ):
-        return replace(state, clock_on=clock, lapse_due_on=due, rules_version=rules_version), None
+        # (constructors, not dataclasses.replace: this runs for every customer and scope of a batch)
+        same = ScopeState(state.seq, state.segment, state.figures, clock, due, rules_version)
+        return same, None
     seq = (state.seq if state else 0) + 1
     change = Change(
         scope=scope,

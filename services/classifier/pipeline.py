@@ -99,8 +99,26 @@ class Classifier:
             new_ids = customers[customer]
             known = [p for p in purchases[customer] if p.event_id not in new_ids]
             new = [p for p in purchases[customer] if p.event_id in new_ids]
-            scopes = {"all"} | {p.branch_id for p in purchases[customer]}
-            for scope in sorted(scopes):
+            scopes = sorted({"all"} | {p.branch_id for p in purchases[customer]})
+            if len(scopes) == 2 and states.get((customer, scopes[0])) == states.get(
+                (customer, scopes[1])
+            ):
+                # Most customers buy at one branch: there, the branch and the chain see the same
+                # events, so from the same state they make the same changes. Classify once.
+                before = states.get((customer, "all"))
+                after, changes = apply_events(
+                    before, "all", known, new, tenant.rules, tenant.rules_version
+                )
+                for scope in scopes:
+                    if after is not None and after != before:
+                        changed[(customer, scope)] = after
+                    if scope != "all":
+                        changes_here = [c.in_scope(scope) for c in changes]
+                    else:
+                        changes_here = changes
+                    _emit(outbox, tenant.tenant_id, customer, changes_here)
+                continue
+            for scope in scopes:
                 before = states.get((customer, scope))
                 after, changes = apply_events(
                     before, scope, known, new, tenant.rules, tenant.rules_version

@@ -60,17 +60,8 @@ async def load_purchases(
         customers,
     )
     out: dict[str, list[Purchase]] = defaultdict(list)
-    for r in rows:
-        out[r["customer_id"]].append(
-            Purchase(
-                r["event_id"],
-                r["kind"],
-                r["branch_id"],
-                r["occurred_on"],
-                r["amount"],
-                r["order_id"],
-            )
-        )
+    for customer_id, *fields in rows:  # columns in Purchase's field order
+        out[customer_id].append(Purchase(*fields))
     return out
 
 
