@@ -31,7 +31,7 @@ from shared.settings import get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
-from .pipeline import GROUP, SERVICE, on_customer_states
+from .pipeline import GROUP, SERVICE, keep_statistics, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
 STATIC = Path(__file__).parent / "static"
@@ -51,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = await create_pool(settings.database_url, max_size=8)
     app.state.pool, app.state.consumer, app.state.consume_task = pool, None, None
     stop = asyncio.Event()
+    statistics = None
     if settings.kafka_bootstrap_servers:
         await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
         consumer = PgOffsetConsumer(
@@ -67,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.consumer = consumer
         app.state.consume_task = asyncio.create_task(consumer.run(stop), name="consume")
         app.state.consume_task.add_done_callback(_log_crash)
+        statistics = asyncio.create_task(keep_statistics(pool, stop), name="statistics")
     else:
         # `kizuna serve reports` may run read-only on a database another stack filled.
         log.warning("no KAFKA_BOOTSTRAP_SERVERS: serving the stored portfolio without consuming")
@@ -78,6 +80,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with suppress(Exception):
                 await app.state.consume_task
             await app.state.consumer.stop()
+        if statistics is not None:
+            with suppress(Exception):
+                await statistics
         await pool.close()
 
 
