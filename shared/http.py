@@ -29,11 +29,12 @@ def error_body(code: str, message: str, **details) -> dict:
     return {"error": {"code": code, "message": message, **details}}
 
 
-def tenant_header(
+async def tenant_header(
     x_kizuna_tenant: Annotated[
         str | None, Header(description="Tenant until accounts exist")
     ] = None,
 ) -> str:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
     return (x_kizuna_tenant or get_settings().default_tenant).strip()
 
 

@@ -105,7 +105,8 @@ async def _ready() -> dict[str, bool]:
 http.install(app, _ready)
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
     return request.app.state.pool
 
 
@@ -235,15 +236,16 @@ async def customer(customer_id: str, pool: Pool, tenant_id: TenantId, scope: Sco
     """
     async with pool.acquire() as conn:
         row = await store.customer(conn, tenant_id, scope, customer_id)
-        if row is None or row["segment"] is None:
-            raise ApiError(
-                404,
-                "customer_not_found",
-                f"customer {customer_id!r} is not in the portfolio of scope {scope!r}",
-                customer_id=customer_id,
-                scope=scope,
-            )
-        today = await tenant_today(conn, tenant_id)
+    if row is None or row["segment"] is None:
+        raise ApiError(
+            404,
+            "customer_not_found",
+            f"customer {customer_id!r} is not in the portfolio of scope {scope!r}",
+            customer_id=customer_id,
+            scope=scope,
+        )
+    settings = get_settings()
+    today = today_in(row["time_zone"] or settings.default_time_zone, settings)
     return domain.customer_body(row, scope, today)
 
 

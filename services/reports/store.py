@@ -425,9 +425,12 @@ LIST_FROM = (
 
 
 async def customer(conn: asyncpg.Connection, tenant_id: str, scope: str, customer_id: str):
+    """One customer's row with their tenant's time zone (null for a tenant not yet seen), for
+    today's lapse days: one round trip for the most polled read."""
     return await conn.fetchrow(
-        f"SELECT {CUSTOMER_COLUMNS} FROM report_customers"
-        " WHERE tenant_id = $1 AND scope = $2 AND customer_id = $3",
+        f"SELECT {CUSTOMER_COLUMNS},"
+        " (SELECT time_zone FROM tenants WHERE tenant_id = $1) AS time_zone"
+        " FROM report_customers WHERE tenant_id = $1 AND scope = $2 AND customer_id = $3",
         tenant_id,
         scope,
         customer_id,
