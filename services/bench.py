@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer
 
@@ -672,6 +673,7 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
     )
     stack = Stack(stack_settings)
     latencies: list[float] = []
+    polls = 0
     sent = 0
     backlog: dict[str, int] = {}
     try:
@@ -679,37 +681,54 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
         ingest, reports = stack.url("ingest"), stack.url("reports")
         rnd = random.Random(5)
         today = date.today()
-        headers = {"X-Kizuna-Tenant": "bench"}
+        headers = {"X-Kizuna-Tenant": "bench", "Content-Type": "application/json"}
         ticks_per_second = 10
         per_tick = rate // ticks_per_second
         pollers = []
+        # The request bodies are built before the clock starts: the load generator shares the two
+        # cores with what it measures, so it does as little as it can while the feed runs.
+        bodies = [
+            orjson.dumps(
+                {
+                    "events": [
+                        {
+                            "event_id": f"lat-{tick}-{i}",
+                            "branch_id": f"br{i % 5}",
+                            "customer_id": f"L{tick:06d}"
+                            if i == 0
+                            else f"C{rnd.randrange(50_000):07d}",
+                            "occurred_at": f"{today}T12:00:00",
+                            "amount": str(rnd.randrange(500, 30000)),
+                        }
+                        for i in range(per_tick)
+                    ]
+                }
+            )
+            for tick in range(seconds * ticks_per_second)
+        ]
 
         async def watch(client, customer, accepted_at):
+            nonlocal polls
             while True:
+                polls += 1
                 r = await client.get(f"{reports}/v1/customers/{customer}", params={"scope": "all"})
+                waited = time.perf_counter() - accepted_at
                 if r.status_code == 200:
-                    latencies.append((time.perf_counter() - accepted_at) * 1000)
+                    latencies.append(waited * 1000)
                     return
-                await asyncio.sleep(0.025)  # 25 ms resolution; tighter polling loads reports itself
+                # 25 ms resolution for the first second (the target is 500 ms), 100 ms after:
+                # every poll is a request the measured reports service serves, and a stack that
+                # has fallen behind would otherwise be loaded further by its own measurement.
+                await asyncio.sleep(0.025 if waited < 1 else 0.1)
 
         async with httpx.AsyncClient(
             timeout=30, headers=headers, limits=httpx.Limits(max_connections=50)
         ) as client:
             print(f"feeding {rate:,} events/s for {seconds}s …", flush=True)
             start = time.perf_counter()
-            for tick in range(seconds * ticks_per_second):
+            for tick, body in enumerate(bodies):
                 tracked = f"L{tick:06d}"
-                events = [
-                    {
-                        "event_id": f"lat-{tick}-{i}",
-                        "branch_id": f"br{i % 5}",
-                        "customer_id": tracked if i == 0 else f"C{rnd.randrange(50_000):07d}",
-                        "occurred_at": f"{today}T12:00:00",
-                        "amount": str(rnd.randrange(500, 30000)),
-                    }
-                    for i in range(per_tick)
-                ]
-                r = await client.post(f"{ingest}/v1/purchases", json={"events": events})
+                r = await client.post(f"{ingest}/v1/purchases", content=body)
                 accepted_at = time.perf_counter()
                 assert r.status_code == 202, r.text
                 sent += per_tick
@@ -740,7 +759,10 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
             "feed",
             f"{sent:,} events in {seconds}s ({achieved:,.0f}/s achieved, batches of {per_tick} every 100 ms)",
         ),
-        ("samples (one tracked new customer per batch)", f"{len(pollers):,}"),
+        (
+            "samples (one tracked new customer per batch)",
+            f"{len(pollers):,} ({polls:,} GETs: every 25 ms for a second, then every 100 ms)",
+        ),
         (
             "records not yet processed when the feed ended",
             ", ".join(f"{k} {v:,}" for k, v in backlog.items()),
