@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -139,13 +139,14 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytes:
+def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytearray:
     """Records as one outbox value: a line per record, ``topic TAB key-as-JSON TAB payload``.
 
     Payloads are JSON, where a raw newline can only be whitespace between tokens, so turning it
-    into a space keeps the value and the line structure."""
+    into a space keeps the value and the line structure. Built in one growing buffer: a batch's
+    records are megabytes, and a list of lines plus a join would hold them twice."""
     heads: dict[tuple[str, str], bytes] = {}
-    lines = []
+    out = bytearray()
     for topic, key, payload in rows:
         head = heads.get((topic, key))
         if head is None:
@@ -153,17 +154,30 @@ def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytes:
         value = _bytes(payload)
         if b"\n" in value:
             value = value.replace(b"\n", b" ")
-        lines.append(head + value)
-    return b"\n".join(lines)
-
-
-def unpack_outbox(records: bytes) -> list[tuple[str, bytes, bytes]]:
-    """The (topic, key, payload) records of one outbox value, in the order they were written."""
-    out = []
-    for line in records.split(b"\n"):
-        topic, key, payload = line.split(b"\t", 2)
-        out.append((topic.decode(), orjson.loads(key).encode(), payload))
+        if out:
+            out += b"\n"
+        out += head
+        out += value
     return out
+
+
+def unpack_outbox(records: bytes) -> Iterator[tuple[str, bytes, bytes]]:
+    """The (topic, key, payload) records of one outbox value, in the order they were written
+    (one at a time: the relay hands each to the producer before taking the next)."""
+    start = 0
+    end = len(records)
+    while start < end:
+        stop = records.find(b"\n", start)
+        if stop < 0:
+            stop = end
+        topic_end = records.index(b"\t", start, stop)
+        key_end = records.index(b"\t", topic_end + 1, stop)
+        yield (
+            records[start:topic_end].decode(),
+            orjson.loads(records[topic_end + 1 : key_end]).encode(),
+            records[key_end + 1 : stop],
+        )
+        start = stop + 1
 
 
 async def write_outbox(

@@ -84,16 +84,17 @@ class Relay:
         packs = await self.pool.fetch(
             "SELECT records FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id", ids
         )
-        records = [record for p in packs for record in unpack_outbox(p["records"])]
-        await self._send(producer, records)
+        sent = await self._send(
+            producer, (record for p in packs for record in unpack_outbox(p["records"]))
+        )
         # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
         await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
-        metrics.OUTBOX_PUBLISHED.inc(len(records))
+        metrics.OUTBOX_PUBLISHED.inc(sent)
         self.backlog = await self.pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
         metrics.OUTBOX_BACKLOG.set(self.backlog)
-        return len(records)
+        return sent
 
-    async def _send(self, producer, rows) -> None:
+    async def _send(self, producer, rows) -> int:
         """Publish rows as whole record batches per partition, in id order within each.
 
         Building batches ourselves skips aiokafka's per-message path (a pure-Python murmur2
@@ -103,9 +104,11 @@ class Relay:
         """
         builders: dict[tuple[str, int], object] = {}
         futures = []
-        counts = {t: await self._partitions(producer, t) for t in {topic for topic, _, _ in rows}}
+        sent = 0
         for topic, key, value in rows:
-            partition = zlib.crc32(key) % counts[topic]
+            sent += 1
+            count = self.partition_counts.get(topic) or await self._partitions(producer, topic)
+            partition = zlib.crc32(key) % count
             builder = builders.get((topic, partition))
             if builder is None:
                 builder = builders[(topic, partition)] = producer.create_batch()
@@ -117,6 +120,7 @@ class Relay:
             if builder.record_count():
                 futures.append(await producer.send_batch(builder, topic, partition=partition))
         await asyncio.gather(*futures)
+        return sent
 
     async def _partitions(self, producer, topic: str) -> int:
         count = self.partition_counts.get(topic)
