@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=60, help="latency: how long to feed")
     bench.add_argument("--lapse-customers", type=int, default=1_000_000)
     bench.add_argument("--lapsing", type=int, default=200_000)
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="classify: sample the classifier with py-spy and add its hot functions to the report",
+    )
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument("--customers", type=int, default=200_000)
     bench.add_argument("--branches", type=int, default=5)
