@@ -47,14 +47,20 @@ def lowest_change(stored, folded: Folded):
 
 
 async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
-    """Fold a batch into customer rows, portfolio deltas, timelines and monthly moves: two reads
-    (rows with locks, then the affected part of their timelines) and one write per table, however
-    many states and customers the batch holds."""
+    """Fold a batch into customer rows, portfolio deltas, timelines and monthly moves: one read
+    (rows with locks and the affected part of their timelines) and one write, however many
+    states and customers the batch holds."""
     states, dead = decode(records)
     by_key: dict[store.Key, list[CustomerState]] = defaultdict(list)
     for state in states:
         by_key[(state.tenant_id, state.scope, state.customer_id)].append(state)
-    stored = await store.lock_customers(conn, list(by_key))
+    # A fold changes a timeline from its first new entry on, which is never dated before the
+    # key's earliest state (fold only moves days later) unless it undoes a change dated earlier.
+    read_since = {
+        key: load_since(min(s.effective_on for s in key_states))
+        for key, key_states in by_key.items()
+    }
+    stored, timelines = await store.lock_customers(conn, read_since)
     new_rows, changed_rows, deltas = {}, {}, []
     folds: dict[store.Key, Folded] = {}
     applied = skipped = 0
@@ -70,9 +76,12 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
     sums = sum_deltas(deltas)
 
     lowest = {key: lowest_change(stored.get(key), f) for key, f in folds.items()}
-    timelines = await store.load_timelines(
-        conn, {key: load_since(day) for key, day in lowest.items() if key in stored}
-    )
+    earlier = {
+        key: since
+        for key, day in lowest.items()
+        if key in stored and (since := load_since(day)) < read_since[key]
+    }
+    timelines.update(await store.load_timelines(conn, earlier))  # an undone earlier change
     moves: dict[tuple, list] = {}
     gone, entries = [], []
     for key, folded in folds.items():
@@ -83,14 +92,16 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
         gone += [(key, e) for e in old if e.seq in folded.removed]
         entries += [(key, e) for e in folded.added if e.seq in kept]
 
-    await store.insert_customers(conn, new_rows)
-    await store.update_customers(conn, changed_rows)
-    await store.add_daily(conn, sums.daily)
-    await store.add_monthly(conn, sums.monthly)
-    await store.add_current(conn, sums.current)
     await store.remove_entries(conn, gone)
-    await store.insert_entries(conn, entries)
-    await store.add_moves(conn, moves)
+    if folds:
+        await store.write_batch(
+            conn,
+            new_rows=new_rows,
+            changed_rows=changed_rows,
+            sums=sums,
+            entries=entries,
+            moves=moves,
+        )
     await write_outbox(conn, dead)
     STATES_APPLIED.inc(applied)
     STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records

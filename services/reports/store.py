@@ -2,8 +2,9 @@
 the segment timeline and the monthly moves; the reads behind history, transitions, questions,
 RFM and DM tracking.
 
-Writes are set-based (one statement per table and batch, arrays through ``unnest``); reads of the
-portfolio and its history touch only the aggregate tables, never ``report_customers``.
+The consumer reads once and writes once per batch, set-based (arrays through ``unnest``), however
+many states it holds; reads of the portfolio and its history touch only the aggregate tables,
+never ``report_customers``.
 
 The consumer finds its customers' rows by primary key only, and must keep doing so as the tables
 grow from empty. Without planner statistics (a fresh database; a server without autovacuum, like
@@ -24,182 +25,138 @@ from decimal import Decimal
 
 import asyncpg
 
-from .domain import CurrentKey, CustomerRow, DailyKey, Entry
+from .domain import CustomerRow, Entry, Sums
 from .history import accumulate, month_end, month_start
 
 Key = tuple[str, str, str]  # tenant, scope, customer
 
-ROW_COLUMNS = (
-    "seq, segment, purchase_count, total_amount, first_purchase_on, last_purchase_on,"
-    " home_branch_id, effective_on, prev_segment, prev_total_amount, prev_effective_on"
+# --- the consumer: one read and one write per batch ------------------------------------------------
+
+ROW_FIELDS = (
+    "seq",
+    "segment",
+    "purchase_count",
+    "total_amount",
+    "first_purchase_on",
+    "last_purchase_on",
+    "home_branch_id",
+    "effective_on",
+    "prev_segment",
+    "prev_total_amount",
+    "prev_effective_on",
 )
 ROW_TYPES = (
-    "$4::bigint[], $5::text[], $6::int[], $7::numeric[], $8::date[], $9::date[], $10::text[],"
-    " $11::date[], $12::text[], $13::numeric[], $14::date[]"
+    "bigint",
+    "text",
+    "int",
+    "numeric",
+    "date",
+    "date",
+    "text",
+    "date",
+    "text",
+    "numeric",
+    "date",
 )
+ROW_COLUMNS = ", ".join(ROW_FIELDS)
+ENTRY_FIELDS = (
+    "seq",
+    "effective_on",
+    "segment",
+    "purchase_count",
+    "total_amount",
+    "first_purchase_on",
+    "last_purchase_on",
+)
+ENTRY_TYPES = ("bigint", "date", "text", "int", "numeric", "date", "date")
+ENTRY_COLUMNS = ", ".join(ENTRY_FIELDS)
+KEY_TYPES = ("text", "text", "text")
 
 
-def _row(r) -> CustomerRow:
-    return CustomerRow(
-        seq=r["seq"],
-        segment=r["segment"],
-        purchase_count=r["purchase_count"],
-        total_amount=r["total_amount"],
-        first_purchase_on=r["first_purchase_on"],
-        last_purchase_on=r["last_purchase_on"],
-        home_branch_id=r["home_branch_id"],
-        effective_on=r["effective_on"],
-        prev_segment=r["prev_segment"],
-        prev_total_amount=r["prev_total_amount"],
-        prev_effective_on=r["prev_effective_on"],
+def _row(r, names: tuple[str, ...] = ROW_FIELDS) -> CustomerRow:
+    return CustomerRow(**{f: r[n] for f, n in zip(ROW_FIELDS, names, strict=True)})
+
+
+def _entry(r, names: tuple[str, ...] = ENTRY_FIELDS) -> Entry:
+    return Entry(**{f: r[n] for f, n in zip(ENTRY_FIELDS, names, strict=True)})
+
+
+# Column names of ``lock_customers``' result: a row and a timeline entry side by side.
+_R = tuple(f"r_{f}" for f in ROW_FIELDS)
+_E = tuple(f"e_{f}" for f in ENTRY_FIELDS)
+
+
+def _timeline_since(key: str, since: str, columns: str) -> str:
+    """The timeline entries of the customer ``key`` (an alias with tenant_id, scope, customer_id)
+    effective on or after ``since``, plus the one in force before it (the latest before that day:
+    timelines are in date order): two ranges of the primary key."""
+    match = (
+        f"t.tenant_id = {key}.tenant_id AND t.scope = {key}.scope"
+        f" AND t.customer_id = {key}.customer_id"
+    )
+    return (
+        f"(SELECT {columns} FROM report_timeline t WHERE {match} AND t.effective_on >= {since}"
+        " ORDER BY t.effective_on, t.seq)"
+        f" UNION ALL (SELECT {columns} FROM report_timeline t WHERE {match}"
+        f" AND t.effective_on < {since} ORDER BY t.effective_on DESC, t.seq DESC LIMIT 1)"
     )
 
 
-def _columns(rows: dict[Key, CustomerRow]) -> list[list]:
-    tuples = [
-        (
-            *key,
-            r.seq,
-            r.segment,
-            r.purchase_count,
-            r.total_amount,
-            r.first_purchase_on,
-            r.last_purchase_on,
-            r.home_branch_id,
-            r.effective_on,
-            r.prev_segment,
-            r.prev_total_amount,
-            r.prev_effective_on,
-        )
-        for key, r in sorted(rows.items())
-    ]
-    return [list(c) for c in zip(*tuples, strict=True)]
-
-
-async def lock_customers(conn: asyncpg.Connection, keys: list[Key]) -> dict[Key, CustomerRow]:
+async def lock_customers(
+    conn: asyncpg.Connection, since: Mapping[Key, date]
+) -> tuple[dict[Key, CustomerRow], dict[Key, list[Entry]]]:
     """Read and lock the stored rows of these customers, in key order (no deadlocks between
-    instances during a rebalance)."""
-    if not keys:
-        return {}
-    tenants, scopes, customers = (list(c) for c in zip(*sorted(keys), strict=True))
-    # One primary-key lookup per key, in the keys' order: a locking subquery is never flattened
-    # into a join, so no plan can scan the table instead.
+    instances during a rebalance), and read their timelines from their ``since`` day
+    (``load_timelines``) in the same round trip. Customers without a row are left out of both.
+
+    Each row is one primary-key lookup: a locking ``LATERAL`` subquery is never flattened into a
+    join, so no plan can scan the table instead. The timeline ranges need planner statistics
+    (``stale_statistics``): without them PostgreSQL rated ``report_timeline_day`` as good as the
+    primary key and walked all of a scope's entries of the day, per customer."""
+    if not since:
+        return {}, {}
+    keys = sorted(since)
+    tenants, scopes, customers = (list(c) for c in zip(*keys, strict=True))
     rows = await conn.fetch(
-        f"SELECT r.tenant_id, r.scope, r.customer_id, {ROW_COLUMNS}"
-        " FROM unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, scope, customer_id)"
+        "SELECT k.tenant_id, k.scope, k.customer_id,"
+        + ", ".join(f" r.{f} AS r_{f}" for f in ROW_FIELDS)
+        + ","
+        + ", ".join(f" e.{f} AS e_{f}" for f in ENTRY_FIELDS)
+        + " FROM unnest($1::text[], $2::text[], $3::text[], $4::date[])"
+        " AS k(tenant_id, scope, customer_id, since)"
         " CROSS JOIN LATERAL (SELECT * FROM report_customers c WHERE c.tenant_id = k.tenant_id"
-        " AND c.scope = k.scope AND c.customer_id = k.customer_id FOR UPDATE) r",
+        " AND c.scope = k.scope AND c.customer_id = k.customer_id FOR UPDATE) r"
+        f" LEFT JOIN LATERAL ({_timeline_since('k', 'k.since', ENTRY_COLUMNS)}) e ON true",
         tenants,
         scopes,
         customers,
+        [since[k] for k in keys],
     )
-    return {(r["tenant_id"], r["scope"], r["customer_id"]): _row(r) for r in rows}
-
-
-async def insert_customers(conn: asyncpg.Connection, rows: dict[Key, CustomerRow]) -> None:
-    """Rows of customers seen for the first time. Deliberately no ON CONFLICT: if another
-    instance inserted the same customer meanwhile (a rebalance), the unique violation fails the
-    batch, which is retried and then sees that row instead of counting the customer twice."""
-    if rows:
-        await conn.execute(
-            f"INSERT INTO report_customers (tenant_id, scope, customer_id, {ROW_COLUMNS})"
-            f" SELECT * FROM unnest($1::text[], $2::text[], $3::text[], {ROW_TYPES})",
-            *_columns(rows),
-        )
-
-
-async def update_customers(conn: asyncpg.Connection, rows: dict[Key, CustomerRow]) -> None:
-    """Rows locked by ``lock_customers`` that took newer states. Written as an upsert of rows that
-    all exist: each finds its row through the primary key, where ``UPDATE … FROM unnest`` is a
-    join the planner may do by scanning the table."""
-    if rows:
-        await conn.execute(
-            f"INSERT INTO report_customers AS r (tenant_id, scope, customer_id, {ROW_COLUMNS})"
-            f" SELECT * FROM unnest($1::text[], $2::text[], $3::text[], {ROW_TYPES})"
-            " ON CONFLICT (tenant_id, scope, customer_id) DO UPDATE SET seq = EXCLUDED.seq,"
-            " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
-            " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
-            " last_purchase_on = EXCLUDED.last_purchase_on,"
-            " home_branch_id = EXCLUDED.home_branch_id, effective_on = EXCLUDED.effective_on,"
-            " prev_segment = EXCLUDED.prev_segment, prev_total_amount = EXCLUDED.prev_total_amount,"
-            " prev_effective_on = EXCLUDED.prev_effective_on, updated_at = now()",
-            *_columns(rows),
-        )
-
-
-async def add_daily(conn: asyncpg.Connection, daily: dict[DailyKey, tuple[int, Decimal]]) -> None:
-    if daily:
-        cols = [list(c) for c in zip(*((*k, *v) for k, v in daily.items()), strict=True)]
-        await conn.execute(
-            "INSERT INTO portfolio_daily_deltas AS t (tenant_id, scope, day, segment, customers, sales)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[],"
-            " $6::numeric[])"
-            " ON CONFLICT (tenant_id, scope, day, segment) DO UPDATE"
-            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales",
-            *cols,
-        )
-
-
-async def add_monthly(
-    conn: asyncpg.Connection, monthly: dict[DailyKey, tuple[int, Decimal]]
-) -> None:
-    if monthly:
-        cols = [list(c) for c in zip(*((*k, *v) for k, v in monthly.items()), strict=True)]
-        await conn.execute(
-            "INSERT INTO portfolio_monthly_deltas AS t"
-            " (tenant_id, scope, month, segment, customers, sales)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[],"
-            " $6::numeric[])"
-            " ON CONFLICT (tenant_id, scope, month, segment) DO UPDATE"
-            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales",
-            *cols,
-        )
-
-
-# --- the timeline and the monthly moves -------------------------------------------------------------
-
-ENTRY_COLUMNS = (
-    "seq, effective_on, segment, purchase_count, total_amount, first_purchase_on, last_purchase_on"
-)
-
-
-def _entry(r) -> Entry:
-    return Entry(
-        seq=r["seq"],
-        effective_on=r["effective_on"],
-        segment=r["segment"],
-        total_amount=r["total_amount"],
-        purchase_count=r["purchase_count"],
-        first_purchase_on=r["first_purchase_on"],
-        last_purchase_on=r["last_purchase_on"],
-    )
+    stored: dict[Key, CustomerRow] = {}
+    timelines: dict[Key, list[Entry]] = {}
+    for r in rows:
+        key = (r["tenant_id"], r["scope"], r["customer_id"])
+        if key not in stored:
+            stored[key], timelines[key] = _row(r, _R), []
+        if r["e_seq"] is not None:
+            timelines[key].append(_entry(r, _E))
+    for entries in timelines.values():
+        entries.sort(key=lambda e: e.seq)
+    return stored, timelines
 
 
 async def load_timelines(conn: asyncpg.Connection, since: Mapping[Key, date]) -> dict[Key, list]:
     """Per customer, the timeline entries effective on or after their ``since`` day, plus the one
-    in force before it (the latest before that day: timelines are in date order), in seq order:
-    two ranges of the primary key per customer. The customers' rows are locked by
-    ``lock_customers``, so nobody else changes these timelines meanwhile.
-
-    It needs planner statistics (``stale_statistics``): without them PostgreSQL rated
-    ``report_timeline_day`` as good as the primary key here and walked all of the scope's entries
-    since that day, per customer (360 ms instead of 1.5 ms for 100 customers in a 120,000-entry
-    table)."""
+    in force before it, in seq order. The customers' rows are locked by ``lock_customers``, so
+    nobody else changes these timelines meanwhile."""
     if not since:
         return {}
     keys = sorted(since)
     tenants, scopes, customers = (list(c) for c in zip(*keys, strict=True))
     rows = await conn.fetch(
-        f"SELECT k.tenant_id, k.scope, k.customer_id, e.* FROM unnest($1::text[], $2::text[],"
+        "SELECT k.tenant_id, k.scope, k.customer_id, e.* FROM unnest($1::text[], $2::text[],"
         " $3::text[], $4::date[]) AS k(tenant_id, scope, customer_id, since)"
-        " CROSS JOIN LATERAL ("
-        f" (SELECT {ENTRY_COLUMNS} FROM report_timeline t WHERE t.tenant_id = k.tenant_id"
-        " AND t.scope = k.scope AND t.customer_id = k.customer_id AND t.effective_on >= k.since"
-        " ORDER BY t.effective_on, t.seq)"
-        " UNION ALL"
-        f" (SELECT {ENTRY_COLUMNS} FROM report_timeline t WHERE t.tenant_id = k.tenant_id"
-        " AND t.scope = k.scope AND t.customer_id = k.customer_id AND t.effective_on < k.since"
-        " ORDER BY t.effective_on DESC, t.seq DESC LIMIT 1)) e",
+        f" CROSS JOIN LATERAL ({_timeline_since('k', 'k.since', ENTRY_COLUMNS)}) e",
         tenants,
         scopes,
         customers,
@@ -227,48 +184,97 @@ async def remove_entries(conn: asyncpg.Connection, gone: list[tuple[Key, Entry]]
         )
 
 
-async def insert_entries(conn: asyncpg.Connection, entries: list[tuple[Key, Entry]]) -> None:
-    if entries:
-        records = [
-            (
-                *key,
-                e.seq,
-                e.effective_on,
-                e.segment,
-                e.purchase_count,
-                e.total_amount,
-                e.first_purchase_on,
-                e.last_purchase_on,
-            )
+class _Params:
+    """Positional parameters of one statement, each a column array for ``unnest``."""
+
+    def __init__(self) -> None:
+        self.values: list[list] = []
+
+    def unnest(self, rows: list[tuple], types: tuple[str, ...]) -> str:
+        columns = [list(c) for c in zip(*rows, strict=True)] or [[] for _ in types]
+        first = len(self.values) + 1
+        self.values += columns
+        return "unnest(" + ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types)) + ")"
+
+
+def _row_tuples(rows: Mapping[Key, CustomerRow]) -> list[tuple]:
+    return [(*key, *(getattr(r, f) for f in ROW_FIELDS)) for key, r in sorted(rows.items())]
+
+
+_ADD = "SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales"
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    *,
+    new_rows: Mapping[Key, CustomerRow],
+    changed_rows: Mapping[Key, CustomerRow],
+    sums: Sums,
+    entries: list[tuple[Key, Entry]],
+    moves: Mapping[tuple, list],
+) -> None:
+    """Everything a batch writes, as one statement of data-modifying ``WITH`` parts: customers
+    seen for the first time, the changed rows locked by ``lock_customers``, the daily, monthly and
+    current portfolio deltas, the new timeline entries and the monthly moves
+    ((tenant, scope, span, month, from, to) → [customers, sales, buyers]).
+
+    One statement instead of eight: on two shared cores every round trip waits for the CPU twice
+    (here and in PostgreSQL), and those waits were most of a batch's time under the latency feed.
+
+    New customers are inserted without ON CONFLICT on purpose: if another instance inserted the
+    same customer meanwhile (a rebalance), the unique violation fails the batch, which is retried
+    and then sees that row instead of counting the customer twice. Changed rows all exist and are
+    locked; writing them as an upsert has each find its row by primary key, where
+    ``UPDATE … FROM unnest`` is a join the planner may do by scanning the table."""
+    p = _Params()
+    new = p.unnest(_row_tuples(new_rows), KEY_TYPES + ROW_TYPES)
+    changed = p.unnest(_row_tuples(changed_rows), KEY_TYPES + ROW_TYPES)
+    delta = ("text", "text", "date", "text", "bigint", "numeric")
+    daily = p.unnest([(*k, *v) for k, v in sums.daily.items()], delta)
+    monthly = p.unnest([(*k, *v) for k, v in sums.monthly.items()], delta)
+    current = p.unnest(
+        [(*k, *v) for k, v in sums.current.items()], ("text", "text", "text", "bigint", "numeric")
+    )
+    timeline = p.unnest(
+        [
+            (*key, *(getattr(e, f) for f in ENTRY_FIELDS))
             for key, e in sorted(entries, key=lambda ke: (ke[0], ke[1].seq))
-        ]
-        await conn.copy_records_to_table(
-            "report_timeline",
-            records=records,
-            columns=[
-                "tenant_id",
-                "scope",
-                "customer_id",
-                *(c.strip() for c in ENTRY_COLUMNS.split(",")),
-            ],
-        )
-
-
-async def add_moves(conn: asyncpg.Connection, moves: Mapping[tuple, list]) -> None:
-    """Add (tenant, scope, span, month, from, to) → [customers, sales, buyers] to the moves."""
-    rows = [(*k, *v) for k, v in sorted(moves.items()) if any(v)]
-    if rows:
-        cols = [list(c) for c in zip(*rows, strict=True)]
-        await conn.execute(
-            "INSERT INTO report_moves AS t (tenant_id, scope, span, month, from_segment,"
-            " to_segment, customers, sales, buyers)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::date[], $5::text[],"
-            " $6::text[], $7::bigint[], $8::numeric[], $9::bigint[])"
-            " ON CONFLICT (tenant_id, scope, span, month, from_segment, to_segment) DO UPDATE"
-            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales,"
-            " buyers = t.buyers + EXCLUDED.buyers",
-            *cols,
-        )
+        ],
+        KEY_TYPES + ENTRY_TYPES,
+    )
+    moved = p.unnest(
+        [(*k, *v) for k, v in sorted(moves.items()) if any(v)],
+        ("text", "text", "smallint", "date", "text", "text", "bigint", "numeric", "bigint"),
+    )
+    await conn.execute(
+        "WITH new_customers AS ("
+        f" INSERT INTO report_customers (tenant_id, scope, customer_id, {ROW_COLUMNS})"
+        f" SELECT * FROM {new}),"
+        " changed_customers AS ("
+        f" INSERT INTO report_customers AS r (tenant_id, scope, customer_id, {ROW_COLUMNS})"
+        f" SELECT * FROM {changed} ON CONFLICT (tenant_id, scope, customer_id) DO UPDATE SET "
+        + ", ".join(f"{f} = EXCLUDED.{f}" for f in ROW_FIELDS)
+        + ", updated_at = now()),"
+        " daily AS ("
+        " INSERT INTO portfolio_daily_deltas AS t (tenant_id, scope, day, segment, customers, sales)"
+        f" SELECT * FROM {daily} ON CONFLICT (tenant_id, scope, day, segment) DO UPDATE {_ADD}),"
+        " monthly AS ("
+        " INSERT INTO portfolio_monthly_deltas AS t"
+        " (tenant_id, scope, month, segment, customers, sales)"
+        f" SELECT * FROM {monthly} ON CONFLICT (tenant_id, scope, month, segment) DO UPDATE {_ADD}),"
+        " current AS ("
+        " INSERT INTO portfolio_current AS t (tenant_id, scope, segment, customers, sales)"
+        f" SELECT * FROM {current} ON CONFLICT (tenant_id, scope, segment) DO UPDATE {_ADD}),"
+        " timeline AS ("
+        f" INSERT INTO report_timeline (tenant_id, scope, customer_id, {ENTRY_COLUMNS})"
+        f" SELECT * FROM {timeline})"
+        " INSERT INTO report_moves AS t (tenant_id, scope, span, month, from_segment,"
+        " to_segment, customers, sales, buyers)"
+        f" SELECT * FROM {moved}"
+        " ON CONFLICT (tenant_id, scope, span, month, from_segment, to_segment) DO UPDATE"
+        f" {_ADD}, buyers = t.buyers + EXCLUDED.buyers",
+        *p.values,
+    )
 
 
 # --- planner statistics ---------------------------------------------------------------------------
@@ -303,20 +309,6 @@ async def analyze(conn: asyncpg.Connection, tables: list[str]) -> None:
         if table not in GROWN_TABLES:
             raise ValueError(f"not a table the reports service keeps statistics for: {table}")
         await conn.execute(f"ANALYZE {table}")
-
-
-async def add_current(
-    conn: asyncpg.Connection, current: dict[CurrentKey, tuple[int, Decimal]]
-) -> None:
-    if current:
-        cols = [list(c) for c in zip(*((*k, *v) for k, v in current.items()), strict=True)]
-        await conn.execute(
-            "INSERT INTO portfolio_current AS t (tenant_id, scope, segment, customers, sales)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::numeric[])"
-            " ON CONFLICT (tenant_id, scope, segment) DO UPDATE"
-            " SET customers = t.customers + EXCLUDED.customers, sales = t.sales + EXCLUDED.sales",
-            *cols,
-        )
 
 
 # --- reads ----------------------------------------------------------------------------------------
