@@ -36,6 +36,11 @@ from .pipeline import GROUP, SERVICE, keep_statistics, on_customer_states
 log = logging.getLogger("kizuna.reports")
 STATIC = Path(__file__).parent / "static"
 CSV_PAGE = 1000
+# Transactions per fetched batch, over disjoint partitions (so disjoint customers): while one
+# waits for PostgreSQL, the other folds its states. Under the latency feed at 2,000 ev/s one at a
+# time fell behind (5,000 states unread after 30 s); two kept up. The aggregate rows both touch
+# are upserted in one global order (table, then key), so they wait for each other, never deadlock.
+PARALLEL = 2
 
 
 def _log_crash(task: asyncio.Task) -> None:
@@ -63,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             handle=on_customer_states,
             batch_size=settings.consumer_batch_size,
             session_timeout_ms=settings.session_timeout_ms,
+            parallel=PARALLEL,
         )
         await consumer.start()
         app.state.consumer = consumer
