@@ -3,7 +3,14 @@
 CPM.md, "Where the data comes from": exports from customer, order and POS software and Excel,
 first row a header, often tab-separated, often CP932, dates like ``2003/3/30``, amounts like
 ``105,607``. Pure: no network, no database, no clock. Streaming: one row in memory at a time
-(plus a compact table of row digests, 8 bytes a row, for the event ids).
+(plus a compact table of row digests, 8 bytes a row, for the event ids, and bounded caches of
+parsed cells).
+
+Fast enough for millions of rows in Python: lines are decoded a chunk of lines at a time, the
+``csv`` module's C reader splits them, and since a file repeats its dates, amounts, branches
+and products over and over, each distinct cell text is parsed once per column — its value,
+formatted value or problem looked up afterwards (``CACHE_ENTRIES`` per column). The messages and
+accepted forms are those of the parse functions below, whichever path a cell takes.
 
 - :func:`detect` guesses encoding (UTF-8 with or without BOM, CP932, UTF-16 with BOM), the
   line ending and the delimiter (tab, comma, semicolon, pipe) from the first bytes.
@@ -929,35 +936,58 @@ class _Lines:
             self.consumed += len(chunk)
             yield chunk
 
-    def _split(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _split(self, chunks: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+        """(number, text) of each line, decoded a chunk at a time: one decode call per chunk
+        of lines rather than per line. A chunk that does not decode as a whole (a bad byte
+        somewhere, or a first non-ASCII byte while the encoding is still a guess) is decoded
+        line by line, which finds the bad lines and makes the guess."""
         nl = self.newline
+        nl_text = nl.decode()
+        step = len(nl)
         rest = b""
         for chunk in chunks:
             if rest:
                 chunk = rest + chunk
-            parts = chunk.split(nl)
-            rest = parts.pop()
-            for part in parts:
-                yield part + nl
+            cut = chunk.rfind(nl) + step
+            if cut < step:
+                rest = chunk
+                continue
+            body, rest = chunk[:cut], chunk[cut:]
+            parts = body.split(nl)
+            parts.pop()  # after the last newline: nothing
+            texts = None
+            if not self.tentative or body.isascii():
+                try:
+                    texts = body.decode(self.codec).split(nl_text)
+                except UnicodeDecodeError:
+                    pass
+            if texts is not None and len(texts) == len(parts) + 1:
+                texts.pop()
+                for part, text in zip(parts, texts, strict=True):
+                    self.position += len(part) + step
+                    self.read += 1
+                    yield self.read, text + nl_text
+            else:
+                for part in parts:
+                    raw = part + nl
+                    self.position += len(raw)
+                    self.read += 1
+                    yield self.read, self._decode(raw, self.read)
         if rest:
-            yield rest
+            self.position += len(rest)
+            self.read += 1
+            yield self.read, self._decode(rest, self.read)
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        if len(self.record) >= MAX_RECORD_LINES:
+        record = self.record
+        if len(record) >= MAX_RECORD_LINES:
             raise _TooLong
-        if self.pushed:
-            number, text = self.pushed.popleft()
-        else:
-            raw = next(self._raw)
-            self.position += len(raw)
-            self.read += 1
-            number = self.read
-            text = self._decode(raw, number)
-        self.record.append((number, text))
-        return text
+        item = self.pushed.popleft() if self.pushed else next(self._raw)
+        record.append(item)
+        return item[1]
 
     def _decode(self, raw: bytes, number: int) -> str:
         try:
@@ -1174,7 +1204,7 @@ class _Reader:
         lines = self._lines
         reader = csv.reader(lines, self.dialect)
         while True:
-            lines.start_record()
+            lines.record = []  # lines.start_record(), inlined: once per row
             try:
                 cells = next(reader)
             except StopIteration:
@@ -1244,7 +1274,8 @@ class _Reader:
                     record = next(records, None)
                     if record is None:
                         break
-                if record.error is None and _blank(record.cells):
+                cells = record.cells
+                if record.error is None and not (cells and cells[0].strip()) and _blank(cells):
                     continue
                 self.rows += 1
                 result = self._check(record)
@@ -1383,6 +1414,25 @@ def _fmt(d: Decimal) -> str:
     return format(d.normalize(), "f") if d else "0"
 
 
+# Per-column caches of parsed cells (SalesReader): a file repeats its dates, amounts, branches
+# and products; each cache is emptied when it reaches this size, so memory stays bounded.
+CACHE_ENTRIES = 50_000
+_MISSING = object()
+_NO_NUMBER = (None, None, None, None, "")  # value, problem, formatted, formatted abs, text
+
+
+def _code_cell(name: str, raw: str) -> str:
+    return _code(raw)
+
+
+def _text_cell(name: str, raw: str) -> str:
+    return _nfkc(_clean(raw))
+
+
+def _name_cell(name: str, raw: str) -> str:
+    return _clean(raw)
+
+
 _KINDS = {
     "sale": ("売上", "販売", "通常", "受注", "出荷", "購入", "sale", "sales", "order", "purchase", "s"),
     "return": ("返品", "返金", "返却", "赤伝", "マイナス", "return", "refund", "r"),
@@ -1420,7 +1470,7 @@ class SalesReader(_Reader):
         self._orders: dict[str, tuple[str, int]] = {}
         self._reused: list[str] = []
         self._reused_count = 0
-        self._run_order: tuple[str | None, list[str], set[Decimal]] = (None, [], set())
+        self._run_order: list[Any] = [None, 0, "", True, None, False]  # see _watch_order
         self._repeated_totals: list[str] = []
         super().__init__(
             source,
@@ -1438,55 +1488,121 @@ class SalesReader(_Reader):
         self._col = {name: self.mapping.headers[i] for name, i in f.items()}
         self._idx = dict(f)
         self._has_lines = bool({"sku", "name", "unit_price", "quantity"} & f.keys())
+        self._watch_totals = "amount" in f and "unit_price" in f
+        # What a cell gives depends on its text alone, and a file repeats its dates, amounts,
+        # branches and products over and over: each distinct text is parsed once (per column)
+        # and the result — value, formatted value or the problem — looked up afterwards.
+        self._cells: dict[str, dict[str, Any]] = {name: {} for name in f}
+        self._dates: dict[Any, tuple] = {}  # date text, or (date text, time text)
+        self._columns = tuple(
+            f.get(name)
+            for name in (
+                "date",
+                "time",
+                "branch",
+                "kind",
+                "unit_price",
+                "quantity",
+                "tax",
+                "amount",
+            )
+        )
+
+    def _cached(self, name: str, raw: str, parse: Callable[[str, str], Any]) -> Any:
+        cache = self._cells[name]
+        entry = cache.get(raw, _MISSING)
+        if entry is _MISSING:
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            entry = cache[raw] = parse(name, raw)
+        return entry
+
+    def _number_cell(self, name: str, raw: str) -> tuple:
+        """(value, problem, formatted, formatted absolute value, cleaned text) of a number."""
+        text = _clean(raw)
+        if not text:
+            return _NO_NUMBER
+        what = _WHAT.get(name, name)
+        try:
+            value = parse_number(text, places=3 if name == "quantity" else 2, what=what)
+        except ValueError as exc:
+            return None, (self._col[name], text, str(exc)), None, None, text
+        if abs(value) >= (MAX_QUANTITY if name == "quantity" else MAX_AMOUNT):
+            return None, (self._col[name], text, f"{what} is too large"), None, None, text
+        return value, None, _fmt(value), _fmt(abs(value)), text
+
+    def _kind_cell(self, name: str, raw: str) -> tuple[str, tuple | None]:
+        text = _clean(raw)
+        word = _nfkc(text).lower()
+        if not word:
+            return "sale", None
+        kind = _KIND_MAP.get(word, "")
+        if kind:
+            return kind, None
+        return "", (
+            self._col["kind"],
+            text,
+            "unknown kind: expected 売上, 返品 or 取消 (sale, return, void)",
+        )
+
+    def _currency_cell(self, name: str, raw: str) -> tuple[str, tuple | None]:
+        text = _clean(raw)
+        currency = _nfkc(text).upper() or "JPY"
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            return currency, (self._col["currency"], text, "currency must be a 3-letter code")
+        return currency, None
+
+    def _date_cell(self, text: str, clock: str) -> tuple:
+        """(problems, occurred_at, the tenant's calendar date) of a date (and time) text."""
+        col = self._col
+        if not text:
+            return ((col["date"], "", "missing date"),), "", ""
+        problems = []
+        at: datetime | None = None
+        try:
+            at = parse_datetime(text)
+        except ValueError as exc:
+            problems.append((col["date"], text, str(exc)))
+        if at is not None and clock:
+            try:
+                t = parse_datetime(f"2000/1/1 {_nfkc(clock)}")
+                at = at.replace(hour=t.hour, minute=t.minute, second=t.second)
+            except ValueError:
+                problems.append((col["time"], clock, f"not a time: {clock!r}; expected H:MM[:SS]"))
+        if problems or at is None:
+            return tuple(problems), "", ""
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=self.zone)
+        return (), at.isoformat(), at.astimezone(self.zone).date().isoformat()
 
     def _row(self, cells: list[str], line: int):
-        idx, col = self._idx, self._col
+        idx, col, cached, known = self._idx, self._col, self._cached, self._cells
+        i_date, i_time, i_branch, i_kind, i_price, i_qty, i_tax, i_amount = self._columns
         problems: list[tuple[str | None, str | None, str]] = []
 
-        def get(name: str) -> str:
-            i = idx.get(name)
-            return _clean(cells[i]) if i is not None else ""
-
-        def number(name: str, places: int = 2) -> Decimal | None:
-            text = get(name)
-            if not text:
-                return None
-            try:
-                value = parse_number(text, places=places, what=_WHAT.get(name, name))
-            except ValueError as exc:
-                problems.append((col[name], text, str(exc)))
-                return None
-            if abs(value) >= (MAX_QUANTITY if name == "quantity" else MAX_AMOUNT):
-                problems.append((col[name], text, f"{_WHAT.get(name, name)} is too large"))
-                return None
-            return value
-
-        customer = _nfkc(get("customer_id"))
+        raw = cells[idx["customer_id"]]
+        customer = raw.strip() if raw.isascii() else '="'
+        if customer.startswith('="'):
+            customer = _nfkc(_clean(raw))
         if not customer:
             problems.append((col["customer_id"], "", "missing customer code (顧客コード)"))
         elif len(customer) > 200:
             problems.append((col["customer_id"], customer, "customer code longer than 200"))
 
-        at: datetime | None = None
-        text = get("date")
-        if not text:
-            problems.append((col["date"], "", "missing date"))
-        else:
-            clock = get("time")
-            try:
-                at = parse_datetime(text)
-            except ValueError as exc:
-                problems.append((col["date"], text, str(exc)))
-            if at is not None and clock:
-                try:
-                    t = parse_datetime(f"2000/1/1 {_nfkc(clock)}")
-                    at = at.replace(hour=t.hour, minute=t.minute, second=t.second)
-                except ValueError:
-                    problems.append(
-                        (col["time"], clock, f"not a time: {clock!r}; expected H:MM[:SS]")
-                    )
+        key = cells[i_date] if i_time is None else (cells[i_date], cells[i_time])
+        date_cell = self._dates.get(key)
+        if date_cell is None:
+            if len(self._dates) >= CACHE_ENTRIES:
+                self._dates.clear()
+            text, clock = (key, "") if i_time is None else key
+            date_cell = self._dates[key] = self._date_cell(_clean(text), _clean(clock))
+        if date_cell[0]:
+            problems += date_cell[0]
 
-        branch = _code(cells[idx["branch"]]) if "branch" in idx else ""
+        branch = ""
+        if i_branch is not None:
+            raw = cells[i_branch]
+            branch = known["branch"].get(raw) or cached("branch", raw, _code_cell)
         if not branch:
             branch = self.branch or ""
         if not branch:
@@ -1495,32 +1611,47 @@ class SalesReader(_Reader):
             problems.append((col["branch"], branch, "branch longer than 100"))
 
         kind = "sale"
-        if "kind" in idx:
-            word = _nfkc(get("kind")).lower()
-            if word:
-                kind = _KIND_MAP.get(word, "")
-                if not kind:
-                    problems.append(
-                        (col["kind"], get("kind"), "unknown kind: expected 売上, 返品 or 取消 "
-                         "(sale, return, void)")
-                    )  # fmt: skip
+        if i_kind is not None:
+            raw = cells[i_kind]
+            kind, problem = known["kind"].get(raw) or cached("kind", raw, self._kind_cell)
+            if problem:
+                problems.append(problem)
 
-        unit_price = number("unit_price")
-        quantity = number("quantity", places=3)
-        tax = number("tax")
-        amount = number("amount")
-        if not get("amount") and kind != "void":
+        # every cached number cell is a non-empty tuple: `or` falls back to parsing it
+        number = self._number_cell
+        price = qty = tax = given = _NO_NUMBER
+        if i_price is not None:
+            raw = cells[i_price]
+            price = known["unit_price"].get(raw) or cached("unit_price", raw, number)
+        if i_qty is not None:
+            raw = cells[i_qty]
+            qty = known["quantity"].get(raw) or cached("quantity", raw, number)
+        if i_tax is not None:
+            raw = cells[i_tax]
+            tax = known["tax"].get(raw) or cached("tax", raw, number)
+        if i_amount is not None:
+            raw = cells[i_amount]
+            given = known["amount"].get(raw) or cached("amount", raw, number)
+        if price[1] or qty[1] or tax[1] or given[1]:
+            problems += [entry[1] for entry in (price, qty, tax, given) if entry[1]]
+        unit_price, quantity, amount = price[0], qty[0], given[0]
+        computed = False
+        if not given[4] and kind != "void":
             # no amount in the row: net amount + tax, else unit price × quantity (+ tax)
-            net = number("net_amount")
-            if net is not None:
-                amount = net + (tax or 0)
+            i = idx.get("net_amount")
+            net = cached("net_amount", cells[i], number) if i is not None else _NO_NUMBER
+            if net[1]:
+                problems.append(net[1])
+            computed = True
+            if net[0] is not None:
+                amount = net[0] + (tax[0] or 0)
             elif unit_price is not None:
-                amount = unit_price * (quantity if quantity is not None else 1) + (tax or 0)
+                amount = unit_price * (quantity if quantity is not None else 1) + (tax[0] or 0)
                 if amount.as_tuple().exponent < -2:
                     amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)
                 if abs(amount) >= MAX_AMOUNT:
-                    problems.append((col["unit_price"], get("unit_price"), "amount is too large"))
-            elif not get("net_amount") and not get("unit_price"):
+                    problems.append((col["unit_price"], price[4], "amount is too large"))
+            elif not net[4] and not price[4]:
                 source = next(f for f in ("amount", "net_amount", "unit_price") if f in idx)
                 reason = f"missing {_WHAT[source]}"
                 if source != "amount":
@@ -1529,7 +1660,13 @@ class SalesReader(_Reader):
                     reason += " (and nothing to compute it from)"
                 problems.append((col[source], "", reason))
 
-        order = _code(get("order_id"))
+        i = idx.get("order_id")
+        order = ""
+        if i is not None:  # mostly distinct: not cached, a fast path for plain codes instead
+            raw = cells[i]
+            order = raw.strip() if raw.isascii() else '="'
+            if order.startswith('="'):
+                order = _code(_clean(raw))
         if len(order) > 200:
             problems.append((col["order_id"], order, "order number longer than 200"))
         if kind == "void" and not order:
@@ -1540,68 +1677,90 @@ class SalesReader(_Reader):
                     "a void (取消) needs the order number of the sale it cancels",
                 )
             )
-        currency = _nfkc(get("currency")).upper() or "JPY"
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            problems.append((col["currency"], get("currency"), "currency must be a 3-letter code"))
+        i = idx.get("currency")
+        currency, problem = cached("currency", cells[i], self._currency_cell) if i is not None else ("JPY", None)  # fmt: skip
+        if problem:
+            problems.append(problem)
         if problems:
             return self._problem(line, problems)
 
-        assert at is not None
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=self.zone)
-        occurred_at = at.isoformat()
+        _, occurred_at, day = date_cell
         if amount is not None and amount < 0:
             if kind == "sale":
                 kind = "return"
             amount = -amount
         elif amount is not None and kind == "sale" and quantity is not None and quantity < 0:
             kind = "return"  # 返品: quantity -1 with the amount written positive
+        if amount is None:
+            amount_s = None
+        elif computed:
+            amount_s = _fmt(amount)
+        else:
+            amount_s = given[3] if given[0] < 0 else given[2]
         if not order:
-            day = at.astimezone(self.zone).date().isoformat()  # the tenant's calendar date
             who = (
                 customer
                 if len(customer) <= 180
                 else hashlib.sha256(customer.encode()).hexdigest()[:32]
             )
-            order_id = f"d:{who}:{day}"
+            order_id = f"d:{who}:{day}"  # the tenant's calendar date
         else:
             order_id = order
         negative = kind != "sale"
-        if negative and tax is not None:
-            tax = abs(tax)
+        tax_s = None if tax[0] is None else tax[3] if negative else tax[2]
         item = None
+        line_total = None
         if self._has_lines:
-            sku, name = _nfkc(get("sku")), get("name")
+            sku = name = ""
+            i = idx.get("sku")
+            if i is not None:
+                raw = cells[i]
+                sku = known["sku"].get(raw) or cached("sku", raw, _text_cell)
+            i = idx.get("name")
+            if i is not None:
+                raw = cells[i]
+                name = known["name"].get(raw) or cached("name", raw, _name_cell)
             if sku or name or unit_price is not None or quantity is not None:
                 item = {
                     "sku": sku[:200] or None,
                     "name": name[:500] or None,
-                    "unit_price": _fmt(abs(unit_price) if negative else unit_price)
-                    if unit_price is not None
-                    else None,
-                    "quantity": _fmt(abs(quantity) if negative else quantity)
-                    if quantity is not None
-                    else "1",
+                    "unit_price": None
+                    if unit_price is None
+                    else price[3]
+                    if negative
+                    else price[2],
+                    "quantity": "1" if quantity is None else qty[3] if negative else qty[2],
                 }
-        channel = _nfkc(get("channel"))[:100] or self.channel
-        amount_s = _fmt(amount) if amount is not None else None
-        tax_s = _fmt(tax) if tax is not None else None
-        key = "\x1f".join(
-            (
-                self.namespace,
-                branch,
-                customer,
-                occurred_at,
-                kind,
-                amount_s or "",
-                tax_s or "",
-                order_id,
-                currency,
-                channel or "",
-                "\x1e".join(str(v) for v in item.values()) if item else "",
-            )
-        ).encode()
-        digest = hashlib.sha256(key).digest()
+                if unit_price is not None:
+                    line_total = (abs(unit_price) if negative else unit_price) * (
+                        1 if quantity is None else abs(quantity) if negative else quantity
+                    )
+        i = idx.get("channel")
+        channel = (cached("channel", cells[i], _text_cell)[:100] if i is not None else "") or (
+            self.channel
+        )
+        lines = (
+            f"{item['sku']}\x1e{item['name']}\x1e{item['unit_price']}\x1e{item['quantity']}"
+            if item
+            else ""
+        )
+        digest = hashlib.sha256(
+            "\x1f".join(
+                (
+                    self.namespace,
+                    branch,
+                    customer,
+                    occurred_at,
+                    kind,
+                    amount_s or "",
+                    tax_s or "",
+                    order_id,
+                    currency,
+                    channel or "",
+                    lines,
+                )
+            ).encode()
+        ).digest()
         nth = self._seen.add((int.from_bytes(digest[:8], "big") >> 1) or 1)
         event = {
             "schema_version": 1,
@@ -1619,10 +1778,10 @@ class SalesReader(_Reader):
             "lines": [item] if item else [],
         }
         if order:
-            self._watch_order(order, customer, line, amount_s, item)
+            self._watch_order(order, customer, line, amount_s, item, line_total)
         return SaleRow(line, event)
 
-    def _watch_order(self, order, customer, line, amount_s, item) -> None:
+    def _watch_order(self, order, customer, line, amount_s, item, line_total) -> None:
         """Two checks on the order numbers, cheap and bounded: the same number for two
         customers (numbers restart per day or per store: such rows would become one purchase),
         and an amount that is the same on every line of an order whose lines differ (an order
@@ -1637,25 +1796,31 @@ class SalesReader(_Reader):
                 self._reused.append(
                     f"{order} (line {first[1]}: {first[0]}, line {line}: {customer})"
                 )
-        if "amount" in self._idx and "unit_price" in self._idx:
-            current, amounts, items = self._run_order
-            if order != current:
+        if self._watch_totals:
+            # the run of rows with this order number: [order, rows, first amount, every amount
+            # the same, first unit price × quantity, some line's differs]
+            run = self._run_order
+            if order != run[0]:
                 self._close_run()
-                self._run_order = (order, [], set())
-                current, amounts, items = self._run_order
-            amounts.append(amount_s or "")
-            if item and item["unit_price"] is not None:
-                items.add(Decimal(item["unit_price"]) * Decimal(item["quantity"]))
+                run = self._run_order = [order, 0, amount_s or "", True, None, False]
+            run[1] += 1
+            if (amount_s or "") != run[2]:
+                run[3] = False
+            if item and line_total is not None:
+                if run[4] is None:
+                    run[4] = line_total
+                elif line_total != run[4]:
+                    run[5] = True
 
     def _close_run(self) -> None:
         # lines whose unit price × quantity differ, all with the same amount
-        order, amounts, items = self._run_order
-        if order is not None and len(amounts) >= 2 and len(set(amounts)) == 1 and len(items) > 1:
+        order, rows, _, same_amount, _, totals_differ = self._run_order
+        if order is not None and rows >= 2 and same_amount and totals_differ:
             self._repeated_totals.append(order)
 
     def _finish(self) -> None:
         self._close_run()
-        self._run_order = (None, [], set())
+        self._run_order = [None, 0, "", True, None, False]
 
     def _warnings(self) -> list[str]:
         out = super()._warnings()
