@@ -10,7 +10,6 @@ import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -91,11 +90,15 @@ def test_partitioner_places_keys_as_kafkas_default_partitioner():
 
 def test_a_sale_is_staged_with_its_sort_key_then_published_as_key_partition_and_json():
     (row, *_) = read_sales(CP932_SALES, tenant="demo")
-    staged = importer.stage_record(row)
-    assert staged[:3] == (datetime(2003, 3, 30, tzinfo=ZoneInfo("Asia/Tokyo")), 2, "A-0104")
+    row = type(row)(row.line, {**row.event, "customer_id": 'A-"0104"', "name": 'say "hi",\n'})
+    line = importer.stage_record(row)  # a line of COPY's CSV format
+    (staged,) = list(csv.reader(io.StringIO(line.decode())))
+    assert staged[:3] == ["2003-03-30T00:00:00+09:00", "2", 'A-"0104"']
     assert json.loads(staged[3]) == row.event
-    ((partition, key, value),) = importer.publish_records("demo", lambda k: 7)([staged])
-    assert (partition, key) == (7, b"demo:A-0104")
+    # what the publish phase reads back: (occurred_at, line, customer, event bytes)
+    back = (datetime.fromisoformat(staged[0]), 2, staged[2], staged[3].encode())
+    ((partition, key, value),) = importer.publish_records("demo", lambda k: 7)([back])
+    assert (partition, key) == (7, b'demo:A-"0104"')
     assert json.loads(value) == row.event
 
 
