@@ -316,21 +316,21 @@ async def create_staging(conn: asyncpg.Connection, import_id: int) -> None:
     await conn.execute(
         f"CREATE UNLOGGED TABLE IF NOT EXISTS {staging_table(import_id)} ("
         " occurred_at timestamptz NOT NULL, line bigint NOT NULL, customer_id text NOT NULL,"
-        " event text NOT NULL) WITH (autovacuum_enabled = false)"
+        " event bytea NOT NULL) WITH (autovacuum_enabled = false)"
     )
 
 
 def stager(import_id: int, rows: bytes) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
     """What :func:`checkpoint` runs in its transaction to stage a batch's accepted rows:
-    ``rows`` in COPY's CSV format (``occurred_at,line,"customer","event JSON"`` per line), made
-    by the reading thread, so the event loop only streams bytes to the server."""
+    ``rows`` in binary COPY format (services.importer.staged_rows), made by the reading
+    thread, so the event loop only streams bytes to the server."""
 
     async def source():
         yield rows
 
     async def stage(conn: asyncpg.Connection) -> None:
         await conn.copy_to_table(
-            staging_table(import_id), source=source(), columns=STAGED_COLUMNS, format="csv"
+            staging_table(import_id), source=source(), columns=STAGED_COLUMNS, format="binary"
         )
 
     return stage
@@ -358,7 +358,7 @@ async def staged_page(
     """The next ``limit`` staged rows in publishing order (occurred_at, then the file's line)
     after the sort key ``after``."""
     table = staging_table(import_id)
-    columns = "occurred_at, line, customer_id, convert_to(event, 'UTF8') AS event"  # as bytes
+    columns = ", ".join(STAGED_COLUMNS)
     if after is None:
         return await conn.fetch(
             f"SELECT {columns} FROM {table} ORDER BY occurred_at, line LIMIT $1", limit
