@@ -858,24 +858,80 @@ async def scenario_latency(rate: int, seconds: int, partitions: int) -> str:
 
 
 async def scenario_import(rows: int, partitions: int) -> str:
-    """A CP932 tab-separated sales file imported to published-and-acknowledged, beside
-    PostgreSQL's own COPY of the same file (services.importer.bench_import)."""
-    import resource
+    """A CP932 tab-separated sales file (i) imported — read and staged, then published in date
+    order and acknowledged — and (ii) classified: a classifier started on the same broker and
+    database once the import is acknowledged, timed until every imported event is in its
+    durable state, then until the lapse clock has caught up and every change is published;
+    beside PostgreSQL's own COPY of the same file (services.importer.bench_import)."""
+    from services.importer import SAMPLE_DAYS, SAMPLE_START, bench_import
 
-    from services.importer import bench_import
+    # the classifier's "now": the day after the file's last sales day
+    today = SAMPLE_START + timedelta(days=SAMPLE_DAYS)
+
+    async def classify(url: str, bootstrap: str, r: dict) -> dict:
+        print(
+            f"  imported in {r['import_seconds']} s; classifying {r['published']:,} events …",
+            flush=True,
+        )
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        run = ServiceRun(url, bootstrap, {"KIZUNA_NOW": f"{today}T12:00:00+09:00"})
+        started = time.perf_counter()
+        stored = None
+        try:
+            while True:
+                run.sample()
+                done = await pool.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                    " WHERE group_id = 'kizuna-classifier'"
+                )
+                if stored is None and done >= r["published"]:
+                    stored = time.perf_counter() - started
+                if (
+                    stored is not None
+                    and not await pool.fetchval(
+                        "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", today
+                    )
+                    and not await pool.fetchval("SELECT count(*) FROM outbox")
+                ):
+                    break
+                if run.process.poll() is not None:
+                    raise RuntimeError(f"the classifier exited ({run.process.returncode})")
+                await asyncio.sleep(0.2)
+            settled = time.perf_counter() - started
+            events = await pool.fetchval("SELECT count(*) FROM purchases")
+        finally:
+            run.stop()
+            await pool.close()
+        return {
+            "classified_seconds": round(stored, 1),
+            "settled_seconds": round(settled, 1),
+            "events_stored": events,
+            "classifier_peak_rss_mb": round(run.peak_rss / 2**20),
+        }
 
     print(f"importing {rows:,} generated CP932 rows …", flush=True)
-    r = await bench_import(rows, partitions=partitions)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r = await bench_import(rows, partitions=partitions, then=classify)
+    both = r["import_seconds"] + r["classified_seconds"]
+    settled = r["import_seconds"] + r["settled_seconds"]
     rows_out = [
         ("rows (file size)", f"{r['rows']:,} ({r['file_bytes'] / 2**20:.1f} MiB, CP932, tab)"),
         (
-            "import: parsed, checked, published and acknowledged",
-            f"{r['import_seconds']} s ({r['import_rows_per_second']:,} rows/s)",
+            "(i) imported: parsed, checked, staged, published in date order and acknowledged",
+            f"{r['import_seconds']} s ({r['import_rows_per_second']:,} rows/s): read and stage "
+            f"{r['read_seconds']} s, publish {r['publish_seconds']} s",
         ),
         (
-            "accepted / rejected / records on the topic",
-            f"{r['accepted']:,} / {r['rejected']:,} / {r['published']:,}",
+            "(ii) imported and classified: every event in the classifier's durable state",
+            f"{both:.1f} s ({rows / both:,.0f} rows/s); the classifier, started when the import "
+            f"was acknowledged, took {r['classified_seconds']} s",
+        ),
+        (
+            f"… and the lapse clock caught up to {today}, every change published",
+            f"{settled:.1f} s ({r['settled_seconds']} s after the import)",
+        ),
+        (
+            "accepted / rejected / records on the topic / events stored",
+            f"{r['accepted']:,} / {r['rejected']:,} / {r['published']:,} / {r['events_stored']:,}",
         ),
         (
             "reading and parsing alone",
@@ -885,13 +941,22 @@ async def scenario_import(rows: int, partitions: int) -> str:
             "PostgreSQL COPY of the same file into a text table",
             f"{r['copy_seconds']} s ({r['copy_rows_per_second']:,} rows/s)",
         ),
-        ("import / COPY", f"{r['import_seconds'] / r['copy_seconds']:.0f}×"),
-        ("peak RSS of the importing process", f"{peak:.0f} MB"),
+        (
+            "(i) / COPY, (ii) / COPY",
+            f"{r['import_seconds'] / r['copy_seconds']:.0f}×, {both / r['copy_seconds']:.0f}×",
+        ),
+        (
+            "peak RSS of the importing process (before the import)",
+            f"{r['import_peak_rss_mb']} MB ({r['rss_before_import_mb']} MB)",
+        ),
+        ("peak RSS of the classifier", f"{r['classifier_peak_rss_mb']} MB"),
     ]
     notes = [
-        "Target (issue 5): within 3× of COPY — not met: parsing (encodings, Japanese headers, "
-        "dates, amounts, per-row checks) is most of the time, in Python.",
-        "Classification of the imported events runs at the classifier's rate (see classify).",
+        "Target (issue 5): within 3× of COPY — not met. The import is Python: parsing "
+        "(encodings, Japanese headers, dates, amounts, per-row checks, event ids) and building "
+        "the events; staging in PostgreSQL and publishing in date order add a second pass.",
+        "The classifier runs at its own rate (see classify); its time here includes its start "
+        "and group join.",
     ]
     return append_report("import", rows_out, notes)
 

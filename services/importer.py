@@ -900,6 +900,7 @@ SAMPLE_ITEMS = (
     ("K-06", "梅干し 特選", 1800),
 )
 SAMPLE_BRANCHES = ("shibuya", "shinjuku", "umeda", "sakae", "tenjin", "online")
+SAMPLE_START, SAMPLE_DAYS = date(2021, 1, 1), 1095  # three years of sales: 2021 to 2023
 SAMPLE_HEADER = (
     "伝票番号\t受注日\t顧客コード\t店舗コード\t商品コード\t商品名\t単価\t数量\t消費税\t売上金額"
 )
@@ -912,14 +913,14 @@ def write_sample_sales(
     (dates like 2003/3/30, amounts like 6,480, one row per line item, 1–3 items per order).
     Returns the file size."""
     rnd = random.Random(seed)
-    start = date(2021, 1, 1)
+    start = SAMPLE_START
     with open(path, "w", encoding="cp932", newline="") as f:
         f.write(SAMPLE_HEADER + "\r\n")
         written, order = 0, 100000
         while written < rows:
             order += 1
             customer = f"C{rnd.randrange(customers):06d}"
-            day = start + timedelta(days=rnd.randrange(1095))
+            day = start + timedelta(days=rnd.randrange(SAMPLE_DAYS))
             branch = rnd.choice(SAMPLE_BRANCHES)
             for _ in range(min(rnd.choice((1, 1, 2, 3)), rows - written)):
                 sku, name, price = rnd.choice(SAMPLE_ITEMS)
@@ -940,12 +941,18 @@ async def bench_import(
     batch_rows: int = BATCH_ROWS,
     parse_only: bool = True,
     work_dir: str | os.PathLike | None = None,
+    then: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Measure the bulk path on this machine: a generated CP932 tab file of ``rows`` rows
-    imported end to end to "published and acknowledged" (checkpoints included) on its own
-    embedded broker and a fresh database; then, for scale, reading and parsing alone
-    (``parse_only``), and PostgreSQL's own ``COPY`` of the same file into a plain table of
-    text columns. Returns the figures (seconds and rows per second of each)."""
+    imported end to end to "published and acknowledged" (checkpoints included; the read and the
+    publish phase timed apart, the importing process's peak RSS sampled) on its own embedded
+    broker and a fresh database; then ``then(database_url, bootstrap, figures)`` while both
+    still run (the benchmark starts a classifier there and waits for it; what it returns is
+    added to the figures); then, for scale, reading and parsing alone (``parse_only``), and
+    PostgreSQL's own ``COPY`` of the same file into a plain table of text columns. Returns the
+    figures (seconds and rows per second of each)."""
+    import psutil
+
     from shared.db import _with_database, create_pool, migrate, resolve_database_url
     from shared.embedded import EmbeddedBroker
     from shared.kafka import ensure_topics, high_watermarks, new_producer
@@ -959,6 +966,14 @@ async def bench_import(
     url = _with_database(server_url, database)
     broker = EmbeddedBroker(_free_port(), log_file=None)
     result: dict[str, Any] = {"rows": rows, "partitions": partitions, "batch_rows": batch_rows}
+    me = psutil.Process()
+    rss = [0]
+
+    async def sample_rss() -> None:
+        while True:
+            rss[0] = max(rss[0], me.memory_info().rss)
+            await asyncio.sleep(0.05)
+
     try:
         result["file_bytes"] = await asyncio.to_thread(write_sample_sales, path, rows)
         await migrate(url)
@@ -967,16 +982,28 @@ async def bench_import(
         pool = await create_pool(url, max_size=2)
         producer = new_producer(broker.bootstrap)
         await producer.start()
+        read_until = [0.0]
+
+        def progress(checkpoint: store.Checkpoint) -> None:
+            if checkpoint.phase == "read":
+                read_until[0] = time.perf_counter()
+
         try:
+            rss_before = me.memory_info().rss
+            sampler = asyncio.create_task(sample_rss())
             started = time.perf_counter()
-            row = await import_file(
-                pool,
-                path,
-                ImportRequest("sales", "bench", file_name=path.name),
-                publisher=PurchasePublisher.for_producer(producer),
-                batch_rows=batch_rows,
-            )
-            seconds = time.perf_counter() - started
+            try:
+                row = await import_file(
+                    pool,
+                    path,
+                    ImportRequest("sales", "bench", file_name=path.name),
+                    publisher=PurchasePublisher.for_producer(producer),
+                    batch_rows=batch_rows,
+                    on_progress=progress,
+                )
+                seconds = time.perf_counter() - started
+            finally:
+                sampler.cancel()
         finally:
             await producer.stop()
         marks = await high_watermarks(broker.bootstrap, [PURCHASES])
@@ -986,7 +1013,13 @@ async def bench_import(
             published=sum(marks.values()),
             import_seconds=round(seconds, 2),
             import_rows_per_second=round(rows / seconds),
+            read_seconds=round(read_until[0] - started, 2),
+            publish_seconds=round(seconds - (read_until[0] - started), 2),
+            import_peak_rss_mb=round(max(rss[0], rss_before) / 2**20),
+            rss_before_import_mb=round(rss_before / 2**20),
         )
+        if then is not None:
+            result.update(await then(url, broker.bootstrap, result))
         if parse_only:
             started = time.perf_counter()
             n = await asyncio.to_thread(_parse_only, path)
