@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=int, default=2000, help="latency: events per second")
     bench.add_argument("--rows", type=int, default=1_000_000, help="import: rows in the CSV file")
     bench.add_argument("--seconds", type=int, default=60, help="latency: how long to feed")
+    bench.add_argument(
+        "--cold",
+        action="store_true",
+        help="latency: start from an empty database (default: 50,000 customers have bought "
+        "before the clock starts, then ANALYZE)",
+    )
     bench.add_argument("--lapse-customers", type=int, default=1_000_000)
     bench.add_argument("--lapsing", type=int, default=200_000)
     bench.add_argument(
