@@ -649,3 +649,26 @@ async def test_a_cancelled_import_keeps_what_it_stored_and_resumes(ingest, pool,
     assert (
         await pool.fetchval("SELECT count(*) FROM customers WHERE tenant_id = $1", tenant) == rows
     )
+
+
+async def test_staging_tables_nobody_will_read_are_dropped(pool, tenant):
+    async def new_import(status: str, age_days: int = 0) -> int:
+        return await pool.fetchval(
+            "INSERT INTO imports (tenant_id, kind, file_sha256, status, updated_at)"
+            " VALUES ($1, 'sales', 'x', $2, now() - make_interval(days => $3)) RETURNING id",
+            tenant,
+            status,
+            age_days,
+        )
+
+    done, stale = await new_import("done"), await new_import("failed", 8)
+    recent = await new_import("interrupted", 1)
+    gone = 10**12  # an import that no longer exists
+    async with pool.acquire() as conn:
+        for import_id in (done, stale, recent, gone):
+            await importer.store.create_staging(conn, import_id)
+        dropped = await importer.store.drop_stale_staging(conn)
+        assert {done, stale, gone} <= set(dropped) and recent not in dropped
+        assert await importer.store.staged_count(conn, recent) == 0  # still there, empty
+        assert await importer.store.staged_count(conn, stale) is None
+        await importer.store.drop_staging(conn, recent)
