@@ -63,3 +63,30 @@ async def test_a_sweep_beside_a_batch_skips_its_customers(pool, tenant, monkeypa
     assert (row["seq"], row["segment"], row["purchase_count"]) == (3, "steady_active", 2)
     changes = await Classifier(Settings(now=datetime(2025, 12, 6, tzinfo=UTC))).sweep(pool)
     assert changes == 0  # nothing was left due: the sweep had not lapsed it behind the batch
+
+
+async def test_one_batch_of_two_tenants_with_the_same_customer_codes(pool, tenant):
+    """A batch is one transaction over every tenant in it: each tenant's states stay its own."""
+    other = f"{tenant}x"
+    await handle(
+        pool,
+        [
+            record(tenant, 0, "e1", "C1", "2026-01-10T10:00:00", "12000"),
+            record(other, 1, "e1", "C1", "2026-01-11T10:00:00", "90000"),
+            record(other, 2, "e2", "C2", "2026-01-12T10:00:00", "5000"),
+        ],
+    )
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT tenant_id, customer_id, scope, purchase_count, total_amount FROM customer_states"
+            " WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id, customer_id, scope",
+            [tenant, other],
+        )
+    assert [(r["tenant_id"], r["customer_id"], r["scope"], r["total_amount"]) for r in rows] == [
+        (tenant, "C1", "all", 12000),
+        (tenant, "C1", "shibuya", 12000),
+        (other, "C1", "all", 90000),
+        (other, "C1", "shibuya", 90000),
+        (other, "C2", "all", 5000),
+        (other, "C2", "shibuya", 5000),
+    ]
