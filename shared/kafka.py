@@ -180,15 +180,24 @@ def unpack_outbox(records: bytes) -> Iterator[tuple[str, bytes, bytes]]:
         start = stop + 1
 
 
+OUTBOX_RECORDS_PER_ROW = 1000
+
+
 async def write_outbox(
     conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str | bytes]]
 ) -> None:
-    """Queue records for the relay in the caller's transaction: one outbox row for all of them."""
+    """Queue records for the relay in the caller's transaction: one outbox row per thousand
+    records, packed one row at a time as COPY streams them (a batch's records are megabytes;
+    packing them all at once held them twice more)."""
     if rows:
-        await conn.execute(
-            "INSERT INTO outbox (records, record_count) VALUES ($1, $2)",
-            pack_outbox(rows),
-            len(rows),
+        step = OUTBOX_RECORDS_PER_ROW
+        await conn.copy_records_to_table(
+            "outbox",
+            records=(
+                (pack_outbox(rows[i : i + step]), len(rows[i : i + step]))
+                for i in range(0, len(rows), step)
+            ),
+            columns=["records", "record_count"],
         )
 
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.db import _with_database, migrate, migration_files
-from shared.kafka import pending_outbox, write_outbox
+from shared.kafka import pending_outbox, unpack_outbox, write_outbox
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +53,21 @@ async def test_waiting_records_survive_the_move_to_packed_rows(database_url):
         await conn.close()
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_large_batch_is_several_rows_in_order(database_url):
+    conn = await asyncpg.connect(database_url)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+        await write_outbox(conn, [("t", f"k{i}", json.dumps({"i": i})) for i in range(2500)])
+        mine = await conn.fetch(
+            "SELECT records, record_count FROM outbox WHERE id > $1 ORDER BY id", before
+        )
+        assert [r["record_count"] for r in mine] == [1000, 1000, 500]
+        unpacked = [rec for r in mine for rec in unpack_outbox(r["records"])]
+        assert [json.loads(p)["i"] for _, _, p in unpacked] == list(range(2500))
+    finally:
+        await tx.rollback()  # other tests share this database and its relay
+        await conn.close()
