@@ -13,11 +13,13 @@ from shared import http
 from shared.db import create_pool
 from shared.events import PURCHASES
 from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
 from .pipeline import SERVICE, Classifier
 from .relay import Relay
+from .store import GROWN_TABLES
 
 log = logging.getLogger("kizuna.classifier")
 GROUP = "kizuna-classifier"
@@ -95,6 +97,8 @@ async def lifespan(app: FastAPI):
             "clock",
             stop,
         ),
+        # Key lookups by customer need statistics; a server without autovacuum never makes them.
+        supervised(keep_statistics(pool, stop, GROWN_TABLES), "statistics", stop),
     ]
     app.state.consumer, app.state.relay, app.state.pool = consumer, relay, pool
     try:

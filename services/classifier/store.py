@@ -17,6 +17,9 @@ from shared.events import (
 
 from .domain import Change, ScopeState
 
+# The tables the classifier grows and reads by customer (shared.pgstats keeps their statistics).
+GROWN_TABLES = ("purchases", "customer_states")
+
 STATE_COLUMNS = (
     "scope, customer_id, seq, segment, purchase_count, total_amount, first_purchase_on,"
     " last_purchase_on, home_branch_id, clock_on, lapse_due_on, rules_version"
