@@ -27,11 +27,12 @@ from shared.db import create_pool
 from shared.events import CUSTOMER_STATES
 from shared.http import ApiError, tenant_header
 from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.pgstats import keep_statistics
 from shared.settings import get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
-from .pipeline import GROUP, SERVICE, keep_statistics, on_customer_states
+from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
 STATIC = Path(__file__).parent / "static"
@@ -74,7 +75,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.consumer = consumer
         app.state.consume_task = asyncio.create_task(consumer.run(stop), name="consume")
         app.state.consume_task.add_done_callback(_log_crash)
-        statistics = asyncio.create_task(keep_statistics(pool, stop), name="statistics")
+        statistics = asyncio.create_task(
+            keep_statistics(pool, stop, store.GROWN_TABLES), name="statistics"
+        )
     else:
         # `kizuna serve reports` may run read-only on a database another stack filled.
         log.warning("no KAFKA_BOOTSTRAP_SERVERS: serving the stored portfolio without consuming")

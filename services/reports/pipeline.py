@@ -3,10 +3,8 @@ PostgreSQL transaction that also stores the consumer's offsets (see ``PgOffsetCo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
-from contextlib import suppress
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -105,20 +103,3 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
     await write_outbox(conn, dead)
     STATES_APPLIED.inc(applied)
     STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records
-
-
-async def keep_statistics(pool: asyncpg.Pool, stop: asyncio.Event, every: float = 2.0) -> None:
-    """Beside the consumer: renew the planner statistics of the tables it grows when they are
-    missing or stale (``store.stale_statistics``), so its key lookups keep their plans on a
-    server whose autovacuum is off or has not come round yet. A failure is logged, not fatal."""
-    while not stop.is_set():
-        try:
-            async with pool.acquire() as conn:
-                stale = await store.stale_statistics(conn)
-                if stale:
-                    await store.analyze(conn, stale)
-                    log.info("renewed planner statistics of %s", ", ".join(stale))
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("could not renew planner statistics: %s", exc)
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)

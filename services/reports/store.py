@@ -14,7 +14,7 @@ and the timeline read walked ``report_timeline_day`` through all of a scope's en
 customer. Both grew with the table until the consumer fell behind the feed (docs/BENCHMARKS.md,
 latency). So rows are locked by per-key ``LATERAL`` lookups (a locking subquery is never turned
 into a join), updated by upserts on the primary key (nothing to plan), and the service keeps the
-statistics of the tables it grows (``stale_statistics``), which the timeline read needs.
+statistics of the tables it grows (``shared.pgstats``), which the timeline read needs.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def lock_customers(
 
     Each row is one primary-key lookup: a locking ``LATERAL`` subquery is never flattened into a
     join, so no plan can scan the table instead. The timeline ranges need planner statistics
-    (``stale_statistics``): without them PostgreSQL rated ``report_timeline_day`` as good as the
+    (``shared.pgstats``): without them PostgreSQL rated ``report_timeline_day`` as good as the
     primary key and walked all of a scope's entries of the day, per customer."""
     if not since:
         return {}, {}
@@ -255,44 +255,9 @@ async def write_batch(
 
 # --- planner statistics ---------------------------------------------------------------------------
 
-# The tables the consumer grows and reads by key, and how many changed rows make their
-# statistics worth renewing at the least (autovacuum's analyze renews them after 10% changed).
+# The tables the consumer grows and reads by key: their statistics are kept by
+# ``shared.pgstats.keep_statistics`` beside the consumer (servers without autovacuum).
 GROWN_TABLES = ("report_customers", "report_timeline")
-MIN_CHANGED_ROWS = 1000
-
-
-async def stale_statistics(
-    conn: asyncpg.Connection, tables: tuple[str, ...] = GROWN_TABLES
-) -> list[str]:
-    """The tables whose planner statistics are missing or older than as many changed rows as they
-    described: growing from empty, each is analyzed at 1,000 rows and again each time it has about
-    doubled. With autovacuum on, its analyze (after 10% changed) comes first and this finds
-    nothing to do; without it, plans chosen for a near-empty table would stay."""
-    rows = await conn.fetch(
-        "SELECT s.relname, greatest(c.reltuples, 0) AS described, s.n_mod_since_analyze AS changed"
-        " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-        " WHERE s.relid = ANY($1::text[]::regclass[])",
-        list(tables),
-    )
-    return sorted(
-        r["relname"] for r in rows if r["changed"] >= max(MIN_CHANGED_ROWS, r["described"])
-    )
-
-
-async def analyze(conn: asyncpg.Connection, tables: list[str]) -> None:
-    """Renew the planner statistics of these tables (a sample; it does not block writers).
-
-    With a small sample (statistics target 10, 3,000 rows): these key lookups need the planner
-    to know that a customer is a few rows, not fine histograms, and the full sample took 120-130 ms
-    of a shared core per table at 100,000 rows, about 10 ms this way. Autovacuum's own analyze,
-    where it runs, replaces these statistics with its full ones."""
-    for table in tables:
-        if table not in GROWN_TABLES:
-            raise ValueError(f"not a table the reports service keeps statistics for: {table}")
-    async with conn.transaction():
-        await conn.execute("SET LOCAL default_statistics_target = 10")
-        for table in tables:
-            await conn.execute(f"ANALYZE {table}")
 
 
 # --- reads ----------------------------------------------------------------------------------------

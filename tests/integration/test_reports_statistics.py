@@ -1,6 +1,7 @@
-"""The reports service keeps the planner statistics of the tables its consumer grows: on a server
-without autovacuum (this project's CI machine) a table that grew from empty would otherwise keep
-the plans chosen for an empty one (services/reports/store.py)."""
+"""The reports service keeps the planner statistics of the tables its consumer grows
+(``shared.pgstats``): on a server without autovacuum (this project's CI machine) a table that
+grew from empty would otherwise keep the plans chosen for an empty one (services/reports/store.py).
+Here: when, as a table grows, its statistics count as stale."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from services.reports import store
+from shared import pgstats
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,19 +48,19 @@ async def test_a_grown_table_is_analyzed_once_then_again_when_it_has_doubled(scr
         )
 
     async def stale() -> list[str]:
-        return await store.stale_statistics(scratch, tables)
+        return await pgstats.stale_statistics(scratch, tables)
 
-    await add(0, store.MIN_CHANGED_ROWS - 1)
+    await add(0, pgstats.MIN_CHANGED_ROWS - 1)
     assert await stale() == []  # too small to matter yet
-    await add(store.MIN_CHANGED_ROWS, 1)
+    await add(pgstats.MIN_CHANGED_ROWS, 1)
     await wait_for(stale, what="the grown table to need statistics")  # stats are flushed ~1 s
-    await store.analyze(scratch, await stale())
+    await pgstats.analyze(scratch, await stale(), store.GROWN_TABLES)
     assert await stale() == []
     assert await scratch.fetchval(
         "SELECT reltuples FROM pg_class WHERE oid = 'report_timeline'::regclass"
-    ) == pytest.approx(store.MIN_CHANGED_ROWS, rel=0.01)
+    ) == pytest.approx(pgstats.MIN_CHANGED_ROWS, rel=0.01)
 
-    await add(10_000, store.MIN_CHANGED_ROWS + 10)  # about doubled since the last analyze
+    await add(10_000, pgstats.MIN_CHANGED_ROWS + 10)  # about doubled since the last analyze
     assert await wait_for(stale, what="the doubled table to need statistics again") == [
         "report_timeline"
     ]
@@ -66,4 +68,4 @@ async def test_a_grown_table_is_analyzed_once_then_again_when_it_has_doubled(scr
 
 async def test_only_the_consumers_tables_are_analyzed(scratch):
     with pytest.raises(ValueError):
-        await store.analyze(scratch, ["customer_states"])
+        await pgstats.analyze(scratch, ["customer_states"], store.GROWN_TABLES)
