@@ -245,6 +245,7 @@ class PgOffsetConsumer:
         max_wait_ms: int = 200,
         parallel: int = 1,
         fetch_max_wait_ms: int = 50,
+        committed: Callable[[], None] | None = None,
     ):
         self.service = service
         self.bootstrap = bootstrap
@@ -252,6 +253,7 @@ class PgOffsetConsumer:
         self.topics = list(topics)
         self.pool = pool
         self.handle = handle
+        self.committed = committed  # called after each batch's transaction has committed
         self.batch_size = batch_size
         self.max_wait_ms = max_wait_ms
         self.parallel = max(1, parallel)
@@ -385,6 +387,8 @@ class PgOffsetConsumer:
                     for tp, part in batches.items()
                 ],
             )
+        if self.committed is not None:
+            self.committed()  # after the commit: what the batch wrote is visible now
 
     def _observe_lag(self, batches) -> None:
         for tp, part in batches.items():

@@ -64,17 +64,16 @@ async def lifespan(app: FastAPI):
     classifier = Classifier(settings)
     relay = Relay(pool, settings.kafka_bootstrap_servers, settings.relay_batch_size)
 
-    async def handle(conn, records):
-        await classifier.handle(conn, records)
-        relay.wake.set()
-
     consumer = PgOffsetConsumer(
         service=SERVICE,
         bootstrap=settings.kafka_bootstrap_servers,
         group_id=GROUP,
         topics=[PURCHASES],
         pool=pool,
-        handle=handle,
+        handle=classifier.handle,
+        # Wake the relay once the batch's outbox rows are committed: woken inside the
+        # transaction it found nothing yet and napped, up to 200 ms on every change's path.
+        committed=relay.wake.set,
         batch_size=settings.classifier_batch_size,
         session_timeout_ms=settings.session_timeout_ms,
         parallel=settings.classifier_parallel,
