@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 
 from services.classifier.store import GROWN_TABLES
+from shared.db import _with_database, migrate
 from shared.pgstats import analyze, stale_statistics
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-async def test_grown_tables_are_analyzed_when_stale_and_only_ours(database_url):
-    conn = await asyncpg.connect(database_url)
+@pytest.fixture
+async def own_database(database_url):
+    """A database of its own: in the shared one, running services keep these statistics too."""
+    name = f"kizuna_pgstats_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(database_url, name)
+    await migrate(url)
     try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_grown_tables_are_analyzed_when_stale_and_only_ours(own_database):
+    conn = await asyncpg.connect(own_database)
+    try:
+        assert await stale_statistics(conn, GROWN_TABLES) == []  # empty: nothing to plan yet
         await conn.execute(
             "INSERT INTO customer_states (tenant_id, scope, customer_id, seq, purchase_count,"
             " total_amount, clock_on) SELECT 'pgstats', 'all', 'C' || i, 1, 1, 100, current_date"
@@ -23,16 +42,15 @@ async def test_grown_tables_are_analyzed_when_stale_and_only_ours(database_url):
         await conn.execute("SELECT pg_stat_force_next_flush()")  # counters reach the view
 
         async def stale():
-            return "customer_states" in await stale_statistics(conn, GROWN_TABLES)
+            return await stale_statistics(conn, GROWN_TABLES) == ["customer_states"]
 
         await wait_for(stale, timeout=10, what="customer_states reported stale")
         await analyze(conn, ["customer_states"], GROWN_TABLES)
-        assert "customer_states" not in await stale_statistics(conn, GROWN_TABLES)
+        assert await stale_statistics(conn, GROWN_TABLES) == []
         assert await conn.fetchval(
             "SELECT reltuples >= 1500 FROM pg_class WHERE relname = 'customer_states'"
         )
         with pytest.raises(ValueError, match="not a table"):
             await analyze(conn, ["pg_class; DROP TABLE purchases"], GROWN_TABLES)
     finally:
-        await conn.execute("DELETE FROM customer_states WHERE tenant_id = 'pgstats'")
         await conn.close()
