@@ -75,8 +75,11 @@ def migration_files() -> list[tuple[str, str]]:
     return [(f.name, f.read_text(encoding="utf-8")) for f in files]
 
 
-async def migrate(url: str) -> list[str]:
-    """Apply the plain SQL migrations that have not run yet, each once, in file order."""
+async def migrate(url: str, before: str | None = None) -> list[str]:
+    """Apply the plain SQL migrations that have not run yet, each once, in file order.
+
+    ``before`` stops at the first file whose name is not below it: the schema an older release
+    left (tests of a migration start there, then migrate the rest)."""
     await ensure_database(url)
     conn = await asyncpg.connect(url)
     applied_now = []
@@ -88,6 +91,8 @@ async def migrate(url: str) -> list[str]:
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         for name, sql in migration_files():
+            if before is not None and name >= before:
+                break
             if name in done:
                 continue
             async with conn.transaction():

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.db import _with_database, database_name, migrate
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -16,3 +23,21 @@ async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def scratch_database(
+    server_url: str, label: str, before: str | None = None
+) -> AsyncIterator[str]:
+    """A database of its own on the test server, dropped afterwards: migrated fully, or only up
+    to the migration file ``before`` (a database as an older release left it)."""
+    url = _with_database(server_url, f"kizuna_{label}_{uuid.uuid4().hex[:8]}")
+    await migrate(url, before=before)
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+        finally:
+            await admin.close()

@@ -18,12 +18,11 @@ import httpx
 import pytest
 
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
-from shared.db import _with_database, migrate
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES
 from shared.kafka import ensure_topics, group_lag
 from tests.conftest import TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -170,15 +169,8 @@ async def own_broker():
 
 @pytest.fixture
 async def own_database(database_url):
-    name = f"kizuna_history_{random.Random().randrange(16**8):08x}"
-    url = _with_database(database_url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(database_url, "history") as url:
+        yield url
 
 
 async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(

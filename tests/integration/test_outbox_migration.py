@@ -4,55 +4,46 @@ when it runs are carried over in order, and the relay publishes them like any ot
 from __future__ import annotations
 
 import json
-import uuid
 
 import asyncpg
 import pytest
 
-from shared.db import _with_database, migrate, migration_files
+from shared.db import migrate
 from shared.kafka import pending_outbox, unpack_outbox, write_outbox
+from tests.helpers import scratch_database
 
 pytestmark = pytest.mark.integration
 
 
 async def test_waiting_records_survive_the_move_to_packed_rows(database_url):
-    name = f"kizuna_outbox_{uuid.uuid4().hex[:8]}"
-    url = _with_database(database_url, name)
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (name text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for file_name, sql in migration_files():
-            if file_name < "007":
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file_name)
-        old = [
-            ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 1, "name": "山田\tさん"})),
-            ("kizuna.deadletter.v1", "t:odd\nkey", '{\n  "reason": "bad"\n}'),
-            ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 2})),
-        ]
-        for topic, key, payload in old:
-            await conn.execute(
-                "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", topic, key, payload
-            )
+    old = [
+        ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 1, "name": "山田\tさん"})),
+        ("kizuna.deadletter.v1", "t:odd\nkey", '{\n  "reason": "bad"\n}'),
+        ("kizuna.customer-states.v1", "t:C1", json.dumps({"seq": 2})),
+    ]
+    async with scratch_database(database_url, "outbox", before="007") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            for topic, key, payload in old:
+                await conn.execute(
+                    "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
+                    topic,
+                    key,
+                    payload,
+                )
 
-        await migrate(url)
+            await migrate(url)
 
-        carried = await pending_outbox(conn)
-        assert [(t, k, json.loads(p)) for t, k, p in carried] == [
-            (t, k, json.loads(p)) for t, k, p in old
-        ]
-        await write_outbox(conn, [("kizuna.segment-changes.v1", "t:C1", '{"seq": 2}')])
-        assert [k for _, k, _ in await pending_outbox(conn)] == [k for _, k, _ in old] + ["t:C1"]
-        assert await conn.fetchval("SELECT sum(record_count) FROM outbox") == 4
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+            carried = await pending_outbox(conn)
+            assert [(t, k, json.loads(p)) for t, k, p in carried] == [
+                (t, k, json.loads(p)) for t, k, p in old
+            ]
+            await write_outbox(conn, [("kizuna.segment-changes.v1", "t:C1", '{"seq": 2}')])
+            keys = [k for _, k, _ in await pending_outbox(conn)]
+            assert keys == [k for _, k, _ in old] + ["t:C1"]
+            assert await conn.fetchval("SELECT sum(record_count) FROM outbox") == 4
+        finally:
+            await conn.close()
 
 
 async def test_a_large_batch_is_several_rows_in_order(database_url):

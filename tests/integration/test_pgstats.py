@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 import pytest
 
 from services.classifier.store import GROWN_TABLES
-from shared.db import _with_database, migrate
 from shared.pgstats import analyze, stale_statistics
-from tests.helpers import wait_for
+from tests.helpers import scratch_database, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -18,16 +15,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def own_database(database_url):
     """A database of its own: in the shared one, running services keep these statistics too."""
-    name = f"kizuna_pgstats_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(database_url, name)
-    await migrate(url)
-    try:
+    async with scratch_database(database_url, "pgstats") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_grown_tables_are_analyzed_when_stale_and_only_ours(own_database):

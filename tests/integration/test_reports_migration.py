@@ -4,7 +4,6 @@ marked incomplete, and the consumer carries on from there."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 from decimal import Decimal
 
@@ -13,8 +12,9 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.reports.pipeline import on_customer_states
-from shared.db import _with_database, migrate, migration_files
+from shared.db import migrate
 from shared.events import CustomerState
+from tests.helpers import scratch_database
 from tests.integration.test_reports_history import assert_tables_equal_a_recompute
 
 pytestmark = pytest.mark.integration
@@ -25,59 +25,46 @@ T = "legacy"
 @pytest.fixture
 async def legacy(database_url):
     """A database migrated up to 003, with report rows written the way the consumer did then."""
-    name = f"kizuna_legacy_{uuid.uuid4().hex[:8]}"
-    url = _with_database(database_url, name)
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (name text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for file_name, sql in migration_files():
-            if file_name < "004":
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file_name)
-        rows = [
-            ("a", 2, "fledgling_active", 2, 25000, "2025-01-05", "2025-03-10", "2025-03-10"),
-            ("b", 1, "first_active", 1, 8000, "2025-02-01", "2025-02-01", "2025-02-01"),
-            ("c", 3, "loyal_lapsed", 6, 150000, "2022-06-01", "2023-06-01", "2024-01-27"),
-        ]
-        for cid, seq, seg, count, total, first, last, eff in rows:
+    async with scratch_database(database_url, "legacy", before="004") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = [
+                ("a", 2, "fledgling_active", 2, 25000, "2025-01-05", "2025-03-10", "2025-03-10"),
+                ("b", 1, "first_active", 1, 8000, "2025-02-01", "2025-02-01", "2025-02-01"),
+                ("c", 3, "loyal_lapsed", 6, 150000, "2022-06-01", "2023-06-01", "2024-01-27"),
+            ]
+            for cid, seq, seg, count, total, first, last, eff in rows:
+                await conn.execute(
+                    "INSERT INTO report_customers (tenant_id, scope, customer_id, seq, segment,"
+                    " purchase_count, total_amount, first_purchase_on, last_purchase_on, effective_on)"
+                    " VALUES ($1, 'all', $2, $3, $4, $5, $6, $7, $8, $9)",
+                    T,
+                    cid,
+                    seq,
+                    seg,
+                    count,
+                    total,
+                    date.fromisoformat(first),
+                    date.fromisoformat(last),
+                    date.fromisoformat(eff),
+                )
             await conn.execute(
-                "INSERT INTO report_customers (tenant_id, scope, customer_id, seq, segment,"
-                " purchase_count, total_amount, first_purchase_on, last_purchase_on, effective_on)"
-                " VALUES ($1, 'all', $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO portfolio_daily_deltas (tenant_id, scope, day, segment, customers, sales)"
+                " VALUES ($1, 'all', '2025-01-05', 'first_active', 1, 10000),"
+                " ($1, 'all', '2025-02-01', 'first_active', 1, 8000),"
+                " ($1, 'all', '2025-03-10', 'first_active', -1, -10000),"
+                " ($1, 'all', '2025-03-10', 'fledgling_active', 1, 25000),"
+                " ($1, 'all', '2023-06-01', 'loyal_active', 1, 120000),"
+                " ($1, 'all', '2024-01-27', 'loyal_active', -1, -120000),"
+                " ($1, 'all', '2024-01-27', 'loyal_lapsed', 1, 150000)",
                 T,
-                cid,
-                seq,
-                seg,
-                count,
-                total,
-                date.fromisoformat(first),
-                date.fromisoformat(last),
-                date.fromisoformat(eff),
             )
-        await conn.execute(
-            "INSERT INTO portfolio_daily_deltas (tenant_id, scope, day, segment, customers, sales)"
-            " VALUES ($1, 'all', '2025-01-05', 'first_active', 1, 10000),"
-            " ($1, 'all', '2025-02-01', 'first_active', 1, 8000),"
-            " ($1, 'all', '2025-03-10', 'first_active', -1, -10000),"
-            " ($1, 'all', '2025-03-10', 'fledgling_active', 1, 25000),"
-            " ($1, 'all', '2023-06-01', 'loyal_active', 1, 120000),"
-            " ($1, 'all', '2024-01-27', 'loyal_active', -1, -120000),"
-            " ($1, 'all', '2024-01-27', 'loyal_lapsed', 1, 150000)",
-            T,
-        )
-    finally:
-        await conn.close()
-    await migrate(url)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+        finally:
+            await conn.close()
+        await migrate(url)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        yield pool
+        await pool.close()
 
 
 def record(state: CustomerState, offset: int) -> ConsumerRecord:
