@@ -114,13 +114,7 @@ def test_void_everything_leaves_portfolio():
 def reference_figures(
     purchases: Iterable[Purchase], scope: str = "all", as_of: date | None = None
 ) -> Figures | None:
-    """The figures of one customer in one scope from their purchase events.
-
-    Order does not matter and neither do late arrivals: sales sharing an ``order_id`` are one
-    purchase (amounts add, dated by the earliest); a void cancels every sale and return of its
-    order; a return subtracts its amount; only events on or before ``as_of`` count. ``None``
-    when no purchase counts (a customer in no segment).
-    """
+    """``compute_figures`` as it was first written: each rule of its docstring in turn."""
     rows = [
         p for p in purchases if in_scope(p, scope) and (as_of is None or p.occurred_on <= as_of)
     ]
