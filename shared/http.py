@@ -1,18 +1,16 @@
-"""What every service's HTTP side shares: health, readiness, metrics, error shape, tenant."""
+"""What every service's HTTP side shares: health, readiness, metrics, error shape. Who is asking:
+shared/access."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from shared.settings import get_settings
 
 log = logging.getLogger("kizuna.http")
 
@@ -20,25 +18,14 @@ log = logging.getLogger("kizuna.http")
 class ApiError(Exception):
     """An error with a status and a body ``{"error": {"code", "message", ...}}``."""
 
-    def __init__(self, status: int, code: str, message: str, **details):
+    def __init__(self, status: int, code: str, message: str, headers=None, **details):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers
 
 
 def error_body(code: str, message: str, **details) -> dict:
     return {"error": {"code": code, "message": message, **details}}
-
-
-async def tenant_header(
-    x_kizuna_tenant: Annotated[
-        str | None, Header(description="Tenant until accounts exist")
-    ] = None,
-) -> str:
-    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
-    return (x_kizuna_tenant or get_settings().default_tenant).strip()
-
-
-TenantId = Annotated[str, "tenant"]
 
 
 def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:
@@ -61,7 +48,9 @@ def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> No
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, **exc.details), status_code=exc.status
+            error_body(exc.code, exc.message, **exc.details),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -33,17 +33,22 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from services import importer
 from services import importer_store as store
-from shared import http
+from shared import access, http
 from shared.csvimport import MappingError, preview
 
 log = logging.getLogger("kizuna.ingest.imports")
-router = APIRouter(prefix="/v1/imports", tags=["imports"])
+# Imports are the chain's: a file can hold any branch, so a key of some branches may not import.
+router = APIRouter(
+    prefix="/v1/imports",
+    tags=["imports"],
+    dependencies=[access.allow(access.Permission.INGEST, chain_only=True)],
+)
 
 MAX_UPLOAD_BYTES = 4 << 30
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
@@ -51,7 +56,7 @@ PREVIEW_ROWS = 10
 INLINE_REJECTIONS = 100
 PAGE = 5000
 
-Tenant = Annotated[str, Depends(http.tenant_header)]
+Tenant = access.TenantId
 
 
 class ImportRunner:

@@ -25,11 +25,12 @@ import asyncpg
 from fastapi import Body, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from shared import http
+from shared import access, http
+from shared.access import Caller, Permission, allow
 from shared.cpm import SEGMENTS
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
-from shared.http import ApiError, tenant_header
+from shared.http import ApiError
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
@@ -152,7 +153,7 @@ async def lifespan(app: FastAPI):
         await pool.close()
 
 
-app = FastAPI(title="Kizuna notifier", lifespan=lifespan)
+app = FastAPI(title="Kizuna notifier", lifespan=lifespan, dependencies=[access.GUARD])
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
@@ -160,7 +161,7 @@ def get_pool(request: Request) -> asyncpg.Pool:
 
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
+TenantId = access.TenantId
 
 
 class FollowupItem(BaseModel):
@@ -217,7 +218,12 @@ async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
     return today_in(zones[tenant_id], settings)
 
 
-@app.get("/v1/followups", response_model=FollowupPage, tags=["followups"])
+@app.get(
+    "/v1/followups",
+    response_model=FollowupPage,
+    tags=["followups"],
+    dependencies=[allow(Permission.FOLLOWUPS)],
+)
 async def list_followups(
     pool: Pool,
     tenant_id: TenantId,
@@ -260,12 +266,23 @@ async def list_followups(
     )
 
 
-@app.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
-async def mark_done(followup_id: int, pool: Pool, tenant_id: TenantId) -> FollowupItem:
-    """Staff did the follow-up. Doing it again changes nothing."""
+@app.post(
+    "/v1/followups/{followup_id}/done",
+    response_model=FollowupItem,
+    tags=["followups"],
+    dependencies=[allow(Permission.WORK_FOLLOWUPS)],
+)
+async def mark_done(followup_id: int, pool: Pool, who: Caller) -> FollowupItem:
+    """Staff did the follow-up. Doing it again changes nothing. A task of a branch outside the
+    caller's is not found (404)."""
+    tenant_id = who.tenant_id
     async with pool.acquire() as conn:
         followup = await store.mark_done(
-            conn, tenant_id, followup_id, await _today(conn, tenant_id)
+            conn,
+            tenant_id,
+            followup_id,
+            await _today(conn, tenant_id),
+            branches=None if who.chain_wide else who.branches,
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -336,7 +353,11 @@ def _settings_view(stored: store.StoredSettings) -> dict:
     }
 
 
-@app.get("/v1/notifications/settings", tags=["notifications"])
+@app.get(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
     """Recipients (per branch, or chain-wide), immediate or digest per segment, the at-risk
     policy and templates; the defaults (version 0) until set. The webhook secret is never
@@ -345,7 +366,12 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
         return _settings_view(await store.load_settings(conn, tenant_id))
 
 
-@app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
+@app.put(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    openapi_extra=SETTINGS_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_notification_settings(
     pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -374,7 +400,11 @@ async def put_notification_settings(
 DeliveryStatus = Literal["pending", "sent", "dead", "cancelled", "digested"]
 
 
-@app.get("/v1/notifications/deliveries", tags=["notifications"])
+@app.get(
+    "/v1/notifications/deliveries",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def list_deliveries(
     pool: Pool,
     tenant_id: TenantId,
@@ -387,7 +417,11 @@ async def list_deliveries(
         return {"items": await store.list_deliveries(conn, tenant_id, status, limit)}
 
 
-@app.post("/v1/notifications/deliveries/{delivery_id}/retry", tags=["notifications"])
+@app.post(
+    "/v1/notifications/deliveries/{delivery_id}/retry",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> dict:
     """Send a dead delivery again (same id: a receiver that did get it can drop it)."""
     async with pool.acquire() as conn:
@@ -401,7 +435,7 @@ async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> d
     return row
 
 
-@app.get("/v1/alerts", tags=["notifications"])
+@app.get("/v1/alerts", tags=["notifications"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def list_alerts(
     pool: Pool,
     tenant_id: TenantId,
@@ -442,13 +476,13 @@ def _segment(segment: str) -> str:
     return segment
 
 
-@app.get("/v1/sequences", tags=["sequences"])
+@app.get("/v1/sequences", tags=["sequences"], dependencies=[allow(Permission.REPORTS)])
 async def list_sequences(pool: Pool, tenant_id: TenantId) -> dict:
     async with pool.acquire() as conn:
         return {"items": await store.list_sequences(conn, tenant_id)}
 
 
-@app.get("/v1/sequences/{segment}", tags=["sequences"])
+@app.get("/v1/sequences/{segment}", tags=["sequences"], dependencies=[allow(Permission.REPORTS)])
 async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
     """The steps scheduled when a customer enters ``segment`` (chain-wide)."""
     _segment(segment)
@@ -459,7 +493,12 @@ async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
     return found[0]
 
 
-@app.put("/v1/sequences/{segment}", tags=["sequences"], openapi_extra=SEQUENCE_BODY)
+@app.put(
+    "/v1/sequences/{segment}",
+    tags=["sequences"],
+    openapi_extra=SEQUENCE_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_sequence(
     segment: str, pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -479,7 +518,12 @@ async def put_sequence(
     return {"segment": segment, "version": version, **sequence.model_dump(mode="json")}
 
 
-@app.delete("/v1/sequences/{segment}", status_code=204, tags=["sequences"])
+@app.delete(
+    "/v1/sequences/{segment}",
+    status_code=204,
+    tags=["sequences"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None:
     """No new steps for entries from now on (scheduled ones stay, and still stop on a move)."""
     _segment(segment)
@@ -491,7 +535,7 @@ async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None
 # --- Comebacks -----------------------------------------------------------------------------------
 
 
-@app.get("/v1/comebacks", tags=["followups"])
+@app.get("/v1/comebacks", tags=["followups"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def comebacks(
     pool: Pool,
     tenant_id: TenantId,

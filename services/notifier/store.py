@@ -241,22 +241,30 @@ async def list_followups(
 
 
 async def mark_done(
-    conn: asyncpg.Connection, tenant_id: str, followup_id: int, on: date
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    followup_id: int,
+    on: date,
+    branches: Sequence[str] | None = None,
 ) -> Followup | None:
     """Staff did the follow-up. Idempotent: a closed task is returned as it is. ``None`` when
-    the tenant has no such task."""
+    the tenant has no such task (among ``branches``' tasks, when given)."""
     row = await conn.fetchrow(
         "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3, updated_at = now()"
-        f" WHERE tenant_id = $1 AND id = $2 AND status = 'open' RETURNING {ITEM_COLUMNS}",
+        " WHERE tenant_id = $1 AND id = $2 AND status = 'open'"
+        f" AND ($4::text[] IS NULL OR branch_id = ANY($4)) RETURNING {ITEM_COLUMNS}",
         tenant_id,
         followup_id,
         on,
+        None if branches is None else list(branches),
     )
     if row is None:
         row = await conn.fetchrow(
-            f"SELECT {ITEM_COLUMNS} FROM followups WHERE tenant_id = $1 AND id = $2",
+            f"SELECT {ITEM_COLUMNS} FROM followups WHERE tenant_id = $1 AND id = $2"
+            " AND ($3::text[] IS NULL OR branch_id = ANY($3))",
             tenant_id,
             followup_id,
+            None if branches is None else list(branches),
         )
     return _followup(row) if row else None
 

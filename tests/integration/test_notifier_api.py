@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from services.notifier import store
-from services.notifier.app import app, get_pool
+from services.notifier.app import app
 from services.notifier.pipeline import Notifier
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in, utcnow
+from tests.helpers import api_key
 
 pytestmark = pytest.mark.integration
 
@@ -94,14 +95,13 @@ async def apply(pool):
 
 
 @pytest.fixture
-async def client(pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: pool
+async def client(pool, tenant, auth):
+    app.state.pool = pool  # the pool of get_pool and of the access guard
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://notifier", headers={"X-Kizuna-Tenant": tenant}
+        transport=transport, base_url="http://notifier", headers=auth
     ) as c:
         yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 async def test_list_is_most_valuable_first_and_pages(apply, client, tenant):
@@ -179,7 +179,7 @@ async def test_due_today_carries_undone_tasks_over(apply, client, tenant):
     assert by_customer["carried"]["due_on"] == (today() - timedelta(days=3)).isoformat()
 
 
-async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, tenant):
+async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, pool, tenant):
     await apply(lapse(tenant, "A", 1))
     [item] = (await client.get("/v1/followups")).json()["items"]
 
@@ -195,7 +195,7 @@ async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, tenant):
     assert [i["id"] for i in listed] == [item["id"]]
 
     other = await client.post(
-        f"/v1/followups/{item['id']}/done", headers={"X-Kizuna-Tenant": tenant + "-x"}
+        f"/v1/followups/{item['id']}/done", headers=await api_key(pool, tenant + "-x")
     )
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
     missing = await client.post("/v1/followups/999999999/done")

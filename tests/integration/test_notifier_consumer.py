@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.notifier import store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.pipeline import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
 from shared.kafka import new_producer, pending_outbox
@@ -78,15 +78,14 @@ async def producer(broker):
 
 
 @pytest.fixture
-async def client(service_pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: service_pool
+async def client(service_pool, tenant, auth):
+    app.state.pool = service_pool  # the pool of get_pool and of the access guard
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
+        headers=auth,
     ) as c:
         yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 @pytest.fixture

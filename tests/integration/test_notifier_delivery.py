@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
@@ -218,15 +218,14 @@ async def deliverer(service_pool, settings):
 
 
 @pytest.fixture
-async def client(service_pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: service_pool
+async def client(service_pool, tenant, auth):
+    app.state.pool = service_pool  # the pool of get_pool and of the access guard
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
+        headers=auth,
     ) as c:
         yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import store
-from services.notifier.app import app, get_pool
+from services.notifier.app import app
 from services.notifier.domain import NotificationSettings
 from services.notifier.pipeline import Notifier
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
@@ -78,15 +78,14 @@ async def apply(pool):
 
 
 @pytest.fixture
-async def client(pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: pool
+async def client(pool, tenant, auth):
+    app.state.pool = pool  # the pool of get_pool and of the access guard
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
+        headers=auth,
     ) as c:
         yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 async def configure(pool, tenant, **settings) -> None:
@@ -141,7 +140,9 @@ async def customer(pool, tenant, customer_id, *, segment, every, count, last_day
 async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhythm(
     pool, client, tenant
 ):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute(
+        "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant
+    )
     await configure(pool, tenant, recipients=[{"channel": "email", "address": f"hq@{tenant}.jp"}])
     # Buys every 20 days and has been silent 60: three times their rhythm, 180 days before the
     # lapse border.
@@ -196,7 +197,9 @@ async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhyt
 
 
 async def test_at_risk_policy_is_the_tenants(pool, tenant):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute(
+        "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant
+    )
     await customer(pool, tenant, "silent", segment="loyal_active", every=20, count=8,
                    last_days_ago=60)  # fmt: skip
     scanner = AtRiskScanner(pool, get_settings())

@@ -38,9 +38,22 @@ function params() {
   return q;
 }
 
+// Who is logged in (GET /v1/session); its csrf_token goes with every change (X-CSRF-Token).
+const session = { csrf: null };
+
+function toLogin() {
+  location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+}
+
 async function api(path, options = {}) {
-  const headers = { "X-Kizuna-Tenant": $("tenant").value.trim() || "demo", ...(options.headers || {}) };
-  const response = await fetch(path, { ...options, headers });
+  const method = (options.method || "GET").toUpperCase();
+  const headers = { ...(options.headers || {}) };
+  if (method !== "GET" && session.csrf) headers["X-CSRF-Token"] = session.csrf;
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 401) {
+    toLogin();
+    throw Object.assign(new Error("ログインしてください / please log in"), { status: 401 });
+  }
   if (!response.ok) {
     let detail = `${response.status}`;
     try {
@@ -70,7 +83,7 @@ async function loadScopes() {
     const select = $("scope");
     const current = select.value || "all";
     select.replaceChildren(...scopes.map((s) => el("option", { value: s }, s === "all" ? "all（全店）" : s)));
-    select.value = scopes.includes(current) ? current : "all";
+    select.value = scopes.includes(current) ? current : scopes[0];  // a branch login: its branch
   } catch (e) {
     showError(`範囲を読めません / cannot load scopes: ${e.message}`);
   }
@@ -174,7 +187,7 @@ async function openList(segment, more = false) {
 }
 
 async function download(encoding) {
-  // A plain link cannot send the tenant header, so fetch and hand the bytes to the browser.
+  // Fetched (not a plain link) so that an expired session leads to the login page.
   const q = new URLSearchParams({ scope: $("scope").value || "all", format: "csv", encoding });
   try {
     const response = await api(`/v1/segments/${view.segment}/customers?${q}`);
@@ -349,8 +362,22 @@ async function saveRules(event) {
 // --- wiring ------------------------------------------------------------------------------------
 
 function remember() {
-  localStorage.setItem("kizuna.tenant", $("tenant").value.trim());
   localStorage.setItem("kizuna.scope", $("scope").value);
+}
+
+async function loadSession() {
+  const who = await (await api("/v1/session")).json();
+  session.csrf = who.csrf_token || null;
+  const where = who.branches.length ? who.branches.join(", ") : "全店 whole chain";
+  $("who").textContent = `${who.email || who.name} · ${who.tenant_id} · ${who.role} · ${where}`;
+}
+
+async function logout() {
+  try {
+    await api("/v1/session", { method: "DELETE" });
+  } finally {
+    location.assign("/login");
+  }
 }
 
 function schedule() {
@@ -367,15 +394,19 @@ async function reloadAll() {
   schedule();
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   const q = new URLSearchParams(location.search);
-  $("tenant").value = q.get("tenant") || localStorage.getItem("kizuna.tenant") || "demo";
+  try {
+    await loadSession();
+  } catch (_) {
+    return;  // on its way to the login page
+  }
+  $("logout").addEventListener("click", logout);
   const scope = q.get("scope") || localStorage.getItem("kizuna.scope") || "all";
   $("scope").replaceChildren(el("option", { value: scope }, scope));
   if (q.get("as_of")) $("as-of").value = q.get("as_of");
   if (q.get("segment")) view.segment = q.get("segment");  // a shareable link to one list
 
-  $("tenant").addEventListener("change", () => { view.segment = null; $("list-card").hidden = true; reloadAll(); });
   $("scope").addEventListener("change", () => { remember(); loadPortfolio(); loadHistory(); loadTransitions(); if (view.segment) openList(view.segment); });
   $("as-of").addEventListener("change", () => { loadPortfolio(); loadHistory(); schedule(); });
   $("history-granularity").addEventListener("change", loadHistory);
