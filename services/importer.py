@@ -4,7 +4,7 @@ reason) and with progress and a checkpoint in PostgreSQL (``imports``).
 
 Reading is shared/csvimport.py (pure, streaming). This module is the orchestration; the SQL is
 in services/importer_store.py; the HTTP routes in services/ingest/imports.py; the command line
-client in services/importer_cli.py.
+client in services/cli/imports.py.
 
 A sales file goes in two phases, so that its history reaches the classifier as it would have
 streamed live — each customer's events in date order, whatever the order of the file's rows (the
@@ -48,18 +48,13 @@ import hashlib
 import io
 import logging
 import os
-import random
-import shutil
 import struct
-import tempfile
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -887,195 +882,6 @@ def import_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Benchmark
-
-
-SAMPLE_ITEMS = (
-    ("K-01", "黒酢にんにく", 3000),
-    ("K-02", "青汁 30包", 2000),
-    ("K-03", "有機煎茶 100g", 1620),
-    ("K-04", "ｺｰﾋｰ豆 200g", 1200),
-    ("K-05", "はちみつ", 2500),
-    ("K-06", "梅干し 特選", 1800),
-)
-SAMPLE_BRANCHES = ("shibuya", "shinjuku", "umeda", "sakae", "tenjin", "online")
-SAMPLE_START, SAMPLE_DAYS = date(2021, 1, 1), 1095  # three years of sales: 2021 to 2023
-SAMPLE_HEADER = (
-    "伝票番号\t受注日\t顧客コード\t店舗コード\t商品コード\t商品名\t単価\t数量\t消費税\t売上金額"
-)
-
-
-def write_sample_sales(
-    path: str | os.PathLike, rows: int, *, customers: int = 200_000, seed: int = 7
-) -> int:
-    """A CP932, tab-separated sales export with Japanese headers as order software writes it
-    (dates like 2003/3/30, amounts like 6,480, one row per line item, 1–3 items per order).
-    Returns the file size."""
-    rnd = random.Random(seed)
-    start = SAMPLE_START
-    with open(path, "w", encoding="cp932", newline="") as f:
-        f.write(SAMPLE_HEADER + "\r\n")
-        written, order = 0, 100000
-        while written < rows:
-            order += 1
-            customer = f"C{rnd.randrange(customers):06d}"
-            day = start + timedelta(days=rnd.randrange(SAMPLE_DAYS))
-            branch = rnd.choice(SAMPLE_BRANCHES)
-            for _ in range(min(rnd.choice((1, 1, 2, 3)), rows - written)):
-                sku, name, price = rnd.choice(SAMPLE_ITEMS)
-                quantity = rnd.choice((1, 1, 2))
-                tax = price * quantity * 8 // 100
-                f.write(
-                    f"{order}\t{day.year}/{day.month}/{day.day}\t{customer}\t{branch}\t{sku}\t"
-                    f"{name}\t{price:,}\t{quantity}\t{tax}\t{price * quantity + tax:,}\r\n"
-                )
-                written += 1
-    return os.path.getsize(path)
-
-
-async def bench_import(
-    rows: int,
-    *,
-    partitions: int = 8,
-    batch_rows: int = BATCH_ROWS,
-    parse_only: bool = True,
-    work_dir: str | os.PathLike | None = None,
-    then: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """Measure the bulk path on this machine: a generated CP932 tab file of ``rows`` rows
-    imported end to end to "published and acknowledged" (checkpoints included; the read and the
-    publish phase timed apart, the importing process's peak RSS sampled) on its own embedded
-    broker and a fresh database; then ``then(database_url, bootstrap, figures)`` while both
-    still run (the benchmark starts a classifier there and waits for it; what it returns is
-    added to the figures); then, for scale, reading and parsing alone (``parse_only``), and
-    PostgreSQL's own ``COPY`` of the same file into a plain table of text columns. Returns the
-    figures (seconds and rows per second of each)."""
-    import psutil
-
-    from shared.db import _with_database, create_pool, migrate, resolve_database_url
-    from shared.embedded import EmbeddedBroker
-    from shared.kafka import ensure_topics, high_watermarks, new_producer
-    from shared.settings import Settings
-
-    base = Path(work_dir or tempfile.gettempdir()) / f"kizuna-bench-import-{uuid.uuid4().hex[:6]}"
-    base.mkdir(parents=True)
-    path = base / "sales.tsv"
-    server_url, embedded = await resolve_database_url(Settings())
-    database = f"kizuna_bench_import_{uuid.uuid4().hex[:6]}"
-    url = _with_database(server_url, database)
-    broker = EmbeddedBroker(_free_port(), log_file=None)
-    result: dict[str, Any] = {"rows": rows, "partitions": partitions, "batch_rows": batch_rows}
-    me = psutil.Process()
-    rss = [0]
-
-    async def sample_rss() -> None:
-        while True:
-            rss[0] = max(rss[0], me.memory_info().rss)
-            await asyncio.sleep(0.05)
-
-    try:
-        result["file_bytes"] = await asyncio.to_thread(write_sample_sales, path, rows)
-        await migrate(url)
-        await broker.start()
-        await ensure_topics(broker.bootstrap, partitions)
-        pool = await create_pool(url, max_size=2)
-        producer = new_producer(broker.bootstrap)
-        await producer.start()
-        read_until = [0.0]
-
-        def progress(checkpoint: store.Checkpoint) -> None:
-            if checkpoint.phase == "read":
-                read_until[0] = time.perf_counter()
-
-        try:
-            rss_before = me.memory_info().rss
-            sampler = asyncio.create_task(sample_rss())
-            started = time.perf_counter()
-            try:
-                row = await import_file(
-                    pool,
-                    path,
-                    ImportRequest("sales", "bench", file_name=path.name),
-                    publisher=PurchasePublisher.for_producer(producer),
-                    batch_rows=batch_rows,
-                    on_progress=progress,
-                )
-                seconds = time.perf_counter() - started
-            finally:
-                sampler.cancel()
-        finally:
-            await producer.stop()
-        marks = await high_watermarks(broker.bootstrap, [PURCHASES])
-        result.update(
-            accepted=row["accepted"],
-            rejected=row["rejected"],
-            published=sum(marks.values()),
-            import_seconds=round(seconds, 2),
-            import_rows_per_second=round(rows / seconds),
-            read_seconds=round(read_until[0] - started, 2),
-            publish_seconds=round(seconds - (read_until[0] - started), 2),
-            import_peak_rss_mb=round(max(rss[0], rss_before) / 2**20),
-            rss_before_import_mb=round(rss_before / 2**20),
-        )
-        if then is not None:
-            result.update(await then(url, broker.bootstrap, result))
-        if parse_only:
-            started = time.perf_counter()
-            n = await asyncio.to_thread(_parse_only, path)
-            seconds = time.perf_counter() - started
-            result.update(parse_seconds=round(seconds, 2), parse_rows_per_second=round(n / seconds))
-        headers = SAMPLE_HEADER.split("\t")
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE bench_copy ("
-                + ", ".join(f"c{i} text" for i in range(len(headers)))
-                + ")"
-            )
-            started = time.perf_counter()
-            status = await conn.copy_to_table(
-                "bench_copy",
-                source=path,
-                format="csv",
-                delimiter="\t",
-                header=True,
-                encoding="SJIS",
-            )
-            seconds = time.perf_counter() - started
-        result.update(
-            copy_rows=int(status.split()[-1]),
-            copy_seconds=round(seconds, 2),
-            copy_rows_per_second=round(rows / seconds),
-        )
-        await pool.close()
-    finally:
-        broker.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            admin = await asyncpg.connect(_with_database(server_url, "postgres"))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await admin.close()
-        del embedded
-    return result
-
-
-def _parse_only(path: Path) -> int:
-    n = 0
-    for _ in read_sales(path, tenant="bench"):
-        n += 1
-    return n
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 __all__ = [
     "BATCH_ROWS",
     "Batch",
@@ -1084,7 +890,6 @@ __all__ = [
     "Partitioner",
     "PurchasePublisher",
     "Rate",
-    "bench_import",
     "claim_import",
     "customer_columns",
     "file_digest",
@@ -1096,5 +901,4 @@ __all__ = [
     "rejections_csv",
     "run_import",
     "take",
-    "write_sample_sales",
 ]

@@ -18,9 +18,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
-from services import importer, importer_cli
+from services import importer
 from services.classifier.app import app as classifier_app
 from services.cli import build_parser
+from services.cli import imports as cli_imports
+from services.cli.bench.imports import write_sample_sales
 from services.ingest.app import app as ingest_app
 from shared.cpm import Purchase, compute_figures
 from shared.csvimport import read_sales
@@ -349,7 +351,7 @@ def assert_in_date_order(events: dict[int, list[dict]]) -> None:
 
 def newest_first(path: Path, rows: int, **kw) -> None:
     """A generated sales file with its rows reversed: newest first, as some exports write."""
-    importer.write_sample_sales(path, rows, **kw)
+    write_sample_sales(path, rows, **kw)
     raw = path.read_bytes().split(b"\r\n")
     header, body = raw[0], [line for line in raw[1:] if line]
     body.sort(key=lambda line: tuple(int(x) for x in line.split(b"\t")[1].split(b"/")))
@@ -565,7 +567,7 @@ async def run_cli(argv, tenant):
     out, err = io.StringIO(), io.StringIO()
     transport = httpx.ASGITransport(app=ingest_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-        code = await importer_cli.run(
+        code = await cli_imports.run(
             args, get_settings(), client=client, out=out, err=err, poll_seconds=0.02
         )
     return code, out.getvalue(), err.getvalue()

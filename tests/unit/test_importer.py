@@ -16,8 +16,9 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from services import importer, importer_cli
+from services import importer
 from services.cli import build_parser
+from services.cli import imports as cli_imports
 from shared.csvimport import preview, read_customers, read_sales
 from shared.settings import Settings
 
@@ -254,14 +255,14 @@ def test_import_arguments():
 
 
 def test_preview_text_in_japanese_and_english():
-    text = importer_cli.render_preview(
+    text = cli_imports.render_preview(
         importer.preview_dict(preview(CP932_SALES, 3), "sales.tsv"), "sales.tsv"
     )
     for label in ("文字コード encoding: CP932", "区切り delimiter: tab", "見出し行 header line: 1"):
         assert label in text
     assert "列の対応 mapping" in text and "売上金額  → amount" in text
     assert "✓ 2行目 line 2: A-0104 @shibuya 2003-03-30 00:00 sale ¥6,480 order 1001" in text
-    text = importer_cli.render_preview(
+    text = cli_imports.render_preview(
         importer.preview_dict(preview(CUSTOMERS, 6, kind="customers")), "c.tsv"
     )
     assert "✗ 6行目 line 6: column メール配信 'たぶん'" in text
@@ -280,11 +281,11 @@ def test_progress_line_and_duration():
         "rows_per_second": 28512.4,
         "eta_seconds": 3725,
     }
-    assert importer_cli.progress_line(row) == (
+    assert cli_imports.progress_line(row) == (
         "sales   45.2%  行 rows 452,000  取込 accepted 451,990  除外 rejected 10  "
         "28,512 rows/s  残り ETA 1:02:05"
     )
-    assert importer_cli.duration(65) == "1:05" and importer_cli.duration(None) == "–"
+    assert cli_imports.duration(65) == "1:05" and cli_imports.duration(None) == "–"
 
 
 def test_progress_line_names_the_phase_of_a_sales_import():
@@ -300,18 +301,18 @@ def test_progress_line_names_the_phase_of_a_sales_import():
         "rows_per_second": 98512.4,
         "eta_seconds": 5,
     }
-    assert importer_cli.progress_line(row) == (
+    assert cli_imports.progress_line(row) == (
         "sales  1/2 読込 reading   45.2%  行 rows 452,000  取込 accepted 451,990  "
         "除外 rejected 10  98,512 rows/s  残り ETA 0:05"
     )
     publishing = {**row, "phase": "publish", "progress": 0.3, "published": 300000}
     publishing.update(rows=1000000, accepted=999990, rows_per_second=70000, eta_seconds=10)
-    assert importer_cli.progress_line(publishing) == (
+    assert cli_imports.progress_line(publishing) == (
         "sales  2/2 送信 publishing   30.0%  送信 published 300,000 / 999,990  "
         "除外 rejected 10  70,000 events/s  残り ETA 0:10"
     )
     done = {**publishing, "status": "done", "progress": 1.0, "rows_per_second": 40000}
-    assert importer_cli.progress_line(done) == (
+    assert cli_imports.progress_line(done) == (
         "sales  100.0%  行 rows 1,000,000  取込 accepted 999,990  除外 rejected 10  40,000 rows/s"
     )
 
@@ -326,12 +327,12 @@ def test_summary_of_a_sales_import_resumed_while_publishing():
         last_line=121,
         error="the broker did not acknowledge",
     )
-    text = importer_cli.summary(row, 1.0, None)
+    text = cli_imports.summary(row, 1.0, None)
     assert "送信 published 60 events in date order" in text
     assert "the file was read to the end and 60 of 120 events were published" in text
     resumed = {**row, "status": "done", "published": 120, "runs": 2}
     resumed.update(resumed_from_line=121, resumed_from_published=60)
-    text = importer_cli.summary(resumed, 1.0, None)
+    text = cli_imports.summary(resumed, 1.0, None)
     assert "送信 published 120 events in date order (日付順), 再開 resumed after 60" in text
     assert "再開 resumed after line 121" in text
 
@@ -403,7 +404,7 @@ async def cli(argv, ingest: ScriptedIngest):
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(ingest), base_url="http://ingest"
     ) as client:
-        code = await importer_cli.run(
+        code = await cli_imports.run(
             args, Settings(), client=client, out=out, err=err, poll_seconds=0
         )
     return code, out.getvalue(), err.getvalue()
@@ -469,5 +470,5 @@ async def test_cli_server_side_errors(tmp_path):
     args = build_parser().parse_args(["import", "sales", str(path), "--tenant", "demo"])
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x") as c:
         err = io.StringIO()
-        assert await importer_cli.run(args, Settings(), client=c, out=io.StringIO(), err=err) == 3
+        assert await cli_imports.run(args, Settings(), client=c, out=io.StringIO(), err=err) == 3
     assert "kizuna up" in err.getvalue()
