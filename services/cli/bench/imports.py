@@ -19,9 +19,14 @@ from typing import Any
 import asyncpg
 import psutil
 
-from services import importer_store as store
-from services.importer import BATCH_ROWS, ImportRequest, PurchasePublisher, import_file
-from shared.csvimport import read_sales
+from services.ingest.imports import store
+from services.ingest.imports.runner import (
+    BATCH_ROWS,
+    ImportRequest,
+    PurchasePublisher,
+    import_file,
+)
+from services.ingest.imports.sales import read_sales
 from shared.db import _with_database, create_pool, migrate, resolve_database_url
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES

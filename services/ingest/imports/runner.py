@@ -2,9 +2,9 @@
 rows of the ``customers`` table; both with every rejected row recorded (line, column, value,
 reason) and with progress and a checkpoint in PostgreSQL (``imports``).
 
-Reading is shared/csvimport.py (pure, streaming). This module is the orchestration; the SQL is
-in services/importer_store.py; the HTTP routes in services/ingest/imports.py; the command line
-client in services/cli/imports.py.
+Reading is dialect.py, headers.py, cells.py, reader.py, sales.py and customers.py (pure,
+streaming). This module is the orchestration; the SQL is in store.py; the HTTP routes in
+routes.py; the command line client in services/cli/imports.py.
 
 A sales file goes in two phases, so that its history reaches the classifier as it would have
 streamed live — each customer's events in date order, whatever the order of the file's rows (the
@@ -27,7 +27,8 @@ Why nothing is dropped or doubled:
   event ids need the whole file: see below) and staging only the rows after the checkpoint.
 - Every staged row up to the publish checkpoint is acknowledged by the broker; a resumed
   publish goes on after it. At most the page in flight is published twice, which is harmless:
-  csvimport's event ids are stable and the classifier's event store ignores an id it has seen.
+  the sales reader's event ids are stable and the classifier's event store ignores an id it
+  has seen.
   The staging table is unlogged (the file can rebuild it): if a database crash emptied it, the
   resumed import finds fewer rows than it counted and reads the file again from the start.
 - Importing the same file again publishes the same event ids: nothing changes downstream.
@@ -42,10 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import functools
 import hashlib
-import io
 import logging
 import os
 import struct
@@ -55,6 +54,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
@@ -63,18 +63,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 
-from services import importer_store as store
-from shared.csvimport import (
-    CustomerRow,
-    Preview,
-    Rejection,
-    SaleRow,
-    read_customers,
-    read_sales,
-)
-from shared.customers import upsert_customers
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
+
+from . import store
+from .customers import CustomerRow, read_customers
+from .reader import Rejection
+from .sales import SaleRow, read_sales
 
 log = logging.getLogger("kizuna.importer")
 
@@ -130,7 +125,7 @@ class ImportRequest:
 
 
 def open_reader(path: str | os.PathLike, kind: Kind, tenant: str, options: dict[str, Any]):
-    """A csvimport reader with the header mapped; raises ``MappingError``."""
+    """A reader (sales.py, customers.py) with the header mapped; raises ``MappingError``."""
     read = read_sales if kind == "sales" else read_customers
     return read(
         path, tenant=tenant, branch=options.get("branch"), mapping_overrides=options.get("map")
@@ -312,8 +307,8 @@ def publish_records(
 
 
 def check_sale(row: SaleRow) -> None:
-    """The contract, checked on the first event of each batch: csvimport builds events that
-    ingest would accept; if that ever breaks, fail the import loudly rather than feed the
+    """The contract, checked on the first event of each batch: the sales reader builds events
+    that ingest would accept; if that ever breaks, fail the import loudly rather than feed the
     classifier's dead-letter topic a whole file."""
     try:
         PurchaseEvent.model_validate(row.event)
@@ -629,7 +624,7 @@ async def _read(
                 items = batch.items
 
                 async def also(c, items=items):
-                    await upsert_customers(c, tenant, items, columns, import_id=import_id)
+                    await store.upsert_customers(c, tenant, items, columns, import_id=import_id)
 
             last_line = max(last_line, batch.last_line)
             taken += batch.processed
@@ -763,123 +758,83 @@ async def import_file(
                 await store.release(conn, claim.id)
 
 
-# --------------------------------------------------------------------------------------------
-# What the API and the command line show
+class ImportRunner:
+    """The imports running in this process: each a task with its own database connection
+    (holding the import's lock). Stopping the service interrupts them; they resume when the
+    file is imported again."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: PurchasePublisher):
+        self.pool = pool
+        self.publisher = publisher
+        self.tasks: dict[int, asyncio.Task] = {}
+
+    async def start(
+        self, path: Path, request: ImportRequest, sha256: str, size: int
+    ) -> tuple[dict[str, Any], str]:
+        """Claim and start the import of a spooled file (the runner then owns the file).
+        Returns the import row and how it started: ``new``, ``resumed`` or ``already_running``
+        (another runner has it; the file is not needed)."""
+        try:
+            conn = await self.pool.acquire(timeout=10)
+        except TimeoutError as exc:
+            raise ApiError(
+                503, "busy", "every database connection of ingest is in use; try again shortly"
+            ) from exc
+        try:
+            claim, reader = await claim_import(conn, path, request, sha256, size)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if reader is None:
+            await self.pool.release(conn)
+            remove_file(path)
+            return claim.row, "already_running"
+        task = asyncio.create_task(self._run(conn, claim, reader, path), name=f"import-{claim.id}")
+        self.tasks[claim.id] = task
+        return claim.row, "resumed" if claim.resumed else "new"
+
+    async def _run(self, conn, claim: store.Claim, reader, path: Path) -> None:
+        try:
+            row = await run_import(conn, claim, reader, publisher=self.publisher)
+            log.info(
+                "import %s done: %s rows, %s accepted, %s rejected",
+                claim.id,
+                row["rows"],
+                row["accepted"],
+                row["rejected"],
+            )
+        except ImportFailed as exc:
+            log.warning("import %s failed: %s", claim.id, exc)
+        except asyncio.CancelledError:
+            log.info("import %s interrupted", claim.id)
+        except Exception:  # noqa: BLE001 - recorded in the imports row; keep ingest serving
+            log.exception("import %s ended unexpectedly", claim.id)
+        finally:
+            with contextlib.suppress(Exception):
+                await store.release(conn, claim.id)
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+            remove_file(path)
+            self.tasks.pop(claim.id, None)
+
+    async def cancel(self, import_id: int) -> bool:
+        task = self.tasks.get(import_id)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def result_dict(result: Any) -> dict[str, Any]:
-    """A reader result as JSON: an accepted sale (``event``), customer (``customer``) or a
-    rejection (``column``, ``value``, ``reason``, ``problems``)."""
-    if isinstance(result, SaleRow):
-        return {"line": result.line, "ok": True, "event": result.event}
-    if isinstance(result, CustomerRow):
-        return {"line": result.line, "ok": True, "customer": result.as_dict()}
-    return rejection_dict(result)
-
-
-def rejection_dict(r: Rejection) -> dict[str, Any]:
-    problems = r.problems or ((r.column, r.value, r.reason),)
-    return {
-        "line": r.line,
-        "ok": False,
-        "column": r.column,
-        "value": r.value,
-        "reason": r.reason,
-        "problems": [{"column": c, "value": v, "reason": why} for c, v, why in problems],
-    }
-
-
-def preview_dict(p: Preview, file_name: str | None = None) -> dict[str, Any]:
-    """The dry run: detected encoding and delimiter, the mapping, notes, the first rows."""
-    return {
-        "kind": p.kind,
-        "file_name": file_name,
-        "encoding": p.encoding,
-        "delimiter": p.delimiter,
-        "header_line": p.header_line,
-        "columns": p.columns,
-        "mapping": p.mapping,
-        "notes": p.notes,
-        "warnings": p.warnings,
-        "error": p.error,
-        "total_bytes": p.total_bytes,
-        "rows": [result_dict(r) for r in p.rows],
-    }
-
-
-REJECTION_COLUMNS = ("line", "column", "value", "reason")
-
-
-def rejection_lines(rejections: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
-    """One CSV line per problem (a row with two bad cells gives two lines with its number)."""
-    for r in rejections:
-        for p in r.get("problems") or [r]:
-            yield [
-                r["line"],
-                p.get("column") or "",
-                "" if p.get("value") is None else p["value"],
-                p["reason"],
-            ]
-
-
-def rejections_csv(rejections: Iterable[dict[str, Any]], *, header: bool = True) -> str:
-    """The rejected rows as CSV text (callers write it as UTF-8 with a BOM, for Excel)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    if header:
-        writer.writerow(REJECTION_COLUMNS)
-    writer.writerows(rejection_lines(rejections))
-    return out.getvalue()
-
-
-def import_view(row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row as the API shows it. ``progress`` is the current phase's: the
-    fraction of the file's bytes read (phase ``read``), then of the staged events published
-    (phase ``publish``, sales only); ``rows_per_second`` and ``eta_seconds`` are the phase's
-    too."""
-    size = row.get("size_bytes")
-    done = row["status"] == "done"
-    phase = row.get("phase") or "read"
-    sales = row["kind"] == "sales"
-    published = row.get("published") or 0
-    if done:
-        progress = 1.0
-    elif phase == "publish":
-        progress = round(published / row["accepted"], 4) if row["accepted"] else 1.0
-    else:
-        progress = round(row["bytes_read"] / size, 4) if size else None
-    return {
-        "id": row["id"],
-        "tenant_id": row["tenant_id"],
-        "kind": row["kind"],
-        "file_name": row["file_name"],
-        "file_sha256": row["file_sha256"],
-        "size_bytes": size,
-        "options": row["options"],
-        "status": row["status"],
-        "resumable": row["status"] in ("failed", "interrupted"),
-        "phase": phase,
-        "rows": row["rows"],
-        "accepted": row["accepted"],
-        "rejected": row["rejected"],
-        "published": published if sales else None,
-        "bytes_read": row["bytes_read"],
-        "progress": progress,
-        "rows_per_second": row["rows_per_second"],
-        "eta_seconds": row["eta_seconds"],
-        "last_line": row["last_line"],
-        "runs": row["runs"],
-        "resumed_from_line": row["resumed_from_line"],
-        "resumed_from_published": row.get("resumed_from_published") if sales else None,
-        "encoding": row["encoding"],
-        "delimiter": row["delimiter"],
-        "mapping": row["mapping"],
-        "notes": row["notes"],
-        "started_at": row["started_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-        "error": row["error"],
-    }
+def remove_file(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 __all__ = [
@@ -887,6 +842,7 @@ __all__ = [
     "Batch",
     "ImportFailed",
     "ImportRequest",
+    "ImportRunner",
     "Partitioner",
     "PurchasePublisher",
     "Rate",
@@ -894,11 +850,8 @@ __all__ = [
     "customer_columns",
     "file_digest",
     "import_file",
-    "import_view",
     "open_reader",
     "options_of",
-    "preview_dict",
-    "rejections_csv",
     "run_import",
     "take",
 ]
