@@ -7,15 +7,15 @@ import asyncio
 import json
 import logging
 from contextlib import suppress
-from typing import Annotated
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared import http, metrics
 from shared.events import PURCHASES, PurchaseEvent, message_key
+from shared.http import TenantId
 from shared.kafka import ensure_topics, new_producer
 
 log = logging.getLogger("kizuna.ingest")
@@ -155,7 +155,7 @@ def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dic
 
 
 @router.post("/v1/purchases", status_code=202)
-async def post_purchases(request: Request, tenant_id: Annotated[str, Depends(http.tenant_header)]):
+async def post_purchases(request: Request, tenant_id: TenantId):
     """Accept events; 202 only after the broker acknowledged every one. All or nothing: when
     any item is invalid, nothing is sent and the 422 names each problem."""
     items = _items(await request.body(), request.headers.get("content-type", ""))

@@ -33,11 +33,12 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from shared import http
+from shared.http import Pool, TenantId
 
 from . import store, views
 from .headers import MappingError
@@ -52,8 +53,6 @@ UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
 PREVIEW_ROWS = 10
 INLINE_REJECTIONS = 100
 PAGE = 5000
-
-Tenant = Annotated[str, Depends(http.tenant_header)]
 
 
 def sweep_spool(max_age: float = 86400) -> None:
@@ -174,7 +173,7 @@ def _truthy(value: str | None) -> bool:
 async def post_import(
     kind: Literal["sales", "customers"],
     request: Request,
-    tenant_id: Tenant,
+    tenant_id: TenantId,
     branch: Annotated[str | None, Query(description="for a file without a branch column")] = None,
     mapping: Annotated[
         list[str], Query(alias="map", description="COLUMN=field, repeatable; '-' ignores")
@@ -241,12 +240,8 @@ def _links(import_id: int) -> dict[str, str]:
     }
 
 
-def _pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-async def _import_or_404(request: Request, tenant_id: str, import_id: int) -> dict[str, Any]:
-    row = await store.get_import(_pool(request), tenant_id, import_id)
+async def _import_or_404(pool: asyncpg.Pool, tenant_id: str, import_id: int) -> dict[str, Any]:
+    row = await store.get_import(pool, tenant_id, import_id)
     if row is None:
         raise http.ApiError(404, "not_found", f"no import {import_id} for this tenant")
     return row
@@ -254,32 +249,31 @@ async def _import_or_404(request: Request, tenant_id: str, import_id: int) -> di
 
 @router.get("")
 async def list_imports(
-    request: Request, tenant_id: Tenant, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    pool: Pool, tenant_id: TenantId, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ):
     """The tenant's most recent imports, newest first."""
-    rows = await store.list_imports(_pool(request), tenant_id, limit)
+    rows = await store.list_imports(pool, tenant_id, limit)
     return {"items": [views.import_view(r) for r in rows]}
 
 
 @router.get("/{import_id}")
-async def get_import(import_id: int, request: Request, tenant_id: Tenant):
+async def get_import(import_id: int, pool: Pool, tenant_id: TenantId):
     """Progress: rows read, accepted, rejected, rows/s, ETA, status; the first rejected rows."""
-    row = await _import_or_404(request, tenant_id, import_id)
-    rejections = await store.rejections(_pool(request), import_id, limit=INLINE_REJECTIONS)
+    row = await _import_or_404(pool, tenant_id, import_id)
+    rejections = await store.rejections(pool, import_id, limit=INLINE_REJECTIONS)
     return {**views.import_view(row), "rejections": rejections, **_links(import_id)}
 
 
 @router.get("/{import_id}/rejections")
 async def get_rejections(
     import_id: int,
-    request: Request,
-    tenant_id: Tenant,
+    pool: Pool,
+    tenant_id: TenantId,
     format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's name
 ):
     """Every rejected row: line, column, value, reason (CSV: one line per problem, UTF-8 with
     a BOM so that Excel shows Japanese; JSON: one item per row with all its problems)."""
-    await _import_or_404(request, tenant_id, import_id)
-    pool = _pool(request)
+    await _import_or_404(pool, tenant_id, import_id)
 
     async def pages():
         after = 0
@@ -318,14 +312,14 @@ async def get_rejections(
 
 
 @router.post("/{import_id}/cancel")
-async def cancel_import(import_id: int, request: Request, tenant_id: Tenant):
+async def cancel_import(import_id: int, request: Request, pool: Pool, tenant_id: TenantId):
     """Stop a running import; what was acknowledged stays, and importing the same file again
     resumes after the checkpoint."""
-    row = await _import_or_404(request, tenant_id, import_id)
+    row = await _import_or_404(pool, tenant_id, import_id)
     if not await request.app.state.imports.cancel(import_id):
         if row["status"] == "running":
             raise http.ApiError(
                 409, "running_elsewhere", f"import {import_id} runs in another ingest process"
             )
         raise http.ApiError(409, "not_running", f"import {import_id} is {row['status']}")
-    return views.import_view(await _import_or_404(request, tenant_id, import_id))
+    return views.import_view(await _import_or_404(pool, tenant_id, import_id))
