@@ -1,16 +1,22 @@
-"""What every service's HTTP side shares: health, readiness, metrics, error shape. Who is asking:
-shared/access."""
+"""What every service's HTTP side shares: health, readiness, metrics, error shape, and the
+dependencies handlers declare (``Pool``, ``AppSettings``): the lifespan owns the pool, settings
+are read once at start-up, and a handler gets both as parameters. Who is asking (``Caller``,
+``TenantId``): shared/access."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+import asyncpg
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger("kizuna.http")
 
@@ -26,6 +32,20 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str, **details) -> dict:
     return {"error": {"code": code, "message": message, **details}}
+
+
+async def get_pool(request: Request) -> asyncpg.Pool:
+    """The service's pool, created by its lifespan (tests override this dependency)."""
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
+    return request.app.state.pool
+
+
+async def app_settings() -> Settings:
+    return get_settings()
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
 def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
-from shared.http import ApiError
+from shared.http import ApiError, Pool
 from shared.settings import utcnow
 
 from . import credentials, store
@@ -58,8 +58,7 @@ async def _touch(pool, principal: Principal, now: datetime) -> None:
         await store.touch_keys(conn, [principal.subject], now)
 
 
-async def _lookup(request: Request) -> Principal:
-    pool = request.app.state.pool
+async def _lookup(request: Request, pool) -> Principal:
     now = utcnow()
     authorization = request.headers.get("authorization")
     try:
@@ -94,22 +93,18 @@ async def _lookup(request: Request) -> Principal:
     return principal
 
 
-async def authenticate(request: Request) -> Principal | None:
-    """The caller of a request (None on public paths); 401 without valid credentials."""
+async def authenticate(request: Request, pool: Pool) -> Principal | None:
+    """The caller of a request (None on public paths); 401 without valid credentials. FastAPI
+    runs it once per request, however many dependencies ask."""
     if is_public(request.method, request.url.path):
         return None
-    principal = getattr(request.state, "principal", None)
-    if principal is None:
-        principal = await _lookup(request)
-        request.state.principal = principal
-    return principal
+    return await _lookup(request, pool)
 
 
 GUARD = Depends(authenticate)
 
 
-async def caller(request: Request) -> Principal:
-    principal = await authenticate(request)
+async def caller(principal: Annotated[Principal | None, GUARD]) -> Principal:
     if principal is None:  # a public path never asks for its caller
         raise _unauthenticated("credentials are needed")
     return principal

@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from shared import customers
-from shared.http import ApiError
+from shared.http import ApiError, Pool
 
 from . import store
 from .guard import Caller, allow
@@ -40,13 +39,13 @@ async def record_export(pool, who: Principal, subject: str, rows: int, format: s
 )
 async def audit_log(
     who: Caller,
-    request: Request,
+    pool: Pool,
     format: Literal["json", "csv"] = "json",
     before: Annotated[int | None, Query(ge=1, description="`next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict | Response:
     """The tenant's audit log, newest first: a JSON page, or as CSV the whole log."""
-    async with request.app.state.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         if format == "csv":
             rows = []
             position = before
@@ -77,11 +76,11 @@ async def audit_log(
 
 
 @router.delete("/v1/customers/{customer_id}", dependencies=[allow(Permission.PEOPLE)])
-async def erase_customer(customer_id: str, who: Caller, request: Request) -> dict:
+async def erase_customer(customer_id: str, who: Caller, pool: Pool) -> dict:
     """Erase a customer's personal data on their request. Their purchases and figures stay
     under the customer code (the portfolio and its history do not change)."""
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        erased = await customers.erase_customer(conn, who.tenant_id, customer_id)
+    async with pool.acquire() as conn, conn.transaction():
+        erased = await store.erase_customer(conn, who.tenant_id, customer_id)
         if not any(erased.values()):
             raise ApiError(
                 404,

@@ -18,7 +18,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from shared.http import ApiError
+from shared.http import ApiError, Pool
 from shared.settings import get_settings, utcnow
 
 from . import credentials, store
@@ -45,7 +45,7 @@ def _who(who) -> dict:
 
 
 @router.post("/v1/session")
-async def log_in(login: Login, request: Request, response: Response) -> dict:
+async def log_in(login: Login, request: Request, response: Response, pool: Pool) -> dict:
     """Log in: 200 with ``{"csrf_token", …}`` and the session cookie; 401 otherwise."""
     # A form on another site can post text/plain or form data without asking, never JSON:
     # requiring JSON keeps other sites from logging a browser into an account of theirs.
@@ -56,7 +56,6 @@ async def log_in(login: Login, request: Request, response: Response) -> dict:
     window = timedelta(minutes=settings.login_window_minutes)
     address = request.client.host if request.client else "unknown"
     account, machine = f"email:{login.email.strip().lower()}", f"address:{address}"
-    pool = request.app.state.pool
     async with pool.acquire() as conn:
         failures = await store.recent_failures(conn, [account, machine], now - window)
         if (
@@ -114,11 +113,11 @@ async def who_am_i(who: Caller, request: Request) -> dict:
 
 
 @router.delete("/v1/session", status_code=204, dependencies=[allow()])
-async def log_out(who: Caller, request: Request) -> Response:
+async def log_out(who: Caller, request: Request, pool: Pool) -> Response:
     """Log out: the session ends on the server and the cookie is removed."""
     token = request.cookies.get(SESSION_COOKIE)
     if who.kind == "person" and token:
-        async with request.app.state.pool.acquire() as conn:
+        async with pool.acquire() as conn:
             await store.close_session(conn, token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")

@@ -306,3 +306,34 @@ async def audit_page(conn, tenant_id: str, before: int | None, limit: int) -> li
         limit,
     )
     return [dict(r) for r in rows]
+
+
+# --- erasure -------------------------------------------------------------------------------------
+
+
+async def erase_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> dict:
+    """Remove a customer's personal data (an erasure request): the master data row, and the
+    rendered texts of their alerts and alert deliveries (which may quote name and address).
+    Purchases and figures stay under the customer code. Returns what was erased, by kind."""
+    master = await conn.execute(
+        "DELETE FROM customers WHERE tenant_id = $1 AND customer_id = $2", tenant_id, customer_id
+    )
+    alerts = await conn.fetch(
+        "UPDATE alerts SET subject = '', body = '', details = '{}'"
+        " WHERE tenant_id = $1 AND customer_id = $2 AND (subject <> '' OR body <> '')"
+        " RETURNING id",
+        tenant_id,
+        customer_id,
+    )
+    deliveries = await conn.execute(
+        "UPDATE alert_deliveries SET subject = NULL, body = '(erased on request)',"
+        " status = CASE WHEN status IN ('pending', 'dead') THEN 'cancelled' ELSE status END,"
+        " updated_at = now()"
+        " WHERE alert_id = ANY($1::bigint[]) AND body <> '(erased on request)'",
+        [a["id"] for a in alerts],
+    )
+    return {
+        "master_data": int(master.split()[-1]),
+        "alerts": len(alerts),
+        "alert_deliveries": int(deliveries.split()[-1]),
+    }

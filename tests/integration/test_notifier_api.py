@@ -13,6 +13,7 @@ from services.notifier import store
 from services.notifier.app import app
 from services.notifier.pipeline import Notifier
 from shared.events import SegmentChange
+from shared.http import get_pool
 from shared.settings import get_settings, today_in, utcnow
 from tests.helpers import api_key
 
@@ -96,12 +97,13 @@ async def apply(pool):
 
 @pytest.fixture
 async def client(pool, tenant, auth):
-    app.state.pool = pool  # the pool of get_pool and of the access guard
+    app.dependency_overrides[get_pool] = lambda: pool
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://notifier", headers=auth
     ) as c:
         yield c
+    app.dependency_overrides.pop(get_pool, None)
 
 
 async def test_list_is_most_valuable_first_and_pages(apply, client, tenant):

@@ -16,6 +16,7 @@ from services.notifier import store
 from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.pipeline import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer, pending_outbox
 from shared.settings import get_settings, today_in
 from tests.helpers import wait_for
@@ -79,13 +80,14 @@ async def producer(broker):
 
 @pytest.fixture
 async def client(service_pool, tenant, auth):
-    app.state.pool = service_pool  # the pool of get_pool and of the access guard
+    app.dependency_overrides[get_pool] = lambda: service_pool
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
         headers=auth,
     ) as c:
         yield c
+    app.dependency_overrides.pop(get_pool, None)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer
 from shared.settings import get_settings, today_in
 from tests.conftest import free_port
@@ -219,13 +220,14 @@ async def deliverer(service_pool, settings):
 
 @pytest.fixture
 async def client(service_pool, tenant, auth):
-    app.state.pool = service_pool  # the pool of get_pool and of the access guard
+    app.dependency_overrides[get_pool] = lambda: service_pool
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
         headers=auth,
     ) as c:
         yield c
+    app.dependency_overrides.pop(get_pool, None)
 
 
 @pytest.fixture

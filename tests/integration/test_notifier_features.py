@@ -20,6 +20,7 @@ from services.notifier.domain import NotificationSettings
 from services.notifier.pipeline import Notifier
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
 from shared.events import SegmentChange
+from shared.http import get_pool
 from shared.settings import get_settings, today_in
 from tests.conftest import free_port
 
@@ -79,13 +80,14 @@ async def apply(pool):
 
 @pytest.fixture
 async def client(pool, tenant, auth):
-    app.state.pool = pool  # the pool of get_pool and of the access guard
+    app.dependency_overrides[get_pool] = lambda: pool
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
         headers=auth,
     ) as c:
         yield c
+    app.dependency_overrides.pop(get_pool, None)
 
 
 async def configure(pool, tenant, **settings) -> None:

@@ -11,6 +11,8 @@ from datetime import date
 
 from shared.settings import Settings, get_settings, today_in
 
+from . import accounts
+
 SERVICES = ("ingest", "classifier", "reports", "notifier")
 
 
@@ -79,7 +81,7 @@ def print_portfolio(body: dict) -> None:
 async def _up(args, settings: Settings) -> int:
     import httpx
 
-    from services.supervisor import Stack
+    from services.cli.stack import Stack
 
     stack = Stack(settings)
     stop = asyncio.Event()
@@ -117,7 +119,7 @@ async def _up(args, settings: Settings) -> int:
 async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> None:
     import httpx
 
-    from services import demo
+    from services.cli import demo
 
     tenant = args.tenant
     end = today_in(settings.default_time_zone, settings)
@@ -164,9 +166,7 @@ async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> Non
         if login.status_code == 200 and r.status_code == 200:
             print_portfolio(r.json())
         if login.status_code == 200:
-            await client.delete(
-                "/v1/session", headers={"X-CSRF-Token": login.json()["csrf_token"]}
-            )
+            await client.delete("/v1/session", headers={"X-CSRF-Token": login.json()["csrf_token"]})
     print(f"\nログイン / log in at {stack.url('reports')}/login (passwords are new every run):")
     for person in logins:
         where = f"branch {', '.join(person.branches)}" if person.branches else "whole chain"
@@ -178,7 +178,7 @@ def cmd_up(args, settings: Settings) -> int:
 
 
 def cmd_demo_data(args, settings: Settings) -> int:
-    from services import demo
+    from services.cli import demo
 
     end = (
         date.fromisoformat(args.end) if args.end else today_in(settings.default_time_zone, settings)
@@ -324,17 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--partitions", type=int, default=8)
     bench.set_defaults(func=cmd_bench)
+    accounts.add_parsers(sub)
     return p
 
 
 def cmd_import(args, settings: Settings) -> int:
-    from services import importer_cli
+    from services.cli import imports
 
-    return importer_cli.main(args, settings)
+    return imports.main(args, settings)
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from services import bench
+    from services.cli import bench
 
     return bench.main(args)
 
@@ -348,7 +349,3 @@ def main(argv: list[str] | None = None) -> int:
         args.key = settings.api_key
     _logging(settings.log_level)
     return args.func(args, settings) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
