@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from shared.http import ApiError, Pool
-from shared.settings import get_settings, utcnow
+from shared.settings import get_settings
 
 from . import credentials, store
-from .guard import SESSION_COOKIE, Caller, allow
+from .guard import SESSION_COOKIE, Caller, allow, wall_clock
 
 log = logging.getLogger("kizuna.access")
 router = APIRouter(tags=["session"])
@@ -46,13 +46,11 @@ def _who(who) -> dict:
 
 @router.post("/v1/session")
 async def log_in(login: Login, request: Request, response: Response, pool: Pool) -> dict:
-    """Log in: 200 with ``{"csrf_token", …}`` and the session cookie; 401 otherwise."""
-    # A form on another site can post text/plain or form data without asking, never JSON:
-    # requiring JSON keeps other sites from logging a browser into an account of theirs.
-    if "application/json" not in request.headers.get("content-type", ""):
-        raise ApiError(415, "json_required", "send the login as application/json")
+    """Log in: 200 with ``{"csrf_token", …}`` and the session cookie; 401 otherwise. The body
+    must be JSON (FastAPI refuses another content type with 422): a form on another site can
+    post form data without asking, never JSON, so it cannot log a browser into its account."""
     settings = get_settings()
-    now = utcnow(settings)
+    now = wall_clock()
     window = timedelta(minutes=settings.login_window_minutes)
     address = request.client.host if request.client else "unknown"
     account, machine = f"email:{login.email.strip().lower()}", f"address:{address}"
