@@ -32,6 +32,8 @@ from shared.settings import get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
+from .api import dashboard as dashboard_api
+from .api import gateway
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -112,6 +114,8 @@ async def _ready() -> dict[str, bool]:
 
 
 http.install(app, _ready)
+app.include_router(dashboard_api.router)
+app.include_router(gateway.router)
 
 
 async def get_pool(request: Request) -> asyncpg.Pool:
