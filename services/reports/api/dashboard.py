@@ -4,6 +4,7 @@ set of borders and a preview of a change of borders, and the tenant's 初回→�
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import date
 from decimal import Decimal
@@ -120,7 +121,7 @@ async def customer_page(
                 "occurred_on": p["occurred_on"].isoformat(),
                 "amount": str(p["amount"]),
                 "order_id": p["order_id"],
-                "lines": p["lines"],
+                "lines": json.loads(p["lines"]) if p["lines"] else [],
             }
             for p in bought
         ],

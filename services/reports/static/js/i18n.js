@@ -1,0 +1,217 @@
+// Labels in Japanese (the default) and English; the choice is remembered in this browser.
+// Only words live here: every number and every segment comes from the API.
+
+export const TIERS = ["first", "fledgling", "steady", "trendy", "loyal"];
+export const STATES = ["active", "lapsed"];
+export const SEGMENTS = TIERS.flatMap((t) => STATES.map((s) => `${t}_${s}`));
+
+const WORDS = {
+  // tiers, states, segments
+  first: ["初回", "First"],
+  fledgling: ["よちよち", "Fledgling"],
+  steady: ["コツコツ", "Steady"],
+  trendy: ["流行", "Trendy"],
+  loyal: ["優良", "Loyal"],
+  active: ["現役", "Active"],
+  lapsed: ["離脱", "Lapsed"],
+  new: ["新規", "New"],
+  none: ["なし", "None"],
+  // navigation
+  home: ["ホーム", "Home"],
+  trends: ["推移", "Trends"],
+  customers: ["顧客", "Customers"],
+  followups: ["フォロー", "Follow-ups"],
+  rules: ["境界", "Rules"],
+  rfm: ["RFM", "RFM"],
+  ltv: ["LTV", "LTV"],
+  dm: ["DM", "DM"],
+  questions: ["質問", "Questions"],
+  imports: ["取込", "Imports"],
+  people: ["利用者", "People"],
+  menu: ["メニュー", "Menu"],
+  logout: ["ログアウト", "Log out"],
+  language: ["English", "日本語"],
+  // common
+  scope: ["店舗", "Branch"],
+  chain: ["全店", "Whole chain"],
+  as_of: ["基準日", "As of"],
+  prev_day: ["前日", "Previous day"],
+  next_day: ["翌日", "Next day"],
+  today: ["今日", "Today"],
+  apply: ["表示", "Show"],
+  save: ["保存", "Save"],
+  cancel: ["取消", "Cancel"],
+  loading: ["読み込み中…", "Loading…"],
+  error: ["エラー", "Error"],
+  bad_date: ["日付は 2026/11/23 の形で入力してください", "Type the date as 2026/11/23"],
+  bad_month: ["月は 2026/11 の形で入力してください", "Type the month as 2026/11"],
+  nothing: ["ありません", "None"],
+  total: ["合計", "Total"],
+  segment: ["顧客層", "Segment"],
+  tier: ["層", "Tier"],
+  customers_n: ["顧客数", "Customers"],
+  sales: ["売上累計", "Sales"],
+  customer_share: ["人数比率", "Share of customers"],
+  sales_share: ["金額比率", "Share of sales"],
+  customer_id: ["顧客ID", "Customer"],
+  purchase_count: ["購入回数", "Purchases"],
+  total_amount: ["累計購入金額", "Total spent"],
+  first_purchase_on: ["初回購入日", "First purchase"],
+  last_purchase_on: ["最終購入日", "Last purchase"],
+  tenure_days: ["在籍日数", "Tenure (days)"],
+  lapse_days: ["経過日数", "Days since"],
+  branch: ["店舗", "Branch"],
+  month: ["月", "Month"],
+  from: ["から", "From"],
+  to: ["まで", "To"],
+  rate: ["率", "Rate"],
+  download: ["ダウンロード", "Download"],
+  page: ["ページ", "Page"],
+  prev: ["前へ", "Previous"],
+  next: ["次へ", "Next"],
+  search: ["検索", "Search"],
+  search_id: ["顧客IDで検索", "Search by customer ID"],
+  sort: ["並び順", "Sort"],
+  matched: ["件", "matching"],
+  // home
+  matrix: ["顧客ポートフォリオ", "Customer portfolio"],
+  news: ["今日のできごと", "The day's news"],
+  new_customers: ["新規（初回）客", "New first-time customers"],
+  comebacks: ["復帰客", "Comebacks"],
+  newly_lapsed: ["新たな離脱", "Newly lapsed"],
+  at_risk: ["離脱の恐れ", "At risk"],
+  // trends
+  granularity: ["単位", "Granularity"],
+  by_month: ["月次", "Monthly"],
+  by_day: ["日次", "Daily"],
+  counts_over_time: ["顧客数の推移", "Customers over time"],
+  sales_over_time: ["売上累計の推移", "Sales over time"],
+  transitions: ["推移率（月次）", "Monthly transitions"],
+  transition_table: ["推移表", "Transition table"],
+  first_to_fledgling: ["初回→よちよち", "First → Fledgling"],
+  target: ["目標", "Target"],
+  active_to_lapsed: ["現役→離脱", "Active → lapsed"],
+  six_month: ["6か月推移", "Six-month view"],
+  reached: ["到達", "Reached"],
+  base: ["母数", "Base"],
+  branches_side: ["店舗比較", "Branches side by side"],
+  new_in_month: ["新規", "New"],
+  // customers
+  segment_list: ["顧客層別リスト", "Segment lists"],
+  csv_utf8: ["CSV (UTF-8)", "CSV (UTF-8)"],
+  csv_sjis: ["CSV (Shift_JIS)", "CSV (Shift_JIS)"],
+  customer: ["顧客", "Customer"],
+  purchases: ["購入履歴", "Purchases"],
+  changes: ["顧客層の変化", "Segment changes"],
+  cause: ["理由", "Why"],
+  cause_purchase: ["購入", "Purchase"],
+  cause_return: ["返品", "Return"],
+  cause_void: ["取消", "Void"],
+  cause_lapse: ["離脱期間の経過", "Lapse"],
+  cause_rules: ["境界の変更", "Rules changed"],
+  kind: ["種別", "Kind"],
+  amount: ["金額", "Amount"],
+  date: ["日付", "Date"],
+  open_tasks: ["未完了のフォロー", "Open tasks"],
+  not_found: ["見つかりません", "Not found"],
+  // follow-ups
+  todays_tasks: ["今日のフォロー", "Today's tasks"],
+  carried_over: ["持越し", "Carried over"],
+  due_on: ["期日", "Due"],
+  reason: ["理由", "Reason"],
+  reason_lapsed: ["離脱", "Lapsed"],
+  reason_at_risk: ["離脱の恐れ", "At risk"],
+  reason_sequence: ["ステップ", "Sequence step"],
+  mark_done: ["完了", "Done"],
+  outcome: ["結果", "Outcome"],
+  note: ["メモ", "Note"],
+  outcome_reached: ["連絡できた", "Reached"],
+  outcome_no_answer: ["不在", "No answer"],
+  outcome_visited: ["来店", "Visited"],
+  outcome_mailed: ["郵送済", "Mailed"],
+  outcome_declined: ["辞退", "Declined"],
+  outcome_other: ["その他", "Other"],
+  sequences: ["フォローの手順", "Sequences"],
+  steps: ["ステップ", "Steps"],
+  offset_days: ["日後", "days after"],
+  channel: ["手段", "Channel"],
+  notification_settings: ["通知の設定", "Notification settings"],
+  settings_json: ["設定（JSON）", "Settings (JSON)"],
+  saved: ["保存しました", "Saved"],
+  all_done: ["今日のフォローはすべて完了です", "All of today's tasks are done"],
+  // rules
+  borders: ["境界", "Borders"],
+  amount_border: ["金額の境界（円）", "Amount border (¥)"],
+  fledgling_tenure_days: ["よちよち期間（日）", "Fledgling tenure (days)"],
+  loyal_tenure_days: ["優良の在籍期間（日）", "Loyal tenure (days)"],
+  lapse_days_rule: ["離脱期間（日）", "Lapse after (days)"],
+  gaps: ["再購入までの日数の分布", "Days between purchases"],
+  totals_dist: ["累計購入金額の分布", "Customers' totals"],
+  suggestion: ["データからの提案", "Suggested from the data"],
+  use_suggestion: ["提案を入力", "Use the suggestion"],
+  preview: ["影響を確認", "Preview"],
+  moving: ["移動する顧客", "Customers who would move"],
+  version: ["版", "Version"],
+  applied: ["適用済み", "applied"],
+  applying: ["再分類中", "re-classifying"],
+  // rfm, ltv, dm, questions, imports
+  rf_table: ["R×F 表", "R × F table"],
+  recency: ["R（最新購入）", "R (recency)"],
+  frequency: ["F（頻度）", "F (frequency)"],
+  monetary: ["M（金額）", "M (monetary)"],
+  thresholds: ["ランクの境界", "Rank borders"],
+  baseline: ["現状", "Baseline"],
+  scenario: ["シナリオ", "Scenario"],
+  difference: ["差", "Difference"],
+  months_later: ["か月後", "months later"],
+  change_rate: ["推移率を変える", "Change a rate"],
+  simulate: ["試算", "Simulate"],
+  dm_tables: ["DM レスポンス表", "DM response tables"],
+  new_table: ["新しい表", "New table"],
+  name: ["名前", "Name"],
+  mailed: ["発送数", "Mailed"],
+  responses: ["反応数", "Responses"],
+  response_rate: ["反応率", "Response rate"],
+  size_on_day: ["発送日の人数", "Size on the day"],
+  add_month: ["月を記録", "Record a month"],
+  q_sales_split: ["売上の内訳（初回/リピート）", "Sales: first-time vs repeat"],
+  q_dormant: ["60〜90日購入のない顧客", "No purchase for 60–90 days"],
+  q_bought: ["今月購入した顧客の割合", "Share who bought this month"],
+  q_came_back: ["前四半期の新規客のうち再購入", "Last quarter's newcomers who came back"],
+  q_vips: ["優良顧客と購入頻度・よく買う商品", "Best customers, how often they buy, what"],
+  upload: ["アップロード", "Upload"],
+  file: ["ファイル", "File"],
+  check_file: ["内容を確認", "Check the file"],
+  start_import: ["取込開始", "Start the import"],
+  detected: ["検出結果", "Detected"],
+  mapping: ["列の対応", "Column mapping"],
+  progress: ["進捗", "Progress"],
+  rejected: ["除外行", "Rejected rows"],
+  status: ["状態", "Status"],
+  recent_imports: ["最近の取込", "Recent imports"],
+  owners_only: ["オーナーのみ", "Owners only"],
+};
+
+const KEY = "kizuna.lang";
+export let lang = localStorage.getItem(KEY) === "en" ? "en" : "ja";
+document.documentElement.lang = lang;
+
+export function setLang(next) {
+  lang = next === "en" ? "en" : "ja";
+  localStorage.setItem(KEY, lang);
+  document.documentElement.lang = lang;
+}
+
+export function t(key) {
+  const pair = WORDS[key];
+  if (!pair) return key;
+  return pair[lang === "en" ? 1 : 0];
+}
+
+// "loyal_lapsed" → "優良 離脱" / "Loyal lapsed"; "new" and null handled.
+export function segmentName(segment) {
+  if (!segment) return t("none");
+  if (segment === "new" || segment === "none") return t(segment);
+  const [tier, state] = segment.split("_");
+  return lang === "en" ? `${t(tier)} ${t(state).toLowerCase()}` : `${t(tier)}${state === "lapsed" ? "離脱" : ""}客`;
+}
