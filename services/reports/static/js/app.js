@@ -126,6 +126,7 @@ async function render() {
     console.warn(e);
     main.replaceChildren(message(`${t("error")}: ${e.message}`, "error"));
   }
+  main.dataset.render = String(ticket);
   main.dataset.ready = "true";
 }
 
