@@ -11,12 +11,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.cpm import SEGMENT_NAMES_JA, Rules
-from shared.http import ApiError, tenant_header
-from shared.settings import get_settings, today_in
+from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.settings import Settings, today_in
 from shared.tenants import load_tenant
 
 from .. import analysis, domain, store
@@ -26,12 +26,6 @@ from .. import dashboard_store as dstore
 router = APIRouter(tags=["dashboard"])
 
 
-async def _pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
 Scope = Annotated[
     str,
     Query(min_length=1, max_length=100, description="A branch_id, or 'all' for the whole chain."),
@@ -40,8 +34,7 @@ DEFAULT_TARGET = Decimal("0.5")
 NEWS_LIST = 20
 
 
-async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
-    settings = get_settings()
+async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
     tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
     return today_in(tenant.time_zone, settings)
 
@@ -50,13 +43,14 @@ async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
 async def news(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     as_of: Annotated[date | None, Query(description="YYYY-MM-DD; default today")] = None,
 ) -> dict:
     """The day's news for the home page: new first-time customers, comebacks and newly lapsed
     customers on ``as_of``, each with how many and the most valuable first (up to 20)."""
     async with pool.acquire() as conn:
-        day = as_of or await _today(conn, tenant_id)
+        day = as_of or await _today(conn, tenant_id, settings)
         rows = await dstore.day_changes(conn, tenant_id, scope, day)
     lists: dict[str, list] = {kind: [] for kind in dash.NEWS_KINDS}
     for r in rows:
@@ -82,6 +76,7 @@ async def customer_page(
     customer_id: str,
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     limit: Annotated[int, Query(ge=1, le=5000, description="purchases shown")] = 500,
 ) -> dict:
@@ -97,7 +92,7 @@ async def customer_page(
                 customer_id=customer_id,
                 scope=scope,
             )
-        today = await _today(conn, tenant_id)
+        today = await _today(conn, tenant_id, settings)
         stored = await store.rfm_thresholds(conn, tenant_id)
         entries = await dstore.timeline(conn, tenant_id, scope, customer_id)
         bought = await dstore.purchases(conn, tenant_id, scope, customer_id, limit)
@@ -133,6 +128,7 @@ async def segment_list(
     segment: str,
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     q: Annotated[str | None, Query(max_length=100, description="customer_id starts with")] = None,
     sort: Literal["-total", "total", "-last", "last", "-count", "count", "id"] = "-total",
@@ -144,7 +140,7 @@ async def segment_list(
     if segment not in domain.KNOWN_SEGMENTS:
         raise ApiError(404, "unknown_segment", f"no segment {segment!r}")
     async with pool.acquire() as conn:
-        today = await _today(conn, tenant_id)
+        today = await _today(conn, tenant_id, settings)
         total, rows = await dstore.segment_search(
             conn, tenant_id, scope, segment, q or None, sort, (page - 1) * size, size
         )
@@ -181,11 +177,13 @@ async def _data_figures(conn, tenant_id: str, scope: str) -> dict:
 
 
 @router.get("/v1/rules/distribution", tags=["rules"])
-async def rules_distribution(pool: Pool, tenant_id: TenantId, scope: Scope = "all") -> dict:
+async def rules_distribution(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
+) -> dict:
     """What the borders cut: the distribution of repurchase gaps (days between a customer's
     consecutive purchase days) and of customers' totals, with the current borders."""
     async with pool.acquire() as conn:
-        tenant = await load_tenant(conn, tenant_id, get_settings().default_time_zone)
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
         figures = await _data_figures(conn, tenant_id, scope)
     return {
         "scope": scope,
@@ -196,11 +194,13 @@ async def rules_distribution(pool: Pool, tenant_id: TenantId, scope: Scope = "al
 
 
 @router.get("/v1/rules/suggestion", tags=["rules"])
-async def rules_suggestion(pool: Pool, tenant_id: TenantId, scope: Scope = "all") -> dict:
+async def rules_suggestion(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
+) -> dict:
     """Borders computed from the tenant's data (see dashboard_domain.suggest_rules for how),
     each with the figure it came from; nothing is saved."""
     async with pool.acquire() as conn:
-        tenant = await load_tenant(conn, tenant_id, get_settings().default_time_zone)
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
         f = await _data_figures(conn, tenant_id, scope)
     p80 = _percentile(f["repeat_totals"], 0.8)
     rules, reasons = dash.suggest_rules(
@@ -224,14 +224,18 @@ def _rules(payload: Any) -> Rules:
 
 @router.post("/v1/rules/preview", tags=["rules"])
 async def rules_preview(
-    pool: Pool, tenant_id: TenantId, scope: Scope = "all", payload: Annotated[Any, Body()] = None
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """How many customers of the scope would move between segments if these borders were
     saved now: each customer's figures classified by the same function the classifier uses,
     against the segment they are in. Nothing is saved."""
     rules = _rules(payload)
     async with pool.acquire() as conn:
-        today = await _today(conn, tenant_id)
+        today = await _today(conn, tenant_id, settings)
         rows = await dstore.customer_figures(conn, tenant_id, scope)
     moves: Counter = dash.preview_moves(rows, today, rules)
     return dash.preview_body(scope, today, rules, moves)

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services import demo
+from services.cli import demo
 from shared.events import CUSTOMER_STATES, PURCHASES, SEGMENT_CHANGES
 from shared.kafka import group_lag
 from tests.e2e.conftest import ServiceProcess
