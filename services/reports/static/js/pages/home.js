@@ -1,7 +1,7 @@
 // Home: the 5×2 portfolio matrix with both shares, the two pie charts and the day's news.
 import { getJSON, notifier, query } from "../api.js";
 import { day, num, pct, yen } from "../fmt.js";
-import { STATES, TIERS, t } from "../i18n.js";
+import { STATES, TIERS, segmentName, t } from "../i18n.js";
 import { card, customerLink, donut, el, segmentColor, table } from "../ui.js";
 
 function matrix(portfolio, scope) {
@@ -37,7 +37,7 @@ function newsCard(news, atRisk, scope) {
   const lists = ["newly_lapsed", "comebacks", "new_customers"].filter((k) => news[k].items.length).map((k) =>
     el("div", {}, el("h3", {}, t(k)), table([
       { label: t("customer_id"), value: (r) => customerLink(r.customer_id, scope) },
-      { label: t("segment"), value: (r) => `${r.from_segment ? `${t(r.from_segment.split("_")[0])} → ` : ""}${t(r.to_segment.split("_")[0])}` },
+      { label: t("segment"), value: (r) => `${r.from_segment ? `${segmentName(r.from_segment)} → ` : ""}${segmentName(r.to_segment)}` },
       { label: t("total_amount"), value: (r) => yen(r.total_amount), num: true },
     ], news[k].items.slice(0, 5))));
   return card(`${t("news")} — ${day(news.as_of)}`, stats, ...lists);
@@ -50,6 +50,7 @@ export async function render({ scope, asOf }) {
     getJSON(`/v1/dashboard/news${q}`),
     getJSON(notifier(`/v1/followups${query({ scope, reason: "at_risk", limit: 100 })}`)).catch(() => ({ items: [], next: null })),
   ]);
+  document.getElementById("as-of").placeholder = day(portfolio.as_of);
   const shares = (key) => Object.fromEntries(portfolio.segments.map((s) => [s.segment, Number(s[key])]));
   return el("div", { class: "grid wide-left" },
     card(`${t("matrix")} — ${scope === "all" ? t("chain") : scope}`, matrix(portfolio, scope)),

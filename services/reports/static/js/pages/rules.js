@@ -61,7 +61,7 @@ export async function render({ scope }) {
     } catch (err) { status.replaceChildren(message(err.message, "error")); }
   }
 
-  const basis = suggestion.basis.map((b) => `${t(FIELDS.find(([n]) => n === b.field)[1])}: ${b.basis} = ${num(b.value)}`);
+  const basis = suggestion.basis.map((b) => `${t(FIELDS.find(([n]) => n === b.field)[1])} ← ${t(`basis_${b.basis}`)}: ${b.field === "amount_border" ? yen(b.value) : num(b.value)}`);
   return el("div", { class: "grid two" },
     card(t("borders"),
       el("p", { class: "muted", id: "rules-version", dataset: { version: current.version, applied: current.applied_version } },
