@@ -70,6 +70,7 @@ const WORDS = {
   prev: ["前へ", "Previous"],
   next: ["次へ", "Next"],
   search: ["検索", "Search"],
+  more: ["さらに表示", "Show more"],
   search_id: ["顧客IDで検索", "Search by customer ID"],
   sort: ["並び順", "Sort"],
   matched: ["件", "matching"],

@@ -7,6 +7,7 @@ import { SEGMENTS, segmentName, t } from "../i18n.js";
 import { card, customerLink, el, message, table } from "../ui.js";
 import { ctx } from "../app.js";
 
+const PAGE = 30;
 const OUTCOMES = ["reached", "no_answer", "visited", "mailed", "declined", "other"];
 
 function task(item, today, scope) {
@@ -73,15 +74,23 @@ async function settingsCard() {
 
 export async function render({ scope }) {
   const [today, atRisk, sequences, portfolio] = await Promise.all([
-    getJSON(notifier(`/v1/followups${query({ scope, due: "today", limit: 200 })}`)),
+    getJSON(notifier(`/v1/followups${query({ scope, due: "today", limit: PAGE })}`)),
     getJSON(notifier(`/v1/followups${query({ scope, reason: "at_risk", limit: 100 })}`)),
     getJSON(notifier("/v1/sequences")),
     getJSON(`/v1/portfolio${query({ scope })}`), // its as_of is the tenant's today
   ]);
   const todayIso = portfolio.as_of;
   const list = el("div", { id: "tasks" }, today.items.length ? today.items.map((x) => task(x, todayIso, scope)) : message(t("all_done"), "ok"));
+  // The next page of today's tasks, after the last one shown (the API's cursor).
+  let cursor = today.next;
+  const more = el("button", { type: "button", class: "secondary", id: "more-tasks", hidden: !cursor, onclick: async () => {
+    const page = await getJSON(notifier(`/v1/followups${query({ scope, due: "today", limit: PAGE, cursor })}`));
+    list.append(...page.items.map((x) => task(x, todayIso, scope)));
+    cursor = page.next;
+    more.hidden = !cursor;
+  } }, t("more"));
   return el("div", { class: "grid wide-left" },
-    card(`${t("todays_tasks")} (${num(today.items.length)}${today.next ? "+" : ""})`, list),
+    card(t("todays_tasks"), list, more),
     el("div", { class: "grid" },
       card(t("at_risk"), atRisk.items.length ? table([
         { label: t("customer_id"), value: (x) => customerLink(x.customer_id, scope) },
