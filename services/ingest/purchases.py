@@ -13,10 +13,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from shared import access, http, metrics
+from shared import access, http
 from shared.access import Permission, Principal
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.kafka import ensure_topics, new_producer
+
+from . import metrics
 
 log = logging.getLogger("kizuna.ingest")
 router = APIRouter(tags=["purchases"])

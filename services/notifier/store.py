@@ -33,7 +33,7 @@ from .domain import (
 
 ITEM_COLUMNS = (
     "id, customer_id, branch_id, segment, reason, status, outcome, created_on, due_on, done_on,"
-    " total_amount, priority, channel, note, step, last_purchase_on"
+    " total_amount, priority, channel, note, step, last_purchase_on, staff_outcome, staff_note"
 )
 
 
@@ -55,6 +55,8 @@ class Followup:
     note: str | None = None
     step: int | None = None
     last_purchase_on: date | None = None
+    staff_outcome: str | None = None
+    staff_note: str | None = None
 
     @property
     def sort_key(self) -> SortKey:
@@ -245,17 +247,23 @@ async def mark_done(
     tenant_id: str,
     followup_id: int,
     on: date,
+    staff_outcome: str | None = None,
+    staff_note: str | None = None,
     branches: Sequence[str] | None = None,
 ) -> Followup | None:
-    """Staff did the follow-up. Idempotent: a closed task is returned as it is. ``None`` when
-    the tenant has no such task (among ``branches``' tasks, when given)."""
+    """Staff did the follow-up, with what came of it and a note. Idempotent: a closed task is
+    returned as it is. ``None`` when the tenant has no such task (among ``branches``' tasks,
+    when given)."""
     row = await conn.fetchrow(
-        "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3, updated_at = now()"
+        "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3,"
+        " staff_outcome = $4, staff_note = $5, updated_at = now()"
         " WHERE tenant_id = $1 AND id = $2 AND status = 'open'"
-        f" AND ($4::text[] IS NULL OR branch_id = ANY($4)) RETURNING {ITEM_COLUMNS}",
+        f" AND ($6::text[] IS NULL OR branch_id = ANY($6)) RETURNING {ITEM_COLUMNS}",
         tenant_id,
         followup_id,
         on,
+        staff_outcome,
+        staff_note,
         None if branches is None else list(branches),
     )
     if row is None:
