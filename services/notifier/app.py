@@ -259,10 +259,19 @@ async def mark_done(
 )
 async def customer_followups(customer_id: str, pool: Pool, who: Caller) -> dict:
     """Every task of one customer (open and closed), oldest first: the customer's page. A
-    branch login sees the tasks of its branches only."""
+    branch login sees the tasks of its branches only (404 when there are none)."""
     async with pool.acquire() as conn:
         rows = await store.customer_followups(conn, who.tenant_id, customer_id)
-    return {"items": [_item(f) for f in rows if who.covers(f.branch_id)]}
+    items = [_item(f) for f in rows if who.covers(f.branch_id)]
+    if not items and not who.chain_wide:
+        # the same answer for a customer of another branch and one without tasks
+        raise ApiError(
+            404,
+            "not_found",
+            f"no tasks of customer {customer_id!r} in your branches",
+            customer_id=customer_id,
+        )
+    return {"items": items}
 
 
 async def _ready() -> dict[str, bool]:
