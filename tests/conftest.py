@@ -22,6 +22,7 @@ from tests.helpers import TMP, free_port, scratch_database
 
 service.exit_on_failure = False  # services run in-process here: fail the test, not pytest
 
+
 @pytest.fixture(scope="session")
 async def database_url():
     """A fresh, migrated database for this test run, dropped afterwards."""
