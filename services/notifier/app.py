@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import Body, FastAPI, Query
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import http
 from shared.cpm import SEGMENTS
@@ -112,6 +112,8 @@ class FollowupItem(BaseModel):
     note: str | None = Field(None, description="What to do, from the tenant's template.")
     step: int | None = Field(None, description="Sequence steps: position, from 0.")
     last_purchase_on: date | None = None
+    staff_outcome: str | None = Field(None, description="What staff reported when done.")
+    staff_note: str | None = None
 
 
 class FollowupPage(BaseModel):
@@ -136,6 +138,8 @@ def _item(f: store.Followup) -> FollowupItem:
         note=f.note,
         step=f.step,
         last_purchase_on=f.last_purchase_on,
+        staff_outcome=f.staff_outcome,
+        staff_note=f.staff_note,
     )
 
 
@@ -188,14 +192,38 @@ async def list_followups(
     )
 
 
+class DoneBody(BaseModel):
+    """What came of a follow-up, as staff report it (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["reached", "no_answer", "visited", "mailed", "declined", "other"] | None = None
+    note: str | None = Field(None, max_length=2000)
+
+
 @app.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
 async def mark_done(
-    followup_id: int, pool: Pool, tenant_id: TenantId, settings: AppSettings
+    followup_id: int,
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    payload: Annotated[Any, Body()] = None,
 ) -> FollowupItem:
-    """Staff did the follow-up. Doing it again changes nothing."""
+    """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
+    "note": "…"}``. Doing it again changes nothing."""
+    try:
+        body = DoneBody.model_validate(payload or {})
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_request", "the request is not valid", problems=_problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         followup = await store.mark_done(
-            conn, tenant_id, followup_id, await _today(conn, tenant_id, settings)
+            conn,
+            tenant_id,
+            followup_id,
+            await _today(conn, tenant_id, settings),
+            body.outcome,
+            body.note,
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -208,6 +236,14 @@ async def mark_done(
             outcome=followup.outcome,
         )
     return _item(followup)
+
+
+@app.get("/v1/customers/{customer_id}/followups", tags=["followups"])
+async def customer_followups(customer_id: str, pool: Pool, tenant_id: TenantId) -> dict:
+    """Every task of one customer (open and closed), oldest first: the customer's page."""
+    async with pool.acquire() as conn:
+        rows = await store.customer_followups(conn, tenant_id, customer_id)
+    return {"items": [_item(f) for f in rows]}
 
 
 async def _ready() -> dict[str, bool]:

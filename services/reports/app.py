@@ -33,6 +33,8 @@ from shared.settings import Settings, get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
+from .api import dashboard as dashboard_api
+from .api import gateway
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -99,6 +101,8 @@ async def _ready() -> dict[str, bool]:
 
 
 http.install(app, _ready)
+app.include_router(dashboard_api.router)
+app.include_router(gateway.router)
 
 
 # Query parameters shared by every customer list (segment lists, RFM lists, DM exports).

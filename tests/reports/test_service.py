@@ -655,7 +655,7 @@ async def test_health_readiness_metrics_and_dashboard(client):
     assert "kizuna_reports_states_applied_total" in metrics
     page = await client.get("/")
     assert page.status_code == 200 and "顧客ポートフォリオ" in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/js/app.js", "/static/style.css", "/static/vendor/chart.umd.min.js"):
         assert (await client.get(asset)).status_code == 200
     missing = await client.get("/nope")
     assert missing.status_code == 404 and "error" in missing.json()
