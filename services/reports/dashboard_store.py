@@ -52,7 +52,7 @@ async def purchases(
     """A customer's purchase events, newest first (voids count everywhere, like cpm.in_scope)."""
     return await conn.fetch(
         "SELECT event_id, kind, branch_id, occurred_at, occurred_on, amount, order_id,"
-        " payload->'lines' AS lines FROM purchases"
+        " lines FROM purchase_events"
         " WHERE tenant_id = $1 AND customer_id = $2"
         "  AND ($3 = 'all' OR branch_id = $3 OR kind = 'void')"
         " ORDER BY occurred_at DESC, event_id LIMIT $4",
@@ -110,7 +110,7 @@ async def repurchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: str) 
     rows = await conn.fetch(
         "SELECT gap FROM ("
         "  SELECT occurred_on - lag(occurred_on) OVER (PARTITION BY customer_id ORDER BY occurred_on)"
-        "   AS gap FROM (SELECT DISTINCT customer_id, occurred_on FROM purchases"
+        "   AS gap FROM (SELECT DISTINCT customer_id, occurred_on FROM purchase_events"
         "    WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)) v) g"
         " WHERE gap IS NOT NULL",
         tenant_id,
@@ -125,7 +125,8 @@ async def second_purchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: 
         "SELECT occurred_on - first_on AS gap FROM ("
         "  SELECT occurred_on, min(occurred_on) OVER w AS first_on,"
         "   dense_rank() OVER (PARTITION BY customer_id ORDER BY occurred_on) AS n"
-        "  FROM purchases WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)"
+        "  FROM purchase_events WHERE tenant_id = $1 AND kind = 'sale'"
+        "   AND ($2 = 'all' OR branch_id = $2)"
         "  WINDOW w AS (PARTITION BY customer_id)) v WHERE n = 2",
         tenant_id,
         scope,
