@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+from collections import defaultdict
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -229,6 +232,41 @@ async def test_customer_list_searches_sorts_and_pages_on_the_server(page_at, sta
         "table.changes tbody tr td:nth-child(3)", "tds => tds.map(t => t.innerText)"
     )
     assert causes[0] == "離脱期間の経過" and causes[-1] == "購入"
+
+
+def percentile_disc(values: list, share: float):
+    """PostgreSQL's percentile_disc: the first value whose cumulative share reaches ``share``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+async def test_the_rules_figures_follow_their_plain_definition(stack):
+    rows = await stack.pool.fetch(
+        "SELECT customer_id, occurred_on FROM purchases WHERE tenant_id = $1 AND kind = 'sale'",
+        stack.tenant,
+    )
+    days = defaultdict(set)
+    for r in rows:
+        days[r["customer_id"]].add(r["occurred_on"])
+    gaps, seconds = [], []
+    for visits in days.values():
+        ordered = sorted(visits)
+        gaps += [(b - a).days for a, b in pairwise(ordered)]
+        if len(ordered) > 1:
+            seconds.append((ordered[1] - ordered[0]).days)
+    body = await stack.api("/v1/rules/distribution")
+    for b in body["repurchase_gaps"]:
+        inside = [g for g in gaps if g >= b["from"] and (b["to"] is None or g < b["to"])]
+        assert b["count"] == len(inside), b
+    assert sum(b["count"] for b in body["repurchase_gaps"]) == len(gaps)
+    listed = await stack.api("/v1/portfolio", scope="all")
+    assert sum(b["count"] for b in body["totals"]) == listed["total_customers"]
+
+    suggested = (await stack.api("/v1/rules/suggestion"))["rules"]
+    assert suggested["lapse_days"] == max(30, math.ceil(percentile_disc(gaps, 0.9) / 30) * 30)
+    assert suggested["fledgling_tenure_days"] == max(
+        30, math.ceil(percentile_disc(seconds, 0.75) / 30) * 30
+    )
 
 
 async def test_the_rules_preview_matches_what_saving_does(page_at, stack):
