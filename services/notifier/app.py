@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -63,92 +63,28 @@ def build_consumer(pool: asyncpg.Pool, settings: Settings) -> PgOffsetConsumer:
     )
 
 
-class ConsumerSupervisor:
-    """Keeps one consumer running. ``PgOffsetConsumer.run`` retries database and network
-    failures itself, but any other error ends it, and a silently dead task would leave the
-    service up while nothing is consumed. Here such an error replaces the consumer with a fresh
-    one, which seeks to the offsets stored in PostgreSQL: what the dead one fetched but did not
-    commit is read again, never skipped."""
-
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
-        self.pool = pool
-        self.settings = settings
-        self.consumer: PgOffsetConsumer | None = None
-        self.restarts = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        """Start consuming; the first start raises, so a service that cannot reach its broker
-        fails at start-up instead of pretending to run."""
-        self._stop = asyncio.Event()
-        self.consumer = build_consumer(self.pool, self.settings)
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="consume")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    @property
-    def healthy(self) -> bool:
-        return (
-            self._task is not None
-            and not self._task.done()
-            and bool(self.consumer and self.consumer.healthy)
-        )
-
-    async def _run(self) -> None:
-        backoff = 1.0
-        while True:
-            consumer = self.consumer
-            try:
-                if consumer is not None:
-                    await consumer.run(self._stop)
-            except Exception:  # noqa: BLE001 - whatever it was, a fresh consumer recovers
-                log.exception("consumer failed; starting a new one from the stored offsets")
-            finally:
-                if consumer is not None:
-                    with suppress(Exception):
-                        await consumer.stop()
-                self.consumer = None
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
-            if self._stop.is_set():
-                return
-            backoff = min(backoff * 2, 30)
-            self.restarts += 1
-            try:
-                fresh = build_consumer(self.pool, self.settings)
-                await fresh.start()
-                self.consumer = fresh
-            except Exception:  # noqa: BLE001 - broker still away: try again after the back-off
-                log.exception("consumer could not start")
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
     pool = await create_pool(settings.database_url, max_size=6)
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    supervisor = ConsumerSupervisor(pool, settings)
-    await supervisor.start()
+    consumer = build_consumer(pool, settings)
+    await consumer.start()
     worker, scanner = DeliveryWorker(pool, settings), AtRiskScanner(pool, settings)
     stop = asyncio.Event()
     tasks = [
+        supervised(consumer.run(stop), "consume", stop),
         supervised(worker.run(stop), "deliver", stop),
         supervised(scanner.run(stop), "at-risk scan", stop),
     ]
-    app.state.pool, app.state.supervisor, app.state.tasks = pool, supervisor, tasks
+    app.state.pool, app.state.consumer, app.state.tasks = pool, consumer, tasks
     try:
         yield
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await worker.close()
-        await supervisor.stop()
+        await consumer.stop()
         await pool.close()
 
 
@@ -312,11 +248,11 @@ async def customer_followups(customer_id: str, pool: Pool, tenant_id: TenantId) 
 
 async def _ready() -> dict[str, bool]:
     state = app.state
-    supervisor = getattr(state, "supervisor", None)
+    consumer = getattr(state, "consumer", None)
     tasks = getattr(state, "tasks", [])
     return {
         "database": await http.check_db(state.pool) if hasattr(state, "pool") else False,
-        "consumer": bool(supervisor and supervisor.healthy),
+        "consumer": bool(consumer and consumer.healthy),
         "workers": bool(tasks) and not any(t.done() for t in tasks),
     }
 

@@ -74,7 +74,8 @@ async def client(db, consumer, monkeypatch):
     monkeypatch.setenv("KIZUNA_NOW", f"{TODAY.isoformat()}T12:00:00+09:00")
     get_settings.cache_clear()
     app.state.pool = db
-    app.state.consumer, app.state.consume_task = consumer
+    app.state.consumer, task = consumer
+    app.state.tasks = [task]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://reports"
     ) as c:
