@@ -53,20 +53,22 @@ def change_cause(previous: Mapping | None, entry: Mapping) -> str:
 
 
 def timeline_changes(entries: Sequence[Mapping]) -> list[dict]:
-    """A customer's timeline (oldest first) as the list of changes shown on their page, newest
-    first, each with the segment before and after and its cause."""
+    """A customer's timeline (oldest first) as the segment changes shown on their page, newest
+    first: each entry whose segment differs from the one before, with its cause and figures
+    (purchases that left the segment as it was are on the page's purchase list)."""
     out, previous = [], None
     for entry in entries:
-        out.append(
-            {
-                "effective_on": entry["effective_on"].isoformat(),
-                "from_segment": previous["segment"] if previous else None,
-                "to_segment": entry["segment"],
-                "cause": change_cause(previous, entry),
-                "purchase_count": entry["purchase_count"],
-                "total_amount": str(entry["total_amount"]),
-            }
-        )
+        if previous is None or entry["segment"] != previous["segment"]:
+            out.append(
+                {
+                    "effective_on": entry["effective_on"].isoformat(),
+                    "from_segment": previous["segment"] if previous else None,
+                    "to_segment": entry["segment"],
+                    "cause": change_cause(previous, entry),
+                    "purchase_count": entry["purchase_count"],
+                    "total_amount": str(entry["total_amount"]),
+                }
+            )
         previous = entry
     return out[::-1]
 

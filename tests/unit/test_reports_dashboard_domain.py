@@ -55,18 +55,19 @@ def test_change_cause(previous, now, cause):
     assert dash.change_cause(previous, now) == cause
 
 
-def test_timeline_changes_are_newest_first_with_the_segment_before():
+def test_timeline_changes_are_the_moves_newest_first_with_the_segment_before():
     changes = dash.timeline_changes(
         [
             entry("first_active", 1, 5000, "2025-01-05"),
             entry("fledgling_active", 2, 9000, "2025-02-01"),
-            entry("fledgling_lapsed", 2, 9000, "2025-09-29"),
+            entry("fledgling_active", 3, 12000, "2025-03-01"),  # bought, stayed: no change
+            entry("fledgling_lapsed", 3, 12000, "2025-10-27"),
         ]
     )
     assert [
         (c["effective_on"], c["from_segment"], c["to_segment"], c["cause"]) for c in changes
     ] == [
-        ("2025-09-29", "fledgling_active", "fledgling_lapsed", "lapse"),
+        ("2025-10-27", "fledgling_active", "fledgling_lapsed", "lapse"),
         ("2025-02-01", "first_active", "fledgling_active", "purchase"),
         ("2025-01-05", None, "first_active", "purchase"),
     ]

@@ -84,14 +84,14 @@ async def test_every_page_fits_the_screen_without_errors(page_at, stack, name, s
         top = await stack.api("/v1/segments/loyal_active/customers", limit=1)
         route = f"#/customer/{top['items'][0]['customer_id']}"
     page = await page_at(WIDTHS[size], route, height=HEIGHTS[size])
+    if os.environ.get("KIZUNA_SCREENSHOTS") and size != "phone":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / f"{name}-{size}.png")
     assert await page.get_attribute("main", "data-page") == name
     assert not await page.locator("main .message.error").count(), await page.inner_text("main")
     assert page.errors == []
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= WIDTHS[size], f"{name} is {width}px wide at {WIDTHS[size]}px"
-    if os.environ.get("KIZUNA_SCREENSHOTS") and size != "phone":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=SCREENSHOTS / f"{name}-{size}.png")
 
 
 async def test_the_matrix_equals_the_api_and_follows_branch_and_date(page_at, stack):
