@@ -234,6 +234,46 @@ async def test_customer_list_searches_sorts_and_pages_on_the_server(page_at, sta
     assert causes[0] == "離脱期間の経過" and causes[-1] == "購入"
 
 
+async def test_an_import_shows_what_was_detected_then_its_progress_and_rejected_rows(
+    page_at, stack, tmp_path
+):
+    sales = tmp_path / "売上.csv"
+    sales.write_bytes(
+        "日付,顧客番号,金額,店舗\r\n"
+        '2026/11/20,IMP-1,"12,960",umeda\r\n'
+        "2026/11/21,IMP-2,abc,umeda\r\n"
+        "2026/11/22,IMP-3,5400,umeda\r\n".encode("cp932")
+    )
+    page = await page_at(1440, "#/imports")
+    await page.set_input_files("input[name=file]", str(sales))
+    await page.get_by_role("button", name="内容を確認").click()
+    await page.wait_for_selector("#detected")
+    detected = await page.inner_text("#detected")
+    assert "cp932" in detected.lower() or "shift" in detected.lower(), detected
+    mapped = await page.eval_on_selector_all(
+        "#detected table.mapping tbody tr",
+        "rs => rs.map(r => [...r.cells].map(c => c.innerText))",
+    )
+    assert [row[1:3] for row in mapped] == [
+        ["日付", "date"],
+        ["顧客番号", "customer_id"],
+        ["金額", "amount"],
+        ["店舗", "branch"],
+    ]
+
+    await page.get_by_role("button", name="取込開始").click()
+    await page.wait_for_selector("#import-result dl[data-status=done]", timeout=60_000)
+    progress = await page.inner_text("#import-result")
+    assert "2 ✓ / 1 ✗" in progress
+    async with page.expect_download() as info:
+        await page.click("#import-result a")
+    rejected = tmp_path / "rejected.csv"
+    await (await info.value).save_as(rejected)
+    rows = list(csv.reader(io.StringIO(rejected.read_bytes().decode("utf-8-sig"))))
+    assert [r[:3] for r in rows[1:]] == [["3", "金額", "abc"]]  # the line of the file, as typed
+    await stack.settle()
+
+
 def percentile_disc(values: list, share: float):
     """PostgreSQL's percentile_disc: the first value whose cumulative share reaches ``share``."""
     ordered = sorted(values)
