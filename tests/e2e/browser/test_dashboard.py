@@ -165,6 +165,16 @@ async def test_marking_a_task_done_removes_it_from_todays_list(page_at, stack):
         ).json()
         done = (await c.get(stack.notifier + "/v1/followups", params={"status": "done"})).json()
     assert task_id not in {str(i["id"]) for i in open_today["items"]}
+
+    # a task left from yesterday is still today's work, marked as carried over
+    carried = ids[0]
+    await stack.pool.execute("UPDATE followups SET due_on = due_on - 1 WHERE id = $1", int(carried))
+    await page.reload()
+    await drawn(page)
+    marked = await page.eval_on_selector_all(
+        "#tasks .task:has(.carried)", "ts => ts.map(t => t.dataset.id)"
+    )
+    assert marked == [carried]
     [item] = [i for i in done["items"] if str(i["id"]) == task_id]
     assert (item["staff_outcome"], item["staff_note"]) == ("reached", "電話でお礼、来週来店予定")
 
