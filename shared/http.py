@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import metrics
 from shared.settings import get_settings
 
 log = logging.getLogger("kizuna.http")
@@ -41,8 +42,15 @@ async def tenant_header(
 TenantId = Annotated[str, "tenant"]
 
 
-def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:
-    """Add /healthz, /readyz, /metrics and the JSON error shape to a service's app."""
+def install(
+    app: FastAPI,
+    ready: Callable[[], Awaitable[dict[str, bool]]],
+    *,
+    service: str,
+    observe: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Add /healthz, /readyz, /metrics, the AsyncAPI document and the JSON error shape to a
+    service's app. ``observe`` sets the service's gauges that are read at scrape time."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:
@@ -56,6 +64,14 @@ def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> No
 
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint() -> Response:
+        # Readiness as a metric, so an alert can say which check of which service fails.
+        for check, ok in (await ready()).items():
+            metrics.READY.labels(service, check).set(1 if ok else 0)
+        if observe is not None:
+            try:
+                await observe()
+            except Exception:  # noqa: BLE001 - a scrape must not fail on a gauge it cannot read
+                log.warning("%s: reading the scrape-time gauges failed", service, exc_info=True)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(ApiError)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from shared import http
 from shared.db import create_pool
 from shared.events import PURCHASES
-from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.kafka import PgOffsetConsumer, ensure_topics, observe_outbox
 from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
@@ -123,4 +123,4 @@ async def _ready() -> dict[str, bool]:
     }
 
 
-http.install(app, _ready)
+http.install(app, _ready, service=SERVICE, observe=lambda: observe_outbox(app.state.pool))

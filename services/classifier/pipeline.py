@@ -7,6 +7,7 @@ together; the relay publishes the outbox afterwards.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -16,12 +17,13 @@ from aiokafka import ConsumerRecord
 
 from shared import metrics
 from shared.events import PurchaseEvent
-from shared.kafka import count_changes, decode_records, write_outbox
+from shared.kafka import decode_records, write_outbox
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
 from . import store
 from .domain import ScopeState, apply_events, lapse, reclassify
+from .metrics import LAPSE_SWEEP_SECONDS, LAPSES, RECLASSIFIED
 
 log = logging.getLogger("kizuna.classifier")
 SERVICE = "classifier"
@@ -86,7 +88,6 @@ class Classifier:
         for tenant_id, customers in new_by_tenant.items():
             await self._classify(conn, tenants[tenant_id], customers, outbox)
         await write_outbox(conn, outbox)
-        count_changes(outbox)
 
     async def _classify(
         self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list
@@ -130,12 +131,12 @@ class Classifier:
 
     async def sweep(self, pool: asyncpg.Pool) -> int:
         """Lapse every customer whose lapse date has come; batched, safe with several instances."""
-        moved = 0
+        moved, started = 0, time.perf_counter()
         async with pool.acquire() as conn:
             tenants = await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id")
         for row in tenants:
             while True:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, metrics.counted(conn):
                     tenant = await self.tenant(conn, row["tenant_id"])
                     today = today_in(tenant.time_zone, self.settings)
                     due = await store.due_states(
@@ -147,7 +148,8 @@ class Classifier:
                         conn, tenant, due, partial(_lapse_until, today=today, rules=tenant.rules)
                     )
                     moved += len(due)
-                    metrics.LAPSES.inc(len(due))
+                    LAPSES.inc(len(due))
+        LAPSE_SWEEP_SECONDS.observe(time.perf_counter() - started)
         return moved
 
     async def apply_rules(self, pool: asyncpg.Pool) -> int:
@@ -159,7 +161,7 @@ class Classifier:
             )
         for row in pending:
             while True:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, metrics.counted(conn):
                     tenant = await self.tenant(conn, row["tenant_id"])
                     today = today_in(tenant.time_zone, self.settings)
                     batch = await store.states_before_rules(
@@ -185,6 +187,7 @@ class Classifier:
                         ),
                     )
                     done += len(batch)
+                    RECLASSIFIED.inc(len(batch))
         return done
 
     async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
@@ -198,4 +201,3 @@ class Classifier:
                 _emit(outbox, tenant.tenant_id, customer, [change])
         await store.save_states(conn, tenant.tenant_id, changed)
         await write_outbox(conn, outbox)
-        count_changes(outbox)

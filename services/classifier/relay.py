@@ -73,7 +73,6 @@ class Relay:
         heads = await self.pool.fetch("SELECT id, record_count FROM outbox ORDER BY id LIMIT 1000")
         if not heads:
             self.backlog = 0
-            metrics.OUTBOX_BACKLOG.set(0)
             return 0
         ids, total = [], 0
         for head in heads:
@@ -91,7 +90,6 @@ class Relay:
         await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
         metrics.OUTBOX_PUBLISHED.inc(sent)
         self.backlog = await self.pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
-        metrics.OUTBOX_BACKLOG.set(self.backlog)
         return sent
 
     async def _send(self, producer, rows) -> int:

@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from services.importer import PurchasePublisher
-from shared import http, metrics
+from shared import http
 from shared.db import create_pool, resolve_database_url
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.kafka import ensure_topics, new_producer
 from shared.settings import get_settings
 
-from . import imports
+from . import imports, metrics
 
 log = logging.getLogger("kizuna.ingest")
 MAX_EVENTS = 20000
@@ -204,7 +204,7 @@ async def post_purchases(request: Request, tenant_id: Annotated[str, Depends(htt
         )
     events, problems = validate(items, tenant_id)
     if problems:
-        metrics.INGEST_REJECTED.inc(len({p["index"] for p in problems}))
+        metrics.REJECTED.inc(len({p["index"] for p in problems}))
         return JSONResponse(
             http.error_body(
                 "invalid_events",
@@ -214,7 +214,7 @@ async def post_purchases(request: Request, tenant_id: Annotated[str, Depends(htt
             status_code=422,
         )
     await request.app.state.publisher.publish(events)
-    metrics.INGEST_ACCEPTED.inc(len(events))
+    metrics.ACCEPTED.inc(len(events))
     return {"accepted": len(events)}
 
 
@@ -230,4 +230,4 @@ async def _ready() -> dict[str, bool]:
 app.include_router(imports.router)
 
 
-http.install(app, _ready)
+http.install(app, _ready, service="ingest")

@@ -1,7 +1,14 @@
-"""The notifier's own Prometheus metrics (beside ``shared.metrics``), on its ``/metrics``."""
+"""The notifier's own Prometheus metrics (beside ``shared.metrics``), on its ``/metrics``.
 
-from prometheus_client import Counter, Gauge
+Counters of what a consumed batch or a scan created move when its transaction commits."""
 
+from prometheus_client import Gauge
+
+from shared.metrics import Counter
+
+FOLLOWUPS_OPENED = Counter(
+    "kizuna_followups_opened_total", "Follow-up tasks opened, by reason", ["reason"]
+)
 ALERTS_RAISED = Counter("kizuna_alerts_raised_total", "Alerts raised", ["kind"])
 DELIVERIES = Counter(
     "kizuna_alert_deliveries_total",

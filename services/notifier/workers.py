@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 
-from shared import metrics
 from shared.settings import Settings, today_in, utcnow
 
 from . import messages, store
@@ -38,7 +37,7 @@ from .domain import (
     digest_id,
     plan_alert,
 )
-from .metrics import ALERTS_RAISED, DELIVERIES, DELIVERY_BACKLOG
+from .metrics import ALERTS_RAISED, DELIVERIES, DELIVERY_BACKLOG, FOLLOWUPS_OPENED
 from .pipeline import NameLookup
 
 log = logging.getLogger("kizuna.notifier")
@@ -367,7 +366,7 @@ class AtRiskScanner:
             if new:
                 ALERTS_RAISED.labels(AT_RISK).inc(new)
             if opened:
-                metrics.FOLLOWUPS_OPENED.labels(AT_RISK).inc(opened)
+                FOLLOWUPS_OPENED.labels(AT_RISK).inc(opened)
             if len(page) < self.page_size:
                 return raised
             after = page[-1].customer_id

@@ -111,7 +111,7 @@ async def _ready() -> dict[str, bool]:
     return checks
 
 
-http.install(app, _ready)
+http.install(app, _ready, service=SERVICE)
 
 
 async def get_pool(request: Request) -> asyncpg.Pool:

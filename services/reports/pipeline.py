@@ -8,7 +8,6 @@ from collections import defaultdict
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter
 
 from shared.events import CustomerState
 from shared.kafka import decode_records, write_outbox
@@ -16,18 +15,11 @@ from shared.kafka import decode_records, write_outbox
 from . import store
 from .domain import Folded, fold, problem_with, sum_deltas
 from .history import add_moves, load_since, moves_delta, updated
+from .metrics import STATES_APPLIED, STATES_SKIPPED
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"
 GROUP = "kizuna-reports"
-
-STATES_APPLIED = Counter(
-    "kizuna_reports_states_applied_total", "Customer states applied to the portfolio"
-)
-STATES_SKIPPED = Counter(
-    "kizuna_reports_states_skipped_total",
-    "Customer states skipped as already applied (redelivery) or stale",
-)
 
 
 def decode(records: list[ConsumerRecord]) -> tuple[list[CustomerState], list[tuple[str, str, str]]]:
