@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,8 +49,9 @@ def install(
     service: str,
     observe: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Add /healthz, /readyz, /metrics, the AsyncAPI document and the JSON error shape to a
-    service's app. ``observe`` sets the service's gauges that are read at scrape time."""
+    """Add /healthz, /readyz, /metrics, the AsyncAPI document (/asyncapi for people,
+    /asyncapi.json for tools) and the JSON error shape to a service's app. ``observe`` sets the
+    service's gauges that are read at scrape time."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:
@@ -73,6 +74,18 @@ def install(
             except Exception:  # noqa: BLE001 - a scrape must not fail on a gauge it cannot read
                 log.warning("%s: reading the scrape-time gauges failed", service, exc_info=True)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of the Kafka topics")
+    async def asyncapi_json() -> JSONResponse:
+        from shared.events import asyncapi  # faststream's generator: imported when asked
+
+        return JSONResponse(asyncapi.document())
+
+    @app.get("/asyncapi", tags=["ops"], summary="The Kafka topics, for people (AsyncAPI)")
+    async def asyncapi_html() -> HTMLResponse:
+        from shared.events import asyncapi
+
+        return HTMLResponse(asyncapi.html())
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

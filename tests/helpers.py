@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 
 from shared.db import _with_database, database_name, migrate
 
@@ -41,3 +43,11 @@ async def scratch_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def unavailable(reason: str):
+    """Skip where a tool cannot be had; under CI (root, registries reachable) that is a failure:
+    `make test` installs it (deploy/install-test-tools.sh)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it)")
+    pytest.skip(reason)
