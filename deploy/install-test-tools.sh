@@ -8,7 +8,7 @@
 #   `docker-compose -f docker-compose.yml config -q`, which checks the file against the Compose
 #   specification schema it ships, with no Docker engine. Recommends are skipped on purpose:
 #   they would pull in docker.io, containerd and runc, which a validator does not need.
-# - prometheus, for promtool: tests/unit/test_deploy_monitoring.py runs `promtool check config`,
+# - prometheus, for promtool: tests/unit/test_monitoring.py runs `promtool check config`,
 #   `check rules` and `test rules` on deploy/prometheus. The package's server is never started
 #   (services are kept from starting while it installs).
 # From npm: @asyncapi/parser (deploy/asyncapi/package.json, exact versions in its lock file),
