@@ -215,17 +215,6 @@ async def pending_outbox(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[
     ]
 
 
-async def observe_outbox(pool: asyncpg.Pool) -> None:
-    """Set the outbox gauges from the table itself: they keep rising while the relay is stuck,
-    which is when they matter."""
-    row = await pool.fetchrow(
-        "SELECT coalesce(sum(record_count), 0) AS records,"
-        " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age FROM outbox"
-    )
-    metrics.OUTBOX_BACKLOG.set(row["records"])
-    metrics.OUTBOX_AGE.set(float(row["age"]))
-
-
 class _SeekFromDatabase(ConsumerRebalanceListener):
     def __init__(self, owner: PgOffsetConsumer):
         self.owner = owner

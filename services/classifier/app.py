@@ -9,51 +9,22 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from shared import http
+from shared import http, metrics
 from shared.db import create_pool
 from shared.events import PURCHASES
-from shared.kafka import PgOffsetConsumer, ensure_topics, observe_outbox
+from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
-from .pipeline import SERVICE, Classifier
+from . import store
+from .clock import Clock, clock_loop
+from .consumer import SERVICE, Classifier
 from .relay import Relay
 from .store import GROWN_TABLES
 
 log = logging.getLogger("kizuna.classifier")
 GROUP = "kizuna-classifier"
-
-
-async def clock_loop(
-    classifier: Classifier,
-    pool,
-    relay: Relay,
-    consumer: PgOffsetConsumer,
-    stop: asyncio.Event,
-    interval: float,
-    max_backlog: int,
-) -> None:
-    """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse.
-
-    While a large backlog of purchases is still to be read (history being loaded), the sweep
-    waits: the events themselves catch each customer's lapse clock up in date order, and a
-    sweep running ahead would lapse customers whose next purchase is still in the queue (later
-    superseded — correct, but twice the work); so does it before the consumer's first fetch,
-    when the backlog is not known yet. Live, the backlog is near zero and the sweep runs every
-    tick.
-    """
-    while not stop.is_set():
-        try:
-            moved = await classifier.apply_rules(pool)
-            if consumer.backlog is not None and consumer.backlog <= max_backlog:
-                moved += await classifier.sweep(pool)
-            if moved:
-                relay.wake.set()
-        except Exception:  # noqa: BLE001 - keep the clock running; the next tick retries
-            log.exception("clock tick failed")
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
 
 
 @asynccontextmanager
@@ -85,7 +56,7 @@ async def lifespan(app: FastAPI):
         supervised(relay.run(stop), "relay", stop),
         supervised(
             clock_loop(
-                classifier,
+                Clock(settings),
                 pool,
                 relay,
                 consumer,
@@ -123,4 +94,12 @@ async def _ready() -> dict[str, bool]:
     }
 
 
-http.install(app, _ready, service=SERVICE, observe=lambda: observe_outbox(app.state.pool))
+async def _observe() -> None:
+    """The outbox gauges, read from the table at scrape time: they keep rising while the relay
+    is stuck, which is when they matter."""
+    records, age = await store.outbox_waiting(app.state.pool)
+    metrics.OUTBOX_BACKLOG.set(records)
+    metrics.OUTBOX_AGE.set(age)
+
+
+http.install(app, _ready, service=SERVICE, observe=_observe)

@@ -38,8 +38,7 @@ class FiguresBefore(BaseModel):
 class CustomerState(SegmentChange):
     """Same fields as ``SegmentChange`` (``from_segment`` may equal ``to_segment`` here), plus
     ``before``: the figures before the change (null for a new customer). Published after every
-    change of figures or segment; a correction's first message has ``effective_on`` equal to
-    ``corrects_from`` and ``before`` on the eve of that day in the corrected timeline."""
+    change of figures or segment."""
 
     before: FiguresBefore | None = Field(
         None,
