@@ -8,6 +8,10 @@
 #   `docker-compose -f docker-compose.yml config -q`, which checks the file against the Compose
 #   specification schema it ships, with no Docker engine. Recommends are skipped on purpose:
 #   they would pull in docker.io, containerd and runc, which a validator does not need.
+# - chromium: the dashboard tests (tests/e2e/browser) drive it with Playwright for Python
+#   pointed at /usr/bin/chromium. Playwright's own browser download needs the internet at test
+#   time, which the machines that run Kizuna's tests may not have; Debian's build comes from the
+#   same package mirror as everything else here.
 # - prometheus, for promtool: tests/unit/test_monitoring.py runs `promtool check config`,
 #   `check rules` and `test rules` on deploy/prometheus. The package's server is never started
 #   (services are kept from starting while it installs).
@@ -29,6 +33,9 @@ have_compose() {
     return 1
 }
 have_promtool() { command -v promtool >/dev/null 2>&1 && promtool --version >/dev/null 2>&1; }
+have_chromium() {
+    [ -x /usr/bin/chromium ] && /usr/bin/chromium --headless --no-sandbox --version >/dev/null 2>&1
+}
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -37,6 +44,7 @@ install_from_debian() {
     local missing=()
     have_compose || missing+=(docker-compose)
     have_promtool || missing+=(prometheus)
+    have_chromium || missing+=(chromium)
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! command -v apt-get >/dev/null 2>&1; then
         say "no apt-get here; install ${missing[*]} yourself (the tests that need them skip)."
@@ -67,6 +75,7 @@ install_from_debian() {
     [ -n "$made_policy" ] && rm -f "$policy"
     have_compose || say "docker-compose does not run after installing it."
     have_promtool || say "promtool does not run after installing prometheus."
+    have_chromium || say "chromium does not run after installing it."
     return 0
 }
 

@@ -5,8 +5,10 @@ The convention:
 - Names are ``kizuna_<what>[_<unit>]``: counters end in ``_total``, durations are histograms in
   ``_seconds``, sizes are histograms in ``_records``; gauges say what they hold
   (``kizuna_outbox_backlog_records``).
-- A metric is defined once: a service's own metrics in ``services/<service>/metrics.py``,
-  the shared machinery's here (with a ``service`` label where several services report it).
+- A metric is defined once: a service's own metrics in ``services/<service>/metrics.py``, used
+  by that service's modules as ``metrics.NAME`` after ``from . import metrics``; the shared
+  machinery's here (with a ``service`` label where several services report it), written by
+  shared code, never by a service's own modules.
   deploy/grafana and deploy/prometheus name only metrics defined in those places (a test holds
   them to a running stack's ``/metrics``).
 - Counters of work done in a database transaction move when that transaction commits, never
@@ -110,20 +112,12 @@ BROKER_RESETS = Counter(
     ["service"],
 )
 
-# --- The outbox (written by every consumer in its transaction, published by the relay) -------
+# --- The outbox, as every consumer writes it in its transaction (the relay's: classifier) ----
 
 OUTBOX_WRITTEN = Counter(
     "kizuna_changes_out_total",
     "Records written to the outbox, by destination topic (counted when they commit)",
     ["topic"],
-)
-OUTBOX_PUBLISHED = Counter("kizuna_outbox_published_total", "Outbox records published to Kafka")
-OUTBOX_BACKLOG = Gauge(
-    "kizuna_outbox_backlog_records", "Outbox records not yet published (read at scrape time)"
-)
-OUTBOX_AGE = Gauge(
-    "kizuna_outbox_oldest_age_seconds",
-    "Age of the oldest outbox record not yet published; 0 when the outbox is empty",
 )
 
 # --- Readiness, as /readyz sees it, read at every scrape -------------------------------------

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 from shared.db import _with_database, database_name, migrate
+from shared.kafka import PgOffsetConsumer
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -51,3 +52,32 @@ def unavailable(reason: str):
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must have it)")
     pytest.skip(reason)
+
+
+class RunningConsumer:
+    """A service's consumer run as its lifespan runs it (``start``, then ``run`` until stopped),
+    for tests that consume in-process and stop or restart it."""
+
+    def __init__(self, build: Callable[[], PgOffsetConsumer]):
+        self.build = build
+        self.consumer: PgOffsetConsumer | None = None
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.consumer = self.build()
+        await self.consumer.start()
+        self.task = asyncio.create_task(self.consumer.run(self.stop_event), name="consume")
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await self.task
+            self.task = None
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.consumer and self.consumer.healthy and self.task and not self.task.done())

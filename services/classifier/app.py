@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from shared import http, metrics
+from shared import http
 from shared.db import create_pool
 from shared.events import PURCHASES
 from shared.kafka import PgOffsetConsumer, ensure_topics
@@ -17,7 +17,7 @@ from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
-from . import store
+from . import metrics, store
 from .clock import Clock, clock_loop
 from .consumer import SERVICE, Classifier
 from .relay import Relay

@@ -11,15 +11,14 @@ from functools import partial
 
 import asyncpg
 
-from shared import metrics
 from shared.kafka import PgOffsetConsumer
+from shared.metrics import counted
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, load_tenant
 
-from . import store
+from . import metrics, store
 from .consumer import emit
 from .domain import lapse, reclassify
-from .metrics import LAPSE_SWEEP_SECONDS, LAPSES, RECLASSIFIED
 from .relay import Relay
 
 log = logging.getLogger("kizuna.classifier")
@@ -47,7 +46,7 @@ class Clock:
             tenants = await store.tenant_ids(conn)
         for tenant_id in tenants:
             while True:
-                async with pool.acquire() as conn, metrics.counted(conn):
+                async with pool.acquire() as conn, counted(conn):
                     tenant = await self.tenant(conn, tenant_id)
                     today = today_in(tenant.time_zone, self.settings)
                     due = await store.due_states(
@@ -59,8 +58,8 @@ class Clock:
                         conn, tenant, due, partial(_lapse_until, today=today, rules=tenant.rules)
                     )
                     moved += len(due)
-                    LAPSES.inc(len(due))
-        LAPSE_SWEEP_SECONDS.observe(time.perf_counter() - started)
+                    metrics.LAPSES.inc(len(due))
+        metrics.LAPSE_SWEEP_SECONDS.observe(time.perf_counter() - started)
         return moved
 
     async def apply_rules(self, pool: asyncpg.Pool) -> int:
@@ -70,7 +69,7 @@ class Clock:
             pending = await store.tenants_with_new_rules(conn)
         for tenant_id in pending:
             while True:
-                async with pool.acquire() as conn, metrics.counted(conn):
+                async with pool.acquire() as conn, counted(conn):
                     tenant = await self.tenant(conn, tenant_id)
                     today = today_in(tenant.time_zone, self.settings)
                     batch = await store.states_before_rules(
@@ -91,7 +90,7 @@ class Clock:
                         ),
                     )
                     done += len(batch)
-                    RECLASSIFIED.inc(len(batch))
+                    metrics.RECLASSIFIED.inc(len(batch))
         return done
 
     async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:

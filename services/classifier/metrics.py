@@ -1,6 +1,6 @@
 """The classifier's own Prometheus metrics (beside ``shared.metrics``), on its ``/metrics``."""
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from shared.metrics import Counter
 
@@ -16,4 +16,12 @@ LAPSE_SWEEP_SECONDS = Histogram(
 RECLASSIFIED = Counter(
     "kizuna_rules_reclassified_total",
     "Customer states re-classified after a tenant's borders changed",
+)
+OUTBOX_PUBLISHED = Counter("kizuna_outbox_published_total", "Outbox records published to Kafka")
+OUTBOX_BACKLOG = Gauge(
+    "kizuna_outbox_backlog_records", "Outbox records not yet published (read at scrape time)"
+)
+OUTBOX_AGE = Gauge(
+    "kizuna_outbox_oldest_age_seconds",
+    "Age of the oldest outbox record not yet published; 0 when the outbox is empty",
 )

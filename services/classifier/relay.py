@@ -11,10 +11,9 @@ import zlib
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from shared import metrics
 from shared.kafka import new_producer, unpack_outbox
 
-from . import store
+from . import metrics, store
 
 log = logging.getLogger("kizuna.relay")
 

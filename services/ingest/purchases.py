@@ -169,7 +169,7 @@ async def post_purchases(request: Request, tenant_id: TenantId):
         )
     events, problems = validate(items, tenant_id)
     if problems:
-        metrics.REJECTED.inc(len({p["index"] for p in problems}))
+        metrics.INGEST_REJECTED.inc(len({p["index"] for p in problems}))
         return JSONResponse(
             http.error_body(
                 "invalid_events",
@@ -179,5 +179,5 @@ async def post_purchases(request: Request, tenant_id: TenantId):
             status_code=422,
         )
     await request.app.state.publisher.publish(events)
-    metrics.ACCEPTED.inc(len(events))
+    metrics.INGEST_ACCEPTED.inc(len(events))
     return {"accepted": len(events)}

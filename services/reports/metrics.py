@@ -1,5 +1,5 @@
-"""The reports service's own Prometheus metrics (beside ``shared.metrics``), on its
-``/metrics``. Counted when the consumed batch's transaction commits."""
+"""The reports service's own Prometheus metrics, on its ``/metrics`` (what every service
+reports is in shared/metrics.py)."""
 
 from shared.metrics import Counter
 

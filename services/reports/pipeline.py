@@ -12,10 +12,9 @@ from aiokafka import ConsumerRecord
 from shared.events import CustomerState
 from shared.kafka import decode_records, write_outbox
 
-from . import store
+from . import metrics, store
 from .domain import Folded, fold, problem_with, sum_deltas
 from .history import add_moves, load_since, moves_delta, updated
-from .metrics import STATES_APPLIED, STATES_SKIPPED
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"
@@ -93,5 +92,5 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
             moves=moves,
         )
     await write_outbox(conn, dead)
-    STATES_APPLIED.inc(applied)
-    STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records
+    metrics.STATES_APPLIED.inc(applied)
+    metrics.STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records

@@ -62,10 +62,10 @@ import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from services.ingest.metrics import IMPORT_EVENTS, IMPORT_ROWS, IMPORTS_ENDED
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
 
+from .. import metrics
 from . import store
 from .customers import CustomerRow, read_customers
 from .reader import Rejection
@@ -554,7 +554,7 @@ async def run_import(
             )
             if kind == "sales":
                 await store.drop_staging(conn, import_id)
-        IMPORTS_ENDED.labels(kind, "done").inc()
+        metrics.IMPORTS_ENDED.labels(kind, "done").inc()
     except asyncio.CancelledError:
         await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
         raise
@@ -631,8 +631,8 @@ async def _read(
                 eta,
             )
             await store.checkpoint(conn, import_id, progress, batch.rejections, also)
-            IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
-            IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
+            metrics.IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
+            metrics.IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
             if on_progress is not None:
                 on_progress(progress)
             if batch.done:
@@ -683,7 +683,7 @@ async def _publish(
         sent += len(page)
         speed, eta = rate.update(len(page), done)
         await store.published(conn, import_id, done, after, speed, eta)
-        IMPORT_EVENTS.inc(len(page))
+        metrics.IMPORT_EVENTS.inc(len(page))
         if on_progress is not None:
             on_progress(
                 store.Checkpoint(
@@ -703,7 +703,7 @@ async def _publish(
 
 
 async def _record_end(conn, import_id: int, kind: str, status: str, error: str) -> None:
-    IMPORTS_ENDED.labels(kind, status).inc()
+    metrics.IMPORTS_ENDED.labels(kind, status).inc()
     try:
         async with asyncio.timeout(10):
             await store.finish(
