@@ -71,4 +71,4 @@ app.include_router(purchases.router)
 app.include_router(imports.router)
 
 
-http.install(app, _ready)
+http.install(app, _ready, service="ingest")

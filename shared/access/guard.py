@@ -29,9 +29,11 @@ log = logging.getLogger("kizuna.access")
 SESSION_COOKIE = "kizuna_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Paths anyone may call. Mounted static files and the OpenAPI pages are Starlette routes, which
-# never run these dependencies; they hold no data.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/"})
+# Paths anyone may call: they hold no data (the API descriptions, like the OpenAPI pages and the
+# mounted static files, which are Starlette routes and never run these dependencies).
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/login", "/", "/asyncapi.json", "/asyncapi"}
+)
 PUBLIC_ROUTES = frozenset({("POST", "/v1/session")})
 # A key's last use is written at most this often per process: a busy POS feed must not turn
 # every request into a write on the same row.

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    b" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+    b" frame-ancestors 'none'",
+)
 HEADERS = (
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        b" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
-        b" frame-ancestors 'none'",
-    ),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
 )
+# The API description pages (FastAPI's and faststream's) load their viewers from a CDN with
+# inline scripts; they hold no data, so they go without the dashboard's script policy.
+DOC_PAGES = frozenset({"/docs", "/redoc", "/asyncapi", "/docs/oauth2-redirect"})
 
 
 class SecurityHeaders:
-    """ASGI middleware adding ``HEADERS`` to every HTTP response (a plain ASGI wrapper: it
+    """ASGI middleware adding the headers to every HTTP response (a plain ASGI wrapper: it
     leaves streamed downloads streaming)."""
 
     def __init__(self, app: ASGIApp):
@@ -31,10 +34,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        wanted = HEADERS if scope["path"] in DOC_PAGES else (CSP, *HEADERS)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in HEADERS if k not in present]
+                extra = [(k, v) for k, v in wanted if k not in present]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
