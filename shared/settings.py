@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         "loaded) is recorded but opens no follow-up task.",
     )
     session_timeout_ms: int = Field(6000, ge=1000)
+    max_body_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="Largest request body any service reads (413 beyond; refused while it "
+        "streams in, never read whole).",
+    )
+    max_upload_bytes: int = Field(
+        4 << 30, ge=1024, description="Largest CSV upload (`POST /v1/imports/...`)."
+    )
     log_level: str = "INFO"
 
     # --- Notifier: alert delivery (e-mail over SMTP, webhooks) and the at-risk scan ----------

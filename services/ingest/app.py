@@ -230,4 +230,4 @@ async def _ready() -> dict[str, bool]:
 app.include_router(imports.router)
 
 
-http.install(app, _ready)
+http.install(app, _ready, uploads=(imports.router.prefix,))
