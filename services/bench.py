@@ -267,7 +267,7 @@ async def run_classifier(
                 and not await pool.fetchval(
                     "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", BENCH_END
                 )
-                and not await pool.fetchval("SELECT count(*) FROM outbox")
+                and not await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
             ):
                 break
             await asyncio.sleep(0.2)
@@ -659,7 +659,7 @@ async def scenario_lapse(customers: int, lapsing: int, partitions: int) -> str:
                 due = await pool.fetchval(
                     "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", lapse_day
                 )
-                backlog = await pool.fetchval("SELECT count(*) FROM outbox")
+                backlog = await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
                 if not due and not backlog:
                     break
                 await asyncio.sleep(0.2)
@@ -946,7 +946,7 @@ async def scenario_import(rows: int, partitions: int) -> str:
                     and not await pool.fetchval(
                         "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", today
                     )
-                    and not await pool.fetchval("SELECT count(*) FROM outbox")
+                    and not await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
                 ):
                     break
                 if run.process.poll() is not None:

@@ -48,6 +48,17 @@ async def cluster_id(bootstrap: str) -> str:
         await client.close()
 
 
+async def cluster_of(client: AIOKafkaClient) -> str:
+    """The cluster id of the broker an open client talks to (a metadata request naming no
+    topic: one small round trip on its connection)."""
+    node = client.get_random_node()
+    if node is None:
+        await client.force_metadata_update()
+        node = client.get_random_node()
+    response = await client.send(node, MetadataRequest([]))
+    return getattr(response, "cluster_id", None) or "unknown"
+
+
 async def ensure_topics(
     bootstrap: str, partitions: int, topics: Sequence[str] = ALL_TOPICS
 ) -> None:
@@ -280,6 +291,8 @@ class PgOffsetConsumer:
         self.backlog: int | None = None
 
     async def seek_assigned(self, assigned) -> None:
+        # the broker may have been restarted (a new, empty log) since this consumer started
+        self.cluster = await cluster_of(self.consumer._client)
         rows = await self.pool.fetch(
             "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
             " WHERE group_id = $1 AND topic = ANY($2::text[])",
@@ -323,6 +336,8 @@ class PgOffsetConsumer:
             if not records:
                 self.healthy = True
                 continue
+            if not await self._same_broker():
+                continue
             started = time.perf_counter()
             failed = await self._process_in_groups(batches)
             if failed:
@@ -354,6 +369,30 @@ class PgOffsetConsumer:
                 )
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
+
+    async def _same_broker(self) -> bool:
+        """Whether the records just fetched came from the broker the stored offsets are for.
+
+        The cluster id was known (``self.cluster``) before the fetch; the same id after it
+        means the same broker throughout. A different one: the broker was restarted with an
+        empty log, and its offsets mean other records — the batch is dropped and every
+        partition is read again from where the new broker's offsets say (its beginning)."""
+        try:
+            now = await cluster_of(self.consumer._client)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("%s: cannot ask the broker its cluster id (%s)", self.group_id, exc)
+            await asyncio.sleep(0.5)
+            return False
+        if now == self.cluster:
+            return True
+        log.warning(
+            "%s: the broker was reset (%s -> %s): reading the new log from its start",
+            self.group_id,
+            self.cluster,
+            now,
+        )
+        await self.seek_assigned(self.consumer.assignment())
+        return False
 
     async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
         """Process a fetched batch as ``parallel`` transactions over disjoint partitions.

@@ -13,7 +13,11 @@ CONSUMER_LAG = Gauge(
     "kizuna_consumer_lag", "High-water mark minus position", ["service", "topic", "partition"]
 )
 CHANGES_OUT = Counter("kizuna_changes_out_total", "Changes written to the outbox", ["topic"])
-OUTBOX_BACKLOG = Gauge("kizuna_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_BACKLOG = Gauge("kizuna_outbox_backlog", "Outbox records not yet published")
+REPLAYED = Counter(
+    "kizuna_broker_replayed_total",
+    "Records published again because the broker that had acknowledged them is gone",
+)
 OUTBOX_PUBLISHED = Counter("kizuna_outbox_published_total", "Outbox rows published to Kafka")
 DEADLETTERS = Counter(
     "kizuna_deadletters_total", "Records sent to the dead-letter topic", ["service"]

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "loaded) is recorded but opens no follow-up task.",
     )
     session_timeout_ms: int = Field(6000, ge=1000)
+    broker_replay: bool | None = Field(
+        None,
+        description="Keep what the broker acknowledged in PostgreSQL until its consumers have "
+        "applied it, and publish it again after a broker reset (shared/replay.py). Unset: on "
+        "when `kizuna up` runs the embedded broker (its log is memory only), off with "
+        "KAFKA_BOOTSTRAP_SERVERS (Apache Kafka's replicated log is the durable copy).",
+    )
     max_body_bytes: int = Field(
         16 << 20,
         ge=1024,

@@ -9,13 +9,14 @@ import logging
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated
 
+import asyncpg
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from services.importer import PurchasePublisher
-from shared import http, metrics
+from shared import http, metrics, replay
 from shared.db import create_pool, resolve_database_url
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.kafka import ensure_topics, new_producer
@@ -28,13 +29,19 @@ MAX_EVENTS = 20000
 
 
 class Publisher:
-    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down."""
+    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down.
 
-    def __init__(self, bootstrap: str, partitions: int):
+    With ``keep`` (KIZUNA_BROKER_REPLAY, the embedded broker) what the broker acknowledged is
+    also written to PostgreSQL before the 202, until the classifier has stored it
+    (shared/replay.py): a broker that dies cannot take accepted events with it."""
+
+    def __init__(self, bootstrap: str, partitions: int, keep=None):
         self.bootstrap = bootstrap
         self.partitions = partitions
         self.producer = None
         self.lock = asyncio.Lock()
+        self.keep = keep  # async (rows, broker, marks) -> None, or None
+        self.watch = replay.BrokerWatch()
 
     async def get(self):
         async with self.lock:
@@ -45,6 +52,8 @@ class Publisher:
                 try:
                     await ensure_topics(self.bootstrap, self.partitions)
                     await producer.start()
+                    if self.keep:
+                        await self.watch.current(producer.client)
                 except (TimeoutError, KafkaError, OSError) as exc:
                     with suppress(Exception):
                         await producer.stop()
@@ -63,23 +72,43 @@ class Publisher:
 
     async def publish(self, events: list[PurchaseEvent]) -> None:
         producer = await self.get()
+        before = self.watch.last
+        rows = [
+            (
+                PURCHASES,
+                message_key(e.tenant_id, e.customer_id),
+                e.model_dump_json(exclude_none=True).encode(),
+            )
+            for e in events
+        ]
         try:
             async with asyncio.timeout(15):
-                futures = [
-                    await producer.send(
-                        PURCHASES,
-                        key=message_key(e.tenant_id, e.customer_id),
-                        value=e.model_dump_json(exclude_none=True).encode(),
+                futures = [await producer.send(t, key=k, value=v) for t, k, v in rows]
+                acknowledged = await asyncio.gather(*futures)
+                if self.keep:
+                    broker = await self.watch.confirm(producer.client, before)
+                    marks = replay.marks_of(
+                        (m.topic, m.partition, m.offset, 1) for m in acknowledged
                     )
-                    for e in events
-                ]
-                await asyncio.gather(*futures)
+                    await self._keep(rows, broker, marks)
         except (KafkaError, OSError, TimeoutError) as exc:
             await self.reset()
             raise http.ApiError(
                 503,
                 "broker_unavailable",
                 "Kafka did not acknowledge the events; nothing is confirmed. Resending is safe.",
+                cause=str(exc) or type(exc).__name__,
+            ) from exc
+
+    async def _keep(self, rows, broker, marks) -> None:
+        try:
+            await self.keep(rows, broker, marks)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise http.ApiError(
+                503,
+                "database_unavailable",
+                "the events could not be recorded until they are counted; nothing is "
+                "confirmed. Resending is safe.",
                 cause=str(exc) or type(exc).__name__,
             ) from exc
 
@@ -90,19 +119,27 @@ class Publisher:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
-    app.state.publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    with suppress(http.ApiError):
-        await app.state.publisher.get()
-    # The imports' progress and checkpoints. min_size=0: ingest starts (and accepts purchases)
-    # while the database is down; readiness says so.
+    # The imports' progress and checkpoints, and (replay on) the accepted events until they are
+    # stored. min_size=0: ingest starts while the database is down; readiness says so.
     database_url, embedded_db = settings.database_url, None
     if not database_url:
         database_url, embedded_db = await resolve_database_url(settings)
     app.state.pool = await create_pool(database_url, min_size=0, max_size=8)
+    keep = None
+    if settings.broker_replay:
+
+        async def keep(rows, broker, marks):
+            await replay.keep_sent(app.state.pool, rows, broker, marks)
+
+    app.state.publisher = Publisher(
+        settings.kafka_bootstrap_servers, settings.topic_partitions, keep
+    )
+    with suppress(http.ApiError):
+        await app.state.publisher.get()
     await asyncio.to_thread(imports.sweep_spool)
     app.state.imports = imports.ImportRunner(
         app.state.pool,
-        PurchasePublisher(app.state.publisher.get, app.state.publisher.reset),
+        PurchasePublisher(app.state.publisher.get, app.state.publisher.reset, keep),
     )
     try:
         yield
