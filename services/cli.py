@@ -103,6 +103,8 @@ async def _up(args, settings: Settings) -> int:
         print(f"  send purchases           POST {stack.url('ingest')}/v1/purchases")
         print(f"  portfolio                {stack.url('reports')}/v1/portfolio?scope=all")
         print(f"  follow-ups フォロー       {stack.url('notifier')}/v1/followups?due=today")
+        if settings.stack_port:
+            print(f"  the stack's health       http://{settings.host}:{settings.stack_port}/readyz")
         print("Ctrl-C で停止 / Ctrl-C stops everything cleanly.", flush=True)
         await stop.wait()
         watcher.cancel()

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     reports_port: int = 8002
     notifier_port: int = 8003
     classifier_port: int = 8004
+    stack_port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        description="`kizuna up`'s own /readyz and /metrics (its processes, restarts, what "
+        "keeps dying); 0: not served.",
+    )
     topic_partitions: int = Field(8, ge=1, le=256)
     default_tenant: str = "demo"
     default_time_zone: str = "Asia/Tokyo"
