@@ -284,6 +284,7 @@ class PgOffsetConsumer:
             fetch_max_bytes=32 << 20,
         )
         self.assigned_once = asyncio.Event()
+        self.reset_seen = False
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
         # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
@@ -337,6 +338,12 @@ class PgOffsetConsumer:
                 self.healthy = True
                 continue
             if not await self._same_broker():
+                if self.reset_seen:  # where the new broker's offsets say (its beginning)
+                    self.reset_seen = False
+                    await self.seek_assigned(self.consumer.assignment())
+                else:  # not processed: fetched again
+                    for tp, part in batches.items():
+                        self.consumer.seek(tp, part[0].offset)
                 continue
             started = time.perf_counter()
             failed = await self._process_in_groups(batches)
@@ -391,7 +398,7 @@ class PgOffsetConsumer:
             self.cluster,
             now,
         )
-        await self.seek_assigned(self.consumer.assignment())
+        self.reset_seen = True
         return False
 
     async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
