@@ -89,17 +89,22 @@ class Unit:
     def failing(self) -> bool:
         return self.deaths_in_a_row >= FAILING_AFTER
 
-    def backoff(self) -> float:
-        return min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (self.deaths_in_a_row - 1))
-
 
 class Stack:
     """The running product: what `kizuna up` starts, supervises and stops."""
 
-    def __init__(self, settings: Settings, services=SERVICES, healthy_after: float = HEALTHY_AFTER):
+    def __init__(
+        self,
+        settings: Settings,
+        services=SERVICES,
+        healthy_after: float = HEALTHY_AFTER,
+        first_backoff: float = FIRST_BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+    ):
         self.settings = settings
         self.services = services
         self.healthy_after = healthy_after
+        self.first_backoff, self.max_backoff = first_backoff, max_backoff
         self.broker: EmbeddedBroker | None = None
         self.embedded_db = None
         self.database_url: str | None = None
@@ -165,11 +170,14 @@ class Stack:
         unit.pid, unit.started = self.broker.process.pid, time.monotonic()
         UP.labels(BROKER).set(1)
 
+    def command(self, name: str) -> list[str]:
+        return [sys.executable, "-m", "services.cli", "serve", name]
+
     def spawn(self, name: str) -> None:
         log_path = self.settings.data_dir / f"{name}.log"
         with open(log_path, "ab") as out:  # the child has its own copy
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve", name],
+                self.command(name),
                 env=self.child_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -237,7 +245,7 @@ class Stack:
             unit.deaths_in_a_row = 0  # it had recovered: this death starts a new count
         unit.deaths_in_a_row += 1
         unit.last_exit = self.exit_code(unit.name)
-        wait = unit.backoff()
+        wait = min(self.max_backoff, self.first_backoff * 2 ** (unit.deaths_in_a_row - 1))
         unit.due = now + wait
         UP.labels(unit.name).set(0)
         where = self.settings.data_dir / (
