@@ -22,14 +22,14 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query
 from pydantic import BaseModel, Field, ValidationError
 
 from shared import http
 from shared.cpm import SEGMENTS
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
-from shared.http import ApiError, tenant_header
+from shared.http import ApiError, AppSettings, Pool, TenantId
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
@@ -155,14 +155,6 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="Kizuna notifier", lifespan=lifespan)
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
-
-
 class FollowupItem(BaseModel):
     id: int
     customer_id: str
@@ -211,8 +203,7 @@ def _item(f: store.Followup) -> FollowupItem:
     )
 
 
-async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
-    settings = get_settings()
+async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
     zones = await store.time_zones(conn, [tenant_id], settings.default_time_zone)
     return today_in(zones[tenant_id], settings)
 
@@ -221,6 +212,7 @@ async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
 async def list_followups(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     status: Literal["open", "done", "cancelled"] = "open",
     scope: Annotated[
         str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
@@ -241,7 +233,7 @@ async def list_followups(
     except ValueError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
     async with pool.acquire() as conn:
-        due_by = await _today(conn, tenant_id) if due == "today" else None
+        due_by = await _today(conn, tenant_id, settings) if due == "today" else None
         # One more than asked: tells whether a next page exists without a count query.
         rows = await store.list_followups(
             conn,
@@ -261,11 +253,13 @@ async def list_followups(
 
 
 @app.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
-async def mark_done(followup_id: int, pool: Pool, tenant_id: TenantId) -> FollowupItem:
+async def mark_done(
+    followup_id: int, pool: Pool, tenant_id: TenantId, settings: AppSettings
+) -> FollowupItem:
     """Staff did the follow-up. Doing it again changes nothing."""
     async with pool.acquire() as conn:
         followup = await store.mark_done(
-            conn, tenant_id, followup_id, await _today(conn, tenant_id)
+            conn, tenant_id, followup_id, await _today(conn, tenant_id, settings)
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -347,7 +341,7 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
 
 @app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
 async def put_notification_settings(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
     """Replace the settings. They apply to alerts raised from now on (an alert's routing and
     text are fixed when it is raised, so its resends stay identical)."""
@@ -495,6 +489,7 @@ async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None
 async def comebacks(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Annotated[
         str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
     ] = CHAIN,
@@ -505,7 +500,7 @@ async def comebacks(
     all, how many after a follow-up task, how many after staff had done it; per segment they
     came back from and per day."""
     async with pool.acquire() as conn:
-        end = to or await _today(conn, tenant_id)
+        end = to or await _today(conn, tenant_id, settings)
         start = from_ or end - timedelta(days=30)
         if start > end:
             raise ApiError(

@@ -2,13 +2,13 @@
 SIGKILLed at random moments of a feed (the classifier twice), PostgreSQL restarted and the
 embedded broker SIGKILLed; the feeder resends what was refused. Afterwards everything equals a
 from-scratch computation and every event answered 202 is in the event store
-(services/bench_faults.py says what is checked)."""
+(services.cli.bench.faults.py says what is checked)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.bench_faults import SHORT_FAULTS, run_faults
+from services.cli.bench.faults import SHORT_FAULTS, run_faults
 from tests.conftest import TMP, free_port
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from services.supervisor import Stack
+from services.cli.stack import Stack
 from shared.settings import Settings
 from tests.conftest import ROOT, TMP, free_port
 from tests.helpers import wait_for

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.classifier.app import app as classifier_app
-from services.classifier.pipeline import Classifier
+from services.classifier.clock import Clock
 from services.ingest.app import app as ingest_app
 from shared.cpm import Rules
 from shared.events import DEADLETTER, SEGMENT_CHANGES
@@ -256,16 +256,16 @@ async def test_lapse_clock_and_rules_change(running, ingest, pool, database_url,
     assert str(row["lapse_due_on"]) == "2027-04-29"  # 2026-09-01 + 240 days
     # move the clock: the day before the border nothing happens, on it the customer lapses
     day_before = Settings(database_url=database_url, now=datetime(2027, 4, 28, 12, 0))
-    await Classifier(day_before).sweep(pool)
+    await Clock(day_before).sweep(pool)
     assert (await state_of(pool, tenant, "L1"))["segment"] == "loyal_active"
     on_the_day = Settings(database_url=database_url, now=datetime(2027, 4, 29, 0, 30))
-    await Classifier(on_the_day).sweep(pool)
+    await Clock(on_the_day).sweep(pool)
     row = await state_of(pool, tenant, "L1")
     assert row["segment"] == "loyal_lapsed" and row["lapse_due_on"] is None
     # new borders: a longer lapse border makes the customer active again, cause 'rules'
     async with pool.acquire() as conn:
         version = await save_rules(conn, tenant, Rules(lapse_days=365), "Asia/Tokyo")
-    await Classifier(on_the_day).apply_rules(pool)
+    await Clock(on_the_day).apply_rules(pool)
     row = await state_of(pool, tenant, "L1")
     assert (row["segment"], row["rules_version"]) == ("loyal_active", version)
     assert str(row["lapse_due_on"]) == str((datetime(2026, 9, 1) + timedelta(days=365)).date())

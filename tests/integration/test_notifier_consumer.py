@@ -13,9 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.notifier import store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.pipeline import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer, pending_outbox
 from shared.settings import get_settings, today_in
 from tests.helpers import wait_for

@@ -21,10 +21,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, ConsumerSupervisor, app
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer
 from shared.settings import get_settings, today_in
 from tests.conftest import free_port

@@ -8,8 +8,8 @@ import sys
 
 from prometheus_client import generate_latest
 
-from services import supervisor
-from services.supervisor import Stack
+from services.cli import stack as supervisor
+from services.cli.stack import Stack
 from shared.settings import Settings
 from tests.conftest import TMP
 from tests.helpers import wait_for

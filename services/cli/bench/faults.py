@@ -37,7 +37,7 @@ import httpx
 import orjson
 
 from services.classifier.domain import from_scratch
-from services.supervisor import Stack
+from services.cli.stack import Stack
 from shared.cpm import DEFAULT_RULES, Purchase
 from shared.db import migrate
 from shared.settings import Settings
