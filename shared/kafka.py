@@ -294,12 +294,22 @@ class PgOffsetConsumer:
     async def seek_assigned(self, assigned) -> None:
         # the broker may have been restarted (a new, empty log) since this consumer started
         self.cluster = await cluster_of(self.consumer._client)
-        rows = await self.pool.fetch(
-            "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
-            " WHERE group_id = $1 AND topic = ANY($2::text[])",
-            self.group_id,
-            self.topics,
-        )
+        wait = 0.5
+        while True:
+            # Until PostgreSQL answers: without the stored offsets, reading would start where
+            # the broker's own group offsets say, which are not the truth.
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
+                    " WHERE group_id = $1 AND topic = ANY($2::text[])",
+                    self.group_id,
+                    self.topics,
+                )
+                break
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("%s: cannot read the stored offsets (%s); retrying", self.group_id, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5)
         stored = {(r["topic"], r["partition"]): r for r in rows}
         for tp in assigned:
             row = stored.get((tp.topic, tp.partition))
@@ -337,7 +347,8 @@ class PgOffsetConsumer:
             if not records:
                 self.healthy = True
                 continue
-            if not await self._same_broker():
+            broker = await self._same_broker()
+            if broker is None:
                 if self.reset_seen:  # where the new broker's offsets say (its beginning)
                     self.reset_seen = False
                     await self.seek_assigned(self.consumer.assignment())
@@ -346,7 +357,7 @@ class PgOffsetConsumer:
                         self.consumer.seek(tp, part[0].offset)
                 continue
             started = time.perf_counter()
-            failed = await self._process_in_groups(batches)
+            failed = await self._process_in_groups(batches, broker)
             if failed:
                 # Database or network trouble heals; a bug in a handler does not, but retrying
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
@@ -370,6 +381,8 @@ class PgOffsetConsumer:
             self.healthy = True
             metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
             metrics.EVENTS_IN.labels(self.service).inc(len(records))
+            if broker != self.cluster:
+                continue  # the batch came from a broker that has since been replaced
             try:  # for lag tooling only; the truth is in PostgreSQL
                 await self.consumer.commit(
                     {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -377,21 +390,26 @@ class PgOffsetConsumer:
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
 
-    async def _same_broker(self) -> bool:
-        """Whether the records just fetched came from the broker the stored offsets are for.
+    async def _same_broker(self) -> str | None:
+        """The broker the records just fetched came from, or None when that is not certain.
 
         The cluster id was known (``self.cluster``) before the fetch; the same id after it
         means the same broker throughout. A different one: the broker was restarted with an
         empty log, and its offsets mean other records — the batch is dropped and every
-        partition is read again from where the new broker's offsets say (its beginning)."""
+        partition is read again from where the new broker's offsets say (its beginning).
+
+        The batch's offsets are stored under the id returned here, not under ``self.cluster``
+        as it is at commit time: a rebalance onto a new broker while the batch is processed
+        changes ``self.cluster``, and the old broker's offsets must not pass for the new one's
+        (the replay log in PostgreSQL is pruned by them)."""
         try:
             now = await cluster_of(self.consumer._client)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("%s: cannot ask the broker its cluster id (%s)", self.group_id, exc)
             await asyncio.sleep(0.5)
-            return False
+            return None
         if now == self.cluster:
-            return True
+            return now
         log.warning(
             "%s: the broker was reset (%s -> %s): reading the new log from its start",
             self.group_id,
@@ -399,9 +417,9 @@ class PgOffsetConsumer:
             now,
         )
         self.reset_seen = True
-        return False
+        return None
 
-    async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
+    async def _process_in_groups(self, batches, broker: str) -> list[tuple[dict, BaseException]]:
         """Process a fetched batch as ``parallel`` transactions over disjoint partitions.
 
         Partitions are keyed by customer, so the groups touch disjoint customers: while one
@@ -410,7 +428,9 @@ class PgOffsetConsumer:
         """
         parts = sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition))
         groups = [dict(parts[i :: self.parallel]) for i in range(min(self.parallel, len(parts)))]
-        results = await asyncio.gather(*(self._process(g) for g in groups), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._process(g, broker) for g in groups), return_exceptions=True
+        )
         failed = [
             (g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)
         ]
@@ -419,7 +439,7 @@ class PgOffsetConsumer:
                 raise r
         return failed
 
-    async def _process(self, batches) -> None:
+    async def _process(self, batches, broker: str) -> None:
         records = [r for part in batches.values() for r in part]
         async with self.pool.acquire() as conn, conn.transaction():
             await self.handle(conn, records)
@@ -429,7 +449,7 @@ class PgOffsetConsumer:
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE"
                 " SET next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()",
                 [
-                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, self.cluster)
+                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, broker)
                     for tp, part in batches.items()
                 ],
             )
