@@ -28,10 +28,11 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaClient
 
 from shared.events import CUSTOMER_STATES, PURCHASES, SEGMENT_CHANGES
-from shared.kafka import OUTBOX_RECORDS_PER_ROW, cluster_of, pack_outbox
+from shared.kafka import OUTBOX_RECORDS_PER_ROW, cluster_of, pack_outbox, unpack_outbox
 
 log = logging.getLogger("kizuna.replay")
 
@@ -123,8 +124,9 @@ async def mark_sent(conn, ids: Sequence[int], broker: str, marks: Marks) -> None
     )
 
 
-PRUNE = """
-DELETE FROM outbox o
+CONSUMED = """
+SELECT o.id, o.sent_topics = ARRAY[$3::text] AS purchases_only
+FROM outbox o
 WHERE o.sent_to IS NOT NULL
   AND NOT EXISTS (
     SELECT 1
@@ -136,11 +138,54 @@ WHERE o.sent_to IS NOT NULL
     WHERE c.next_offset IS NULL OR c.next_offset <= m.last)
 """
 
+# Of (row id, tenant, event id), the rows with an event the event store does not hold.
+NOT_STORED = """
+SELECT DISTINCT k.id
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, tenant_id, event_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM purchases p WHERE p.tenant_id = k.tenant_id AND p.event_id = k.event_id)
+"""
 
-async def prune(conn) -> int:
-    """Forget the kept rows every consumer has applied; returns how many rows went."""
-    status = await conn.execute(PRUNE, list(CONSUMED_BY), list(CONSUMED_BY.values()))
-    return int(status.split()[-1])
+
+async def prune(conn) -> tuple[int, int]:
+    """Forget the kept rows every consumer has applied; returns (rows forgotten, records sent
+    again).
+
+    Accepted purchases are forgotten only once the event store holds every one of them, not on
+    the classifier's offsets alone: several producers write that topic (ingest, the importer,
+    the relay's replays), and right after a restart the embedded broker has been seen to
+    acknowledge a batch it did not keep. A row the classifier read past whose events are not
+    all stored is published again (its duplicates are harmless), and the log says so."""
+    rows = await conn.fetch(CONSUMED, list(CONSUMED_BY), list(CONSUMED_BY.values()), PURCHASES)
+    done = [r["id"] for r in rows if not r["purchases_only"]]
+    check = [r["id"] for r in rows if r["purchases_only"]]
+    again: list[int] = []
+    if check:
+        ids, tenants, events = [], [], []
+        for pack in await conn.fetch("SELECT id, records FROM outbox WHERE id = ANY($1)", check):
+            for _, _, payload in unpack_outbox(pack["records"]):
+                event = orjson.loads(payload)
+                ids.append(pack["id"])
+                tenants.append(event["tenant_id"])
+                events.append(event["event_id"])
+        again = [r["id"] for r in await conn.fetch(NOT_STORED, ids, tenants, events)]
+        done += [i for i in check if i not in set(again)]
+    resent = 0
+    if again:
+        resent = await conn.fetchval(
+            "WITH again AS (UPDATE outbox SET sent_to = NULL, sent_topics = NULL,"
+            " sent_partitions = NULL, sent_offsets = NULL WHERE id = ANY($1::bigint[])"
+            " RETURNING record_count) SELECT coalesce(sum(record_count), 0) FROM again",
+            again,
+        )
+        log.warning(
+            "%s accepted purchases were read past but are not in the event store (the broker"
+            " did not keep what it acknowledged): publishing them again",
+            resent,
+        )
+    if done:
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", done)
+    return len(done), resent
 
 
 async def resend_other_brokers(conn, broker: str) -> int:

@@ -104,7 +104,9 @@ class Relay:
                 again,
             )
             metrics.REPLAYED.inc(again)
-        await replay.prune(self.pool)
+        _, resent = await replay.prune(self.pool)
+        if resent:
+            metrics.REPLAYED.inc(resent)
         self.next_upkeep = time.monotonic() + self.upkeep_interval
 
     async def publish_once(self, producer) -> int:
