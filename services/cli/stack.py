@@ -232,6 +232,12 @@ class Stack:
                     continue  # a start is under way
                 if unit.due is None and not self.alive(unit.name):
                     self._died(unit, now)
+                elif (
+                    unit.due is None
+                    and unit.deaths_in_a_row
+                    and now - unit.started >= self.healthy_after
+                ):
+                    self._recovered(unit)
                 if unit.due is not None and now >= unit.due:
                     unit.due = None
                     unit.starting = asyncio.create_task(self._start_again(unit))
@@ -268,6 +274,13 @@ class Stack:
                 "%s exited with code %s; restarting in %.1fs", unit.name, unit.last_exit, wait
             )
 
+    def _recovered(self, unit: Unit) -> None:
+        """Running for a healthy period since its last start: its back-off starts over."""
+        if unit.failing:
+            log.warning("%s has run for %.0fs: no longer failing", unit.name, self.healthy_after)
+        unit.deaths_in_a_row = 0
+        FAILING.labels(unit.name).set(0)
+
     async def _start_again(self, unit: Unit) -> None:
         try:
             if self.stopping:
@@ -290,9 +303,6 @@ class Stack:
         units = {}
         for name, unit in self.units.items():
             running = self.alive(name)
-            if running and now - unit.started >= self.healthy_after and unit.failing:
-                unit.deaths_in_a_row = 0  # recovered
-                FAILING.labels(name).set(0)
             units[name] = {
                 "running": running,
                 "pid": unit.pid if running else None,
