@@ -12,10 +12,11 @@ import asyncpg
 import orjson
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import metrics
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("kizuna.http")
@@ -153,10 +154,15 @@ async def _send_too_large(send, exc: BodyTooLarge) -> None:
 def install(
     app: FastAPI,
     ready: Callable[[], Awaitable[dict[str, bool]]],
+    *,
+    service: str,
+    observe: Callable[[], Awaitable[None]] | None = None,
     uploads: Sequence[str] = (),
 ) -> None:
-    """Add /healthz, /readyz, /metrics, the JSON error shape and the body limits (413, see
-    :class:`BodyLimit`; ``uploads`` are the path prefixes that take files) to a service's app."""
+    """Add /healthz, /readyz, /metrics, the AsyncAPI document (/asyncapi for people,
+    /asyncapi.json for tools), the JSON error shape and the body limits (413, see
+    :class:`BodyLimit`; ``uploads`` are the path prefixes that take files) to a service's app.
+    ``observe`` sets the service's gauges that are read at scrape time."""
     settings = get_settings()
     app.add_middleware(
         BodyLimit,
@@ -177,7 +183,27 @@ def install(
 
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint() -> Response:
+        # Readiness as a metric, so an alert can say which check of which service fails.
+        for check, ok in (await ready()).items():
+            metrics.READY.labels(service, check).set(1 if ok else 0)
+        if observe is not None:
+            try:
+                await observe()
+            except Exception:  # noqa: BLE001 - a scrape must not fail on a gauge it cannot read
+                log.warning("%s: reading the scrape-time gauges failed", service, exc_info=True)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of the Kafka topics")
+    async def asyncapi_json() -> JSONResponse:
+        from shared.events import asyncapi  # faststream's generator: imported when asked
+
+        return JSONResponse(asyncapi.document())
+
+    @app.get("/asyncapi", tags=["ops"], summary="The Kafka topics, for people (AsyncAPI)")
+    async def asyncapi_html() -> HTMLResponse:
+        from shared.events import asyncapi
+
+        return HTMLResponse(asyncapi.html())
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

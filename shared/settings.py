@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
         description="`kizuna up`'s own /readyz and /metrics (its processes, restarts, what "
         "keeps dying); 0: not served.",
     )
+    # The dashboard (served by reports) reaches the notifier's and ingest's APIs through reports
+    # (same origin: one session cookie, no CORS); unset: http://{host}:{port} of each.
+    notifier_url: str | None = Field(None, description="Base URL of the notifier for reports.")
+    ingest_url: str | None = Field(None, description="Base URL of ingest for reports.")
     topic_partitions: int = Field(8, ge=1, le=256)
     default_tenant: str = "demo"
     default_time_zone: str = "Asia/Tokyo"
@@ -87,6 +92,11 @@ class Settings(BaseSettings):
         4 << 30, ge=1024, description="Largest CSV upload (`POST /v1/imports/...`)."
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object per line with tenant, topic, partition and offset "
+        "as fields where they apply (for a log pipeline); `text`: lines for a terminal.",
+    )
 
     # --- Notifier: alert delivery (e-mail over SMTP, webhooks) and the at-risk scan ----------
     # docker-compose points smtp_host/port at Mailpit; the defaults suit a local Mailpit or a

@@ -18,11 +18,11 @@ import asyncpg
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from shared import metrics, replay
+from shared import replay
 from shared.events import PURCHASES
 from shared.kafka import new_producer, unpack_outbox
 
-from . import store
+from . import metrics, store
 
 log = logging.getLogger("kizuna.relay")
 
@@ -114,7 +114,6 @@ class Relay:
         heads = await store.outbox_heads(self.pool)
         if not heads:
             self.backlog = 0
-            metrics.OUTBOX_BACKLOG.set(0)
             return 0
         ids, total = [], 0
         for head in heads:
@@ -135,7 +134,6 @@ class Relay:
             await store.delete_outbox(self.pool, ids)
         metrics.OUTBOX_PUBLISHED.inc(sent)
         self.backlog = await store.outbox_backlog(self.pool)
-        metrics.OUTBOX_BACKLOG.set(self.backlog)
         return sent
 
     async def _send(self, producer, rows) -> tuple[int, replay.Marks]:

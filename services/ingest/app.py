@@ -78,4 +78,4 @@ app.include_router(purchases.router)
 app.include_router(imports.router)
 
 
-http.install(app, _ready, uploads=(imports.router.prefix,))
+http.install(app, _ready, service="ingest", uploads=(imports.router.prefix,))

@@ -24,10 +24,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 
-from shared import metrics
 from shared.settings import Settings, today_in, utcnow
 
-from . import messages, store
+from . import messages, metrics, store
 from .domain import (
     AT_RISK,
     NewTask,
@@ -38,7 +37,6 @@ from .domain import (
     digest_id,
     plan_alert,
 )
-from .metrics import ALERTS_RAISED, DELIVERIES, DELIVERY_BACKLOG
 from .pipeline import NameLookup
 
 log = logging.getLogger("kizuna.notifier")
@@ -100,7 +98,12 @@ class EmailChannel:
         except (smtplib.SMTPException, OSError) as exc:
             return SendResult(False, f"{type(exc).__name__}: {exc}")
         if refused:
-            log.warning("delivery %s: some recipients refused: %s", delivery.id, refused)
+            log.warning(
+                "delivery %s: some recipients refused: %s",
+                delivery.id,
+                refused,
+                extra={"tenant": delivery.tenant_id, "delivery": delivery.id},
+            )
         return SendResult(True)
 
     def _send(self, message, recipients: list[str]) -> dict:
@@ -176,7 +179,7 @@ class DeliveryWorker:
             claimed = await store.claim_deliveries(conn, self.batch_size, self.lease_seconds)
             hooks = {c.tenant_id for c in claimed if c.channel == "webhook"}
             secrets = await store.webhook_secrets(conn, hooks) if hooks else {}
-            DELIVERY_BACKLOG.set(await store.delivery_backlog(conn))
+            metrics.DELIVERY_BACKLOG.set(await store.delivery_backlog(conn))
         if not claimed:
             return digests
         gate = asyncio.Semaphore(self.concurrency)
@@ -216,7 +219,9 @@ class DeliveryWorker:
                         self.settings.delivery_backoff_max_seconds,
                     ),
                 )
-        DELIVERIES.labels(delivery.channel, "retry" if status == "pending" else status).inc()
+        metrics.DELIVERIES.labels(
+            delivery.channel, "retry" if status == "pending" else status
+        ).inc()
         if status == "dead":
             log.warning(
                 "delivery %s (%s to %s) is dead after %d tries: %s",
@@ -225,6 +230,7 @@ class DeliveryWorker:
                 delivery.target,
                 attempts,
                 result.error,
+                extra={"tenant": delivery.tenant_id, "delivery": delivery.id},
             )
 
     async def assemble_digests(self) -> int:
@@ -365,7 +371,7 @@ class AtRiskScanner:
                 new = await store.raise_alerts(conn, alerts)
             raised += new
             if new:
-                ALERTS_RAISED.labels(AT_RISK).inc(new)
+                metrics.ALERTS_RAISED.labels(AT_RISK).inc(new)
             if opened:
                 metrics.FOLLOWUPS_OPENED.labels(AT_RISK).inc(opened)
             if len(page) < self.page_size:

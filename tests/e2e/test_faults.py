@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from services.cli.bench.faults import SHORT_FAULTS, run_faults
-from tests.conftest import TMP, free_port
+from tests.helpers import TMP, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,7 @@ import pytest
 
 from services.cli.stack import Stack
 from shared.settings import Settings
-from tests.conftest import ROOT, TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import ROOT, TMP, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
