@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.events import PURCHASES
 from shared.kafka import new_producer
 from tests.helpers import wait_for
-from tests.unit.test_monitoring import (
+from tests.deploy.test_monitoring import (
     DASHBOARD,
     dashboard_expressions,
     metric_names,
