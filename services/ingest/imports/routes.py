@@ -54,7 +54,6 @@ router = APIRouter(
     dependencies=[access.allow(access.Permission.INGEST, chain_only=True)],
 )
 
-MAX_UPLOAD_BYTES = 4 << 30
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
 PREVIEW_ROWS = 10
 INLINE_REJECTIONS = 100
@@ -85,12 +84,6 @@ def _new_spool() -> Path:
     return UPLOAD_DIR / f"{uuid.uuid4().hex}.upload"
 
 
-def _too_large() -> http.ApiError:
-    return http.ApiError(
-        413, "file_too_large", f"at most {MAX_UPLOAD_BYTES // (1 << 30)} GiB per file"
-    )
-
-
 async def receive(request: Request) -> Upload:
     """Spool the uploaded file to disk, computing its sha256 on the way."""
     content_type = request.headers.get("content-type", "")
@@ -103,9 +96,7 @@ async def receive(request: Request) -> Upload:
         try:
             buffer = bytearray()
             async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise _too_large()
+                size += len(chunk)  # at most KIZUNA_MAX_UPLOAD_BYTES (http.BodyLimit)
                 digest.update(chunk)
                 buffer += chunk
                 if len(buffer) >= 1 << 20:  # disk writes off the event loop, a MiB at a time
@@ -153,8 +144,6 @@ def _copy(source, path: Path) -> tuple[str, int]:
     with open(path, "wb") as out:
         while chunk := source.read(1 << 20):
             size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                raise _too_large()
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest(), size

@@ -111,14 +111,37 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-async def stack(broker, database_url):
+async def own_broker():
+    """A broker of the browser suite's own: its stack runs for the whole session, and its
+    consumers (clock pinned to TODAY) must not join the groups of other tests' services."""
+    from shared.embedded import EmbeddedBroker
+    from shared.kafka import ensure_topics
+    from tests.helpers import TMP, free_port
+
+    b = EmbeddedBroker(free_port(), log_file=TMP / "tansu-browser.log")
+    await b.start()
+    await ensure_topics(b.bootstrap, 4)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+async def own_database(database_url):
+    from tests.helpers import scratch_database
+
+    async with scratch_database(database_url, "browser") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def stack(own_broker, own_database):
     """ingest, classifier, reports and notifier as processes, the demo chain loaded and
     settled. The browser talks to reports only (the notifier and ingest through its gateway)."""
     tenant = f"dash{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "DATABASE_URL": own_database,
+        "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap,
         "KIZUNA_TOPIC_PARTITIONS": "4",
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_NOW": NOW,
@@ -132,7 +155,7 @@ async def stack(broker, database_url):
     env.update({f"KIZUNA_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     env.update(KIZUNA_NOTIFIER_URL=urls["notifier"], KIZUNA_INGEST_URL=urls["ingest"])
     procs = [ServiceProcess(name, env, port) for name, port in ports.items()]
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(own_database, min_size=1, max_size=4)
     try:
         for p in procs:
             p.start()
@@ -152,7 +175,7 @@ async def stack(broker, database_url):
             urls["reports"],
             urls["notifier"],
             pool,
-            broker.bootstrap,
+            own_broker.bootstrap,
             auth,
             owner,
         )
@@ -220,4 +243,9 @@ async def log_in(page, email: str, password: str) -> None:
 async def drawn(page) -> None:
     """The page's data arrived and was drawn (app.js marks <main> ready after each render)."""
     await page.wait_for_selector("main[data-ready=true]", timeout=30_000)
-    await page.wait_for_load_state("networkidle")
+    await painted(page)
+
+
+async def painted(page) -> None:
+    """Two animation frames: what was drawn (charts included) is on the screen."""
+    await page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
