@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium (/usr/bin/chromium, installed by
 deploy/install-test-tools.sh) driven by Playwright for Python, against the four services as
-real processes on the test broker and database, with a small demo chain loaded once for the
+real processes on a broker and database of their own, with a small demo chain loaded once for the
 whole browser suite (the clock pinned, so every number is the same on every run)."""
 
 from __future__ import annotations
