@@ -17,14 +17,15 @@ const PAGES = {
   dm: () => import("./pages/dm.js"),
   questions: () => import("./pages/questions.js"),
   imports: () => import("./pages/imports.js"),
+  people: () => import("./pages/people.js"),
 };
-const MENU = ["home", "trends", "customers", "followups", "rules", "rfm", "ltv", "dm", "questions", "imports"];
+const MENU = ["home", "trends", "customers", "followups", "rules", "rfm", "ltv", "dm", "questions", "imports", "people"];
 // What each page needs of the login (shared/access Permission values; GET /v1/session lists the
 // login's). Staff, who may see tasks and customers only, start the day on their task list.
 const NEEDS = {
   home: "reports", trends: "reports", customers: "lists", customer: "customers",
   followups: "followups", rules: "reports", rfm: "reports", ltv: "reports", dm: "reports",
-  questions: "reports", imports: "ingest",
+  questions: "reports", imports: "ingest", people: "people",
 };
 // Pages whose numbers are "as of a day" show the date control.
 const DATED = new Set(["home"]);
