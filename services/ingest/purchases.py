@@ -13,10 +13,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from shared import http, metrics
+from shared import http
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.http import TenantId
 from shared.kafka import ensure_topics, new_producer
+
+from . import metrics
 
 log = logging.getLogger("kizuna.ingest")
 router = APIRouter(tags=["purchases"])

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,10 +28,13 @@ from shared.events import CUSTOMER_STATES
 from shared.http import ApiError, AppSettings, Pool, TenantId
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.pgstats import keep_statistics
+from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
+from .api import dashboard as dashboard_api
+from .api import gateway
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -44,20 +47,12 @@ CSV_PAGE = 1000
 PARALLEL = 2
 
 
-def _log_crash(task: asyncio.Task) -> None:
-    # A consumer that died must be visible at once (readiness also turns false), not only when
-    # the task is awaited at shutdown.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the consumer stopped", exc_info=task.exception())
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     pool = await create_pool(settings.database_url, max_size=8)
-    app.state.pool, app.state.consumer, app.state.consume_task = pool, None, None
+    app.state.pool, app.state.consumer, app.state.tasks = pool, None, []
     stop = asyncio.Event()
-    statistics = None
     if settings.kafka_bootstrap_servers:
         await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
         consumer = PgOffsetConsumer(
@@ -73,11 +68,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await consumer.start()
         app.state.consumer = consumer
-        app.state.consume_task = asyncio.create_task(consumer.run(stop), name="consume")
-        app.state.consume_task.add_done_callback(_log_crash)
-        statistics = asyncio.create_task(
-            keep_statistics(pool, stop, store.GROWN_TABLES), name="statistics"
-        )
+        app.state.tasks = [
+            supervised(consumer.run(stop), "consume", stop),
+            supervised(keep_statistics(pool, stop, store.GROWN_TABLES), "statistics", stop),
+        ]
     else:
         # `kizuna serve reports` may run read-only on a database another stack filled.
         log.warning("no KAFKA_BOOTSTRAP_SERVERS: serving the stored portfolio without consuming")
@@ -85,13 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        if app.state.consume_task is not None:
-            with suppress(Exception):
-                await app.state.consume_task
+        await asyncio.gather(*app.state.tasks, return_exceptions=True)
+        if app.state.consumer is not None:
             await app.state.consumer.stop()
-        if statistics is not None:
-            with suppress(Exception):
-                await statistics
         await pool.close()
 
 
@@ -106,12 +96,13 @@ async def _ready() -> dict[str, bool]:
     state = app.state
     checks = {"database": await http.check_db(state.pool)}
     if state.consumer is not None:
-        task = state.consume_task
-        checks["consumer"] = state.consumer.healthy and task is not None and not task.done()
+        checks["consumer"] = state.consumer.healthy and not any(t.done() for t in state.tasks)
     return checks
 
 
 http.install(app, _ready)
+app.include_router(dashboard_api.router)
+app.include_router(gateway.router)
 
 
 # Query parameters shared by every customer list (segment lists, RFM lists, DM exports).

@@ -61,11 +61,11 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
-from prometheus_client import Counter
 
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
 
+from .. import metrics
 from . import store
 from .customers import CustomerRow, read_customers
 from .reader import Rejection
@@ -80,14 +80,6 @@ SKIP_ROWS = 50_000  # rows passed over per read while resuming (keeps progress m
 PUBLISH_TRIES = 5  # a batch the broker did not acknowledge is retried, then the import fails
 PUBLISH_TIMEOUT = 30.0
 RETRY_BACKOFF = 0.5
-
-IMPORT_ROWS = Counter(
-    "kizuna_import_rows_total", "CSV rows imported or rejected", ["kind", "result"]
-)
-IMPORTS_ENDED = Counter("kizuna_imports_total", "CSV imports ended, by status", ["kind", "status"])
-IMPORT_EVENTS = Counter(
-    "kizuna_import_events_published_total", "Imported sales events acknowledged by the broker"
-)
 
 
 class ImportFailed(Exception):
@@ -562,7 +554,7 @@ async def run_import(
             )
             if kind == "sales":
                 await store.drop_staging(conn, import_id)
-        IMPORTS_ENDED.labels(kind, "done").inc()
+        metrics.IMPORTS_ENDED.labels(kind, "done").inc()
     except asyncio.CancelledError:
         await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
         raise
@@ -639,8 +631,8 @@ async def _read(
                 eta,
             )
             await store.checkpoint(conn, import_id, progress, batch.rejections, also)
-            IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
-            IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
+            metrics.IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
+            metrics.IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
             if on_progress is not None:
                 on_progress(progress)
             if batch.done:
@@ -691,7 +683,7 @@ async def _publish(
         sent += len(page)
         speed, eta = rate.update(len(page), done)
         await store.published(conn, import_id, done, after, speed, eta)
-        IMPORT_EVENTS.inc(len(page))
+        metrics.IMPORT_EVENTS.inc(len(page))
         if on_progress is not None:
             on_progress(
                 store.Checkpoint(
@@ -711,7 +703,7 @@ async def _publish(
 
 
 async def _record_end(conn, import_id: int, kind: str, status: str, error: str) -> None:
-    IMPORTS_ENDED.labels(kind, status).inc()
+    metrics.IMPORTS_ENDED.labels(kind, status).inc()
     try:
         async with asyncio.timeout(10):
             await store.finish(
