@@ -24,6 +24,7 @@ from services.ingest.imports.cells import (
     parse_datetime,
     parse_number,
 )
+
 from .reader_rows import Source, _Occurrences, _Reader
 
 
