@@ -74,7 +74,7 @@ class SaleRow:
 
 
 # Rows per block: the columns of this many rows are parsed together (see SalesReader._rows).
-BLOCK_ROWS = 32_768
+BLOCK_ROWS = 16_384
 
 _NO_NUMBER = (None, None, None, None, "")  # value, problem, formatted, formatted abs, text
 
