@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import IO, Any, Literal
 
 import pyarrow as pa
@@ -111,7 +112,9 @@ class _Lines:
         if dialect.encoding == "utf-8-sig" and head.startswith(codecs.BOM_UTF8):
             head = head[3:]
             self.position = 3
-        self._raw = self._split(self._chunks(head))
+        self._runs = self._split(self._chunks(head))
+        # the run of lines decoded and not yet read: first line's number, texts, positions
+        self._first, self._texts, self._positions, self._at = 1, [], [], 0
         self.read = 0  # lines read from the file
         self.pushed: deque[tuple[int, str]] = deque()
         self.record: list[tuple[int, str]] = []
@@ -120,7 +123,9 @@ class _Lines:
 
     @property
     def bytes_read(self) -> int:
-        return self.consumed if self.encoding == "utf-16" else self.position
+        if self.encoding == "utf-16":
+            return self._positions[self._at - 1] if self._at else self.consumed
+        return self.position
 
     def _chunks(self, head: bytes) -> Iterator[bytes]:
         if self.encoding == "utf-16":
@@ -138,15 +143,19 @@ class _Lines:
             self.consumed += len(chunk)
             yield chunk
 
-    def _split(self, chunks: Iterator[bytes]) -> Iterator[tuple[int, str]]:
-        """(number, text) of each line, decoded a chunk at a time: one decode call per chunk
-        of lines rather than per line. A chunk that does not decode as a whole (a bad byte
-        somewhere, or a first non-ASCII byte while the encoding is still a guess) is decoded
-        line by line, which finds the bad lines and makes the guess."""
+    def _split(self, chunks: Iterator[bytes]) -> Iterator[tuple[int, list[str], list[int]]]:
+        """Runs of lines: (number of the first, their texts, the bytes read after each),
+        decoded a chunk at a time: one decode call per chunk of lines rather than per line. A
+        chunk that does not decode as a whole (a bad byte somewhere, or a first non-ASCII byte
+        while the encoding is still a guess) is decoded line by line, which finds the bad lines
+        and makes the guess."""
         nl = self.newline
         nl_text = nl.decode()
         step = len(nl)
         rest = b""
+        position = self.position
+        number = 1
+        utf16 = self.encoding == "utf-16"
         for chunk in chunks:
             if rest:
                 chunk = rest + chunk
@@ -165,20 +174,49 @@ class _Lines:
                     pass
             if texts is not None and len(texts) == len(parts) + 1:
                 texts.pop()
-                for part, text in zip(parts, texts, strict=True):
-                    self.position += len(part) + step
-                    self.read += 1
-                    yield self.read, text + nl_text
+                texts = [text + nl_text for text in texts]
             else:
-                for part in parts:
-                    raw = part + nl
-                    self.position += len(raw)
-                    self.read += 1
-                    yield self.read, self._decode(raw, self.read)
+                texts = [self._decode(part + nl, n) for n, part in enumerate(parts, start=number)]
+            ends = list(accumulate((len(part) + step for part in parts), initial=position))
+            position = ends[-1]
+            del ends[0]
+            yield number, texts, [self.consumed] * len(texts) if utf16 else ends
+            number += len(texts)
         if rest:
-            self.position += len(rest)
-            self.read += 1
-            yield self.read, self._decode(rest, self.read)
+            position += len(rest)
+            yield number, [self._decode(rest, number)], [self.consumed if utf16 else position]
+
+    def _fill(self) -> bool:
+        """Whether a decoded line is waiting (decoding the next run when none is)."""
+        while self._at >= len(self._texts):
+            run = next(self._runs, None)
+            if run is None:
+                return False
+            self._first, self._texts, self._positions = run
+            self._at = 0
+        return True
+
+    def _next_line(self) -> tuple[int, str]:
+        if not self._fill():
+            raise StopIteration
+        at = self._at
+        self._at = at + 1
+        self.read = self._first + at
+        self.position = self._positions[at]
+        return self.read, self._texts[at]
+
+    def take(self, n: int) -> tuple[int, list[str], list[int]]:
+        """Up to ``n`` lines as one run: (number of the first, texts, bytes read after each)."""
+        first, texts, positions = self.read + 1, [], []
+        while len(texts) < n and self._fill():
+            at = self._at
+            until = min(len(self._texts), at + n - len(texts))
+            texts += self._texts[at:until]
+            positions += self._positions[at:until]
+            self._at = until
+            self.read = self._first + until - 1
+            self.position = self._positions[until - 1]
+        return first, texts, positions
 
     def __iter__(self) -> _Lines:
         return self
@@ -187,7 +225,7 @@ class _Lines:
         record = self.record
         if len(record) >= MAX_RECORD_LINES:
             raise _TooLong
-        item = self.pushed.popleft() if self.pushed else next(self._raw)
+        item = self.pushed.popleft() if self.pushed else self._next_line()
         record.append(item)
         return item[1]
 
@@ -335,7 +373,7 @@ class _Reader:
         self._stream, self._owned, start = _open(source)
         self._pending: list[_Record] = []
         self._bytes_at: int | None = None
-        self._positions: dict[int, int] = {}  # line → bytes read after it, for pushed-back lines
+        self._pushed_at: dict[int, int] = {}  # line → bytes read after it, for pushed-back lines
         try:
             head = self._stream.read(HEAD_BYTES)
             if isinstance(head, str):
@@ -534,23 +572,18 @@ class _Reader:
         lines = self._lines
         if self._pending or lines.pushed:
             return None
-        raw, taken, positions = lines._raw, [], []
-        for item in raw:
-            taken.append(item)
-            positions.append(lines.bytes_read)
-            if len(taken) >= self.block_rows:
-                break
-        if not taken:
+        first, texts, positions = lines.take(self.block_rows)
+        if not texts:
             return None
         nl = lines.newline.decode()
-        texts = [text for _, text in taken]
         body = "".join(texts)
+        numbers = range(first, first + len(texts))
         n = len(self._header_cells)
         plain = (
             self.dialect.quotechar not in body
             and (body.count("\r") == body.count("\r\n") if nl == "\n" else "\n" not in body)
             and "\x00" not in body
-            and not (lines.bad and any(number in lines.bad for number, _ in taken))
+            and not (lines.bad and any(number in lines.bad for number in numbers))
         )
         if plain:
             ends = "\r\n" if nl == "\n" and body.endswith("\r\n") else nl
@@ -563,9 +596,9 @@ class _Reader:
             if pc.all(pc.equal(pc.list_value_length(split), n)).as_py():
                 columns = [pc.list_element(split, i) for i in range(n)]
                 if not _has_blank_row(columns):
-                    return [number for number, _ in taken], columns, positions, {}
-        lines.push_back(taken)
-        self._positions.update(zip((number for number, _ in taken), positions, strict=True))
+                    return list(numbers), columns, positions, {}
+        lines.push_back(list(zip(numbers, texts, strict=True)))
+        self._pushed_at.update(zip(numbers, positions, strict=True))
         return None
 
     def _record_block(self) -> _Block | None:
@@ -591,9 +624,9 @@ class _Reader:
                 continue
             taken += 1
             last = record.lines[-1][0]
-            position = self._positions.pop(last, None) or lines.bytes_read
+            position = self._pushed_at.pop(last, None) or lines.bytes_read
             for number, _ in record.lines[:-1]:
-                self._positions.pop(number, None)
+                self._pushed_at.pop(number, None)
             result = self._cells(record)
             if isinstance(result, Rejection):
                 before.setdefault(len(numbers), []).append((result, position))
