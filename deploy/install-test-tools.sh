@@ -2,7 +2,7 @@
 # Installs what the test suite needs from Debian that pip cannot give. Called by `make test`
 # before pytest; idempotent and quiet.
 #
-# docker-compose (Debian's 1.29): tests/unit/test_compose.py uses it only as a validator,
+# docker-compose (Debian's 1.29): tests/deploy/test_compose.py uses it only as a validator,
 # `docker-compose -f docker-compose.yml config -q`, which checks the file against the Compose
 # specification schema it ships, with no Docker engine. Recommends are skipped on purpose: they
 # would pull in docker.io, containerd and runc, which a validator does not need.

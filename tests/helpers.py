@@ -1,16 +1,30 @@
-"""Helpers for tests."""
+"""Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
+running a consumer in-process."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 
 from shared.db import _with_database, database_name, migrate
 from shared.kafka import PgOffsetConsumer
+
+ROOT = Path(__file__).resolve().parent.parent
+TMP = ROOT / ".kizuna" / "test"  # logs and data of what the tests start
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # sample CSV files
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a broker, a service or a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):

@@ -214,7 +214,9 @@ class DeliveryWorker:
                         self.settings.delivery_backoff_max_seconds,
                     ),
                 )
-        metrics.DELIVERIES.labels(delivery.channel, "retry" if status == "pending" else status).inc()
+        metrics.DELIVERIES.labels(
+            delivery.channel, "retry" if status == "pending" else status
+        ).inc()
         if status == "dead":
             log.warning(
                 "delivery %s (%s to %s) is dead after %d tries: %s",

@@ -22,8 +22,8 @@ from services.reports.domain import Entry
 from services.reports.history import NONE, add_months, month_end, months
 from shared.events import CustomerState
 from shared.settings import get_settings
-from tests.integration import test_reports_pipeline as base
-from tests.unit.test_reports_history import (
+from tests.reports import test_service as base
+from tests.reports.test_history import (
     classifier_stream,
     recomputed_moves,
     true_cells,

@@ -11,8 +11,7 @@ import pytest
 
 from shared.embedded import EmbeddedBroker
 from shared.kafka import PgOffsetConsumer, ensure_topics, new_producer
-from tests.conftest import TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import TMP, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from services.reports.pipeline import on_customer_states
 from shared.db import migrate
 from shared.events import CustomerState
 from tests.helpers import scratch_database
-from tests.integration.test_reports_history import assert_tables_equal_a_recompute
+from tests.reports.test_history_service import assert_tables_equal_a_recompute
 
 pytestmark = pytest.mark.integration
 

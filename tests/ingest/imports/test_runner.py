@@ -10,7 +10,6 @@ import json
 import random
 import struct
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,8 +22,8 @@ from services.ingest.imports.customers import read_customers
 from services.ingest.imports.preview import preview
 from services.ingest.imports.sales import read_sales
 from shared.settings import Settings
+from tests.helpers import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BROKEN = FIXTURES / "sales_broken.csv"
 CP932_SALES = FIXTURES / "sales_cp932.tsv"
 CUSTOMERS = FIXTURES / "customers_cp932.tsv"

@@ -29,11 +29,10 @@ from shared.cpm import Purchase, compute_figures
 from shared.events import PURCHASES
 from shared.kafka import group_lag, new_producer
 from shared.settings import get_settings
-from tests.helpers import wait_for
+from tests.helpers import FIXTURES, wait_for
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CP932_SALES = FIXTURES / "sales_cp932.tsv"
 UTF8_SALES = FIXTURES / "sales_utf8bom.csv"
 BROKEN = FIXTURES / "sales_broken.csv"

@@ -10,19 +10,16 @@ from decimal import Decimal
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import store
-from services.notifier.app import app
 from services.notifier.domain import NotificationSettings
 from services.notifier.pipeline import Notifier
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
 from shared.events import SegmentChange
-from shared.http import get_pool
 from shared.settings import get_settings, today_in
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -66,28 +63,6 @@ def back(tenant, customer, seq, tier, branch="shibuya"):
         tenant, customer, seq, f"{tier}_lapsed", f"{tier}_active", "purchase",
         effective_on=today(), branch=branch,
     )  # fmt: skip
-
-
-@pytest.fixture
-async def apply(pool):
-    async def run(*changes, notifier=None):
-        notifier = notifier or Notifier(get_settings())
-        async with pool.acquire() as conn, conn.transaction():
-            return await notifier.apply(conn, list(changes))
-
-    return run
-
-
-@pytest.fixture
-async def client(pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: pool
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
-    ) as c:
-        yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 async def configure(pool, tenant, **settings) -> None:

@@ -10,7 +10,6 @@ import io
 import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -31,8 +30,8 @@ from services.ingest.imports.reader import Rejection, _Occurrences
 from services.ingest.imports.sales import read_sales
 from shared.cpm import Purchase, compute_figures
 from shared.events.purchases import PurchaseEvent
+from tests.helpers import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CP932_SALES = FIXTURES / "sales_cp932.tsv"
 UTF8_SALES = FIXTURES / "sales_utf8bom.csv"
 NO_AMOUNT = FIXTURES / "sales_no_amount.csv"

@@ -6,14 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
 
 from services.notifier import store
-from services.notifier.app import app
 from services.notifier.pipeline import Notifier
 from shared.events import SegmentChange
-from shared.http import get_pool
 from shared.settings import get_settings, today_in, utcnow
 
 pytestmark = pytest.mark.integration
@@ -81,28 +78,6 @@ def back(
         home_branch_id="shibuya",
         supersedes_seq=supersedes,
     )
-
-
-@pytest.fixture
-async def apply(pool):
-    notifier = Notifier(get_settings())
-
-    async def run(*changes, notifier=notifier):
-        async with pool.acquire() as conn, conn.transaction():
-            return await notifier.apply(conn, list(changes))
-
-    return run
-
-
-@pytest.fixture
-async def client(pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: pool
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://notifier", headers={"X-Kizuna-Tenant": tenant}
-    ) as c:
-        yield c
-    app.dependency_overrides.pop(get_pool, None)
 
 
 async def test_list_is_most_valuable_first_and_pages(apply, client, tenant):

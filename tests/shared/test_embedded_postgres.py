@@ -8,7 +8,7 @@ import pytest
 
 from shared.db import migrate, resolve_database_url
 from shared.settings import Settings
-from tests.conftest import TMP, free_port
+from tests.helpers import TMP, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,19 +7,15 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-import asyncpg
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from services.notifier import store
-from services.notifier.app import GROUP, app, build_consumer
+from services.notifier.app import GROUP
 from services.notifier.pipeline import Notifier
-from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
-from shared.http import get_pool
-from shared.kafka import new_producer, pending_outbox
+from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange
+from shared.kafka import pending_outbox
 from shared.settings import get_settings, today_in
-from tests.helpers import RunningConsumer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,85 +45,6 @@ def change(
         home_branch_id=extra.pop("home_branch_id", "shibuya"),
         **extra,
     )
-
-
-@pytest.fixture(scope="module")
-async def service_pool(database_url, broker):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-async def service(service_pool):
-    # A short session: the embedded broker makes a joining member wait about half of it, and a
-    # rejoin after a restart for about the whole of it.
-    settings = get_settings().model_copy(update={"session_timeout_ms": 2000})
-    running = RunningConsumer(lambda: build_consumer(service_pool, settings))
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def producer(broker):
-    p = new_producer(broker.bootstrap)
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-async def client(service_pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: service_pool
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
-    ) as c:
-        yield c
-    app.dependency_overrides.pop(get_pool, None)
-
-
-@pytest.fixture
-def publish(producer, service, service_pool):
-    """Publish changes (or raw bytes) keyed ``tenant:customer``; then wait until the consumer
-    has committed past every one of them, so a test asserts on finished work, not on time.
-    ``drain``: first a change that asks nothing into every partition, so that whatever other
-    modules published on the shared broker is behind the consumer too."""
-
-    async def run(*items: SegmentChange | tuple[bytes, bytes], drain: bool = False) -> None:
-        last: dict[int, int] = {}
-        if drain:
-            noop = change("drain", "noop", 1, "first_active", "fledgling_active", "purchase")
-            for partition in sorted(await producer.partitions_for(SEGMENT_CHANGES)):
-                sent = await producer.send_and_wait(
-                    SEGMENT_CHANGES, noop.model_dump_json().encode(), partition=partition
-                )
-                last[sent.partition] = sent.offset
-        for item in items:
-            if isinstance(item, SegmentChange):
-                key, value = (
-                    message_key(item.tenant_id, item.customer_id),
-                    item.model_dump_json().encode(),
-                )
-            else:
-                key, value = item
-            sent = await producer.send_and_wait(SEGMENT_CHANGES, value, key=key)
-            last[sent.partition] = max(last.get(sent.partition, -1), sent.offset)
-
-        async def processed() -> bool:
-            rows = await service_pool.fetch(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-                GROUP,
-                SEGMENT_CHANGES,
-            )
-            done = {r["partition"]: r["next_offset"] for r in rows}
-            return all(done.get(p, 0) > offset for p, offset in last.items())
-
-        await wait_for(processed, timeout=60, what="the notifier to process what was published")
-
-    return run
 
 
 async def tasks_of(pool, tenant, customer):

@@ -1,5 +1,5 @@
 """The sales reader parses a block of rows column by column (Arrow); the row-at-a-time reader it
-replaced is kept as the oracle (tests/unit/oracle/, a frozen copy). Both must give the same
+replaced is kept as the oracle (tests/ingest/imports/oracle/, a frozen copy). Both must give the same
 results on every file: the same events (to the byte of their JSON), the same rejections (line,
 column, value, reason, every problem), the same warnings and counters — on the fixtures and
 on generated files that mix good rows, bad cells and broken records, in every encoding, and
@@ -8,7 +8,6 @@ with blocks small enough that rows of every kind meet at block borders."""
 from __future__ import annotations
 
 import codecs
-from pathlib import Path
 
 import orjson
 import pytest
@@ -17,9 +16,8 @@ from hypothesis import strategies as st
 
 from services.ingest.imports import sales as columnar
 from services.ingest.imports.sales import read_sales
-from tests.unit.oracle.sales_rows import read_sales as read_sales_by_row
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+from tests.helpers import FIXTURES
+from tests.ingest.imports.oracle.sales_rows import read_sales as read_sales_by_row
 
 
 def outcome(reader) -> dict:

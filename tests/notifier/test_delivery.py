@@ -21,15 +21,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
-from services.notifier.app import GROUP, app, build_consumer
+from services.notifier.app import GROUP
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import DeliveryWorker
-from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
-from shared.http import get_pool
-from shared.kafka import new_producer
+from shared.events import SegmentChange
 from shared.settings import get_settings, today_in
-from tests.conftest import free_port
-from tests.helpers import RunningConsumer, wait_for
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,29 +154,6 @@ def settings(smtp):
     )
 
 
-@pytest.fixture(scope="module")
-async def service_pool(database_url, broker):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-async def service(service_pool, settings):
-    running = RunningConsumer(lambda: build_consumer(service_pool, settings))
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def producer(broker):
-    p = new_producer(broker.bootstrap)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 class Deliverer:
     """The delivery worker's loop as the service runs it, to start, stop or kill."""
 
@@ -216,47 +190,6 @@ async def deliverer(service_pool, settings):
     d = Deliverer(service_pool, settings)
     yield d
     await d.stop()
-
-
-@pytest.fixture
-async def client(service_pool, tenant):
-    app.dependency_overrides[get_pool] = lambda: service_pool
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
-    ) as c:
-        yield c
-    app.dependency_overrides.pop(get_pool, None)
-
-
-@pytest.fixture
-def publish(producer, service, service_pool):
-    """Publish changes keyed ``tenant:customer``, then wait until the consumer has committed
-    past every one of them."""
-
-    async def run(*items: SegmentChange) -> None:
-        last: dict[int, int] = {}
-        for item in items:
-            sent = await producer.send_and_wait(
-                SEGMENT_CHANGES,
-                item.model_dump_json().encode(),
-                key=message_key(item.tenant_id, item.customer_id),
-            )
-            last[sent.partition] = max(last.get(sent.partition, -1), sent.offset)
-
-        async def processed() -> bool:
-            rows = await service_pool.fetch(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-                GROUP,
-                SEGMENT_CHANGES,
-            )
-            done = {r["partition"]: r["next_offset"] for r in rows}
-            return all(done.get(p, 0) > offset for p, offset in last.items())
-
-        await wait_for(processed, timeout=60, what="the notifier to process what was published")
-
-    return run
 
 
 async def deliveries_of(pool, tenant) -> list[asyncpg.Record]:
