@@ -40,6 +40,8 @@ class Fold:
 
     spend: dict[str, Decimal]
     orders: bytes
+    last_on: date  # the day of the customer's latest event (any kind)
+    void_on: date | None  # the day of their latest void
 
     def may_hold(self, order_id: str) -> bool:
         bits = self.orders
@@ -53,7 +55,8 @@ class Fold:
             if p.order_id:
                 for i in _probes(p.order_id):
                     bits[i >> 3] |= 1 << (i & 7)
-        return Fold(spend, bytes(bits))
+        last_on = max([self.last_on, *(p.occurred_on for p in sales)])
+        return Fold(spend, bytes(bits), last_on, self.void_on)
 
 
 def fold_of(events: Iterable[Purchase]) -> Fold:
@@ -70,13 +73,19 @@ def fold_of(events: Iterable[Purchase]) -> Fold:
             continue
         sign = p.amount if p.kind == "sale" else -p.amount
         spend[p.branch_id] = spend.get(p.branch_id, 0) + sign
-    return Fold(spend, bytes(bits))
+    days = [p.occurred_on for p in events]
+    voids = [p.occurred_on for p in events if p.kind == "void"]
+    return Fold(spend, bytes(bits), max(days, default=date.min), max(voids, default=None))
 
 
 def foldable(fold: Fold | None, new: list[Purchase]) -> bool:
-    """Whether new events can be folded: all sales, none naming an order id seen before
-    (within ``new``, lines may share one: they are one new purchase)."""
-    if fold is None:
+    """Whether new events can be folded: all sales, dated on or after every stored event and
+    after the latest void (a day with a void is a void's day: its cause), none naming an order
+    id seen before (within ``new``, lines may share one: they are one new purchase)."""
+    if fold is None or not new:
+        return False
+    since = min(p.occurred_on for p in new)
+    if since < fold.last_on or (fold.void_on is not None and since <= fold.void_on):
         return False
     for p in new:
         if p.kind != "sale" or (p.order_id and fold.may_hold(p.order_id)):

@@ -58,7 +58,13 @@ def test_folded_figures_are_the_figures_of_every_event(history):
     fold = fold_of(stored)
     named = {p.order_id for p in stored if p.order_id}
     # (these few order ids never collide in the filter: it answers exactly here)
-    assert foldable(fold, new) == all(p.kind == "sale" and p.order_id not in named for p in new)
+    last = max(p.occurred_on for p in stored)
+    voids = [p.occurred_on for p in stored if p.kind == "void"]
+    in_order = min(p.occurred_on for p in new) > max(voids, default=date.min)
+    assert foldable(fold, new) == (
+        in_order and all(p.kind == "sale" and p.order_id not in named for p in new)
+    )
+    assert last == fold.last_on
     if not foldable(fold, new):
         return
     everything = stored + new
