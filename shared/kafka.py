@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import asyncpg
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import metrics
 from shared.events import ALL_TOPICS, DEADLETTER, DeadLetter
+from shared.logs import record_context
 
 log = logging.getLogger("kizuna.kafka")
 
@@ -46,6 +48,17 @@ async def cluster_id(bootstrap: str) -> str:
         return getattr(response, "cluster_id", None) or "unknown"
     finally:
         await client.close()
+
+
+async def cluster_of(client: AIOKafkaClient) -> str:
+    """The cluster id of the broker an open client talks to (a metadata request naming no
+    topic: one small round trip on its connection)."""
+    node = client.get_random_node()
+    if node is None:
+        await client.force_metadata_update()
+        node = client.get_random_node()
+    response = await client.send(node, MetadataRequest([]))
+    return getattr(response, "cluster_id", None) or "unknown"
 
 
 async def ensure_topics(
@@ -98,14 +111,6 @@ def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[s
     return DEADLETTER, key, letter.model_dump_json()
 
 
-def count_changes(rows: Sequence[tuple[str, str, str]]) -> None:
-    counts: dict[str, int] = {}
-    for topic, _, _ in rows:
-        counts[topic] = counts.get(topic, 0) + 1
-    for topic, n in counts.items():
-        metrics.CHANGES_OUT.labels(topic).inc(n)
-
-
 def decode_records(
     records: Sequence[ConsumerRecord],
     model: type[BaseModel],
@@ -128,9 +133,14 @@ def decode_records(
                 values.append(value)
                 continue
         dead.append(deadletter_row(service, record, reason))
-        metrics.DEADLETTERS.labels(service).inc()
+        metrics.DEADLETTERS.labels(service, record.topic).inc()
         log.warning(
-            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            "dead-lettered %s[%s]@%s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            extra=record_context(record.topic, record.partition, record.offset, record.key),
         )
     return values, dead
 
@@ -190,6 +200,11 @@ async def write_outbox(
     records, packed one row at a time as COPY streams them (a batch's records are megabytes;
     packing them all at once held them twice more)."""
     if rows:
+        counts: dict[str, int] = {}
+        for topic, _, _ in rows:
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, n in counts.items():  # inside ``metrics.counted``: once they commit
+            metrics.OUTBOX_WRITTEN.labels(topic).inc(n)
         step = OUTBOX_RECORDS_PER_ROW
         await conn.copy_records_to_table(
             "outbox",
@@ -216,7 +231,7 @@ class _SeekFromDatabase(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked):
-        pass
+        self.owner.forget(revoked)
 
     async def on_partitions_assigned(self, assigned):
         await self.owner.seek_assigned(assigned)
@@ -273,19 +288,36 @@ class PgOffsetConsumer:
             fetch_max_bytes=32 << 20,
         )
         self.assigned_once = asyncio.Event()
+        self.reset_seen = False
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
+        metrics.declare(metrics.EVENTS_IN, (service,))
+        metrics.declare(metrics.BATCH_FAILURES, (service,))
+        metrics.declare(metrics.BROKER_RESETS, (service,))
+        metrics.declare(metrics.DEADLETTERS, *((service, t) for t in self.topics))
         # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
         # first fetch (a consumer that has not looked yet does not know it is caught up).
         self.backlog: int | None = None
 
     async def seek_assigned(self, assigned) -> None:
-        rows = await self.pool.fetch(
-            "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
-            " WHERE group_id = $1 AND topic = ANY($2::text[])",
-            self.group_id,
-            self.topics,
-        )
+        # the broker may have been restarted (a new, empty log) since this consumer started
+        self.cluster = await cluster_of(self.consumer._client)
+        wait = 0.5
+        while True:
+            # Until PostgreSQL answers: without the stored offsets, reading would start where
+            # the broker's own group offsets say, which are not the truth.
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
+                    " WHERE group_id = $1 AND topic = ANY($2::text[])",
+                    self.group_id,
+                    self.topics,
+                )
+                break
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("%s: cannot read the stored offsets (%s); retrying", self.group_id, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5)
         stored = {(r["topic"], r["partition"]): r for r in rows}
         for tp in assigned:
             row = stored.get((tp.topic, tp.partition))
@@ -299,9 +331,24 @@ class PgOffsetConsumer:
                         self.cluster,
                         row["cluster_id"],
                         tp,
+                        extra={
+                            "group": self.group_id,
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                        },
                     )
+                    metrics.BROKER_RESETS.labels(self.service).inc()
                 await self.consumer.seek_to_beginning(tp)
         self.assigned_once.set()
+
+    def forget(self, revoked) -> None:
+        """Partitions this member no longer reads: their lag is another member's to report."""
+        for tp in revoked:
+            self.positions.pop(tp, None)
+            with suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(
+                    self.service, self.group_id, tp.topic, str(tp.partition)
+                )
 
     async def start(self) -> None:
         self.cluster = await cluster_id(self.bootstrap)
@@ -323,31 +370,46 @@ class PgOffsetConsumer:
             if not records:
                 self.healthy = True
                 continue
-            started = time.perf_counter()
-            failed = await self._process_in_groups(batches)
+            broker = await self._same_broker()
+            if broker is None:
+                if self.reset_seen:  # where the new broker's offsets say (its beginning)
+                    self.reset_seen = False
+                    await self.seek_assigned(self.consumer.assignment())
+                else:  # not processed: fetched again
+                    for tp, part in batches.items():
+                        self.consumer.seek(tp, part[0].offset)
+                continue
+            failed = await self._process_in_groups(batches, broker)
             if failed:
                 # Database or network trouble heals; a bug in a handler does not, but retrying
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
-                exc = failed[0][1]
-                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
-                log.warning(
-                    "%s: batch failed (%r); retrying in %.1fs",
-                    self.group_id,
-                    exc,
-                    backoff,
-                    exc_info=exc if not expected else None,
-                )
-                for group, _ in failed:
-                    for tp, part in group.items():
-                        self.consumer.seek(tp, part[0].offset)
+                for group, exc in failed:
+                    metrics.BATCH_FAILURES.labels(self.service).inc()
+                    expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
+                    starts = {tp: part[0].offset for tp, part in group.items()}
+                    log.warning(
+                        "%s: batch failed (%r); retrying %s in %.1fs",
+                        self.group_id,
+                        exc,
+                        ", ".join(f"{partition_of(tp)}@{o}" for tp, o in starts.items()),
+                        backoff,
+                        exc_info=exc if not expected else None,
+                        extra={
+                            "group": self.group_id,
+                            "topic": ",".join(sorted({tp.topic for tp in starts})),
+                            "offsets": {partition_of(tp): o for tp, o in starts.items()},
+                        },
+                    )
+                    for tp, offset in starts.items():
+                        self.consumer.seek(tp, offset)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
                 continue
             backoff = 0.5
             self.healthy = True
-            metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-            metrics.EVENTS_IN.labels(self.service).inc(len(records))
+            if broker != self.cluster:
+                continue  # the batch came from a broker that has since been replaced
             try:  # for lag tooling only; the truth is in PostgreSQL
                 await self.consumer.commit(
                     {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -355,7 +417,36 @@ class PgOffsetConsumer:
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
 
-    async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
+    async def _same_broker(self) -> str | None:
+        """The broker the records just fetched came from, or None when that is not certain.
+
+        The cluster id was known (``self.cluster``) before the fetch; the same id after it
+        means the same broker throughout. A different one: the broker was restarted with an
+        empty log, and its offsets mean other records — the batch is dropped and every
+        partition is read again from where the new broker's offsets say (its beginning).
+
+        The batch's offsets are stored under the id returned here, not under ``self.cluster``
+        as it is at commit time: a rebalance onto a new broker while the batch is processed
+        changes ``self.cluster``, and the old broker's offsets must not pass for the new one's
+        (the replay log in PostgreSQL is pruned by them)."""
+        try:
+            now = await cluster_of(self.consumer._client)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("%s: cannot ask the broker its cluster id (%s)", self.group_id, exc)
+            await asyncio.sleep(0.5)
+            return None
+        if now == self.cluster:
+            return now
+        log.warning(
+            "%s: the broker was reset (%s -> %s): reading the new log from its start",
+            self.group_id,
+            self.cluster,
+            now,
+        )
+        self.reset_seen = True
+        return None
+
+    async def _process_in_groups(self, batches, broker: str) -> list[tuple[dict, BaseException]]:
         """Process a fetched batch as ``parallel`` transactions over disjoint partitions.
 
         Partitions are keyed by customer, so the groups touch disjoint customers: while one
@@ -364,7 +455,9 @@ class PgOffsetConsumer:
         """
         parts = sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition))
         groups = [dict(parts[i :: self.parallel]) for i in range(min(self.parallel, len(parts)))]
-        results = await asyncio.gather(*(self._process(g) for g in groups), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._process(g, broker) for g in groups), return_exceptions=True
+        )
         failed = [
             (g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)
         ]
@@ -373,9 +466,11 @@ class PgOffsetConsumer:
                 raise r
         return failed
 
-    async def _process(self, batches) -> None:
+    async def _process(self, batches, broker: str) -> None:
         records = [r for part in batches.values() for r in part]
-        async with self.pool.acquire() as conn, conn.transaction():
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn, metrics.counted(conn):
+            metrics.EVENTS_IN.labels(self.service).inc(len(records))
             await self.handle(conn, records)
             await conn.executemany(
                 "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id)"
@@ -383,10 +478,12 @@ class PgOffsetConsumer:
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE"
                 " SET next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()",
                 [
-                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, self.cluster)
+                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, broker)
                     for tp, part in batches.items()
                 ],
             )
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        metrics.BATCH_RECORDS.labels(self.service).observe(len(records))
         if self.committed is not None:
             self.committed()  # after the commit: what the batch wrote is visible now
 
@@ -399,7 +496,9 @@ class PgOffsetConsumer:
             if high is not None and position is not None:
                 lag = max(0, high - position)
                 backlog += lag
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(
+                    self.service, self.group_id, tp.topic, str(tp.partition)
+                ).set(lag)
         self.backlog = backlog
 
 

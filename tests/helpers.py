@@ -4,6 +4,7 @@ running a consumer in-process."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from shared.db import _with_database, database_name, migrate
 from shared.kafka import PgOffsetConsumer
@@ -56,6 +58,14 @@ async def scratch_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def unavailable(reason: str):
+    """Skip where a tool cannot be had; under CI (root, registries reachable) that is a failure:
+    `make test` installs it (deploy/install-test-tools.sh)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it)")
+    pytest.skip(reason)
 
 
 class RunningConsumer:

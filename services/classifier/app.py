@@ -17,6 +17,7 @@ from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
+from . import metrics, store
 from .clock import Clock, clock_loop
 from .consumer import SERVICE, Classifier
 from .relay import Relay
@@ -32,7 +33,12 @@ async def lifespan(app: FastAPI):
     pool = await create_pool(settings.database_url, max_size=6)
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
     classifier = Classifier(settings)
-    relay = Relay(pool, settings.kafka_bootstrap_servers, settings.relay_batch_size)
+    relay = Relay(
+        pool,
+        settings.kafka_bootstrap_servers,
+        settings.relay_batch_size,
+        keep_until_consumed=bool(settings.broker_replay),
+    )
 
     consumer = PgOffsetConsumer(
         service=SERVICE,
@@ -93,4 +99,12 @@ async def _ready() -> dict[str, bool]:
     }
 
 
-http.install(app, _ready)
+async def _observe() -> None:
+    """The outbox gauges, read from the table at scrape time: they keep rising while the relay
+    is stuck, which is when they matter."""
+    records, age = await store.outbox_waiting(app.state.pool)
+    metrics.OUTBOX_BACKLOG.set(records)
+    metrics.OUTBOX_AGE.set(age)
+
+
+http.install(app, _ready, service=SERVICE, observe=_observe)

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from datetime import date
 
+from shared import logs
 from shared.settings import Settings, get_settings, today_in
 
 SERVICES = ("ingest", "classifier", "reports", "notifier")
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiokafka narrates every join and rebalance at INFO; keep the console for what matters
-    logging.getLogger("aiokafka").setLevel(
-        max(logging.WARNING, logging.getLevelName(level.upper()))
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_serve(args, settings: Settings) -> int:
@@ -42,6 +31,7 @@ def cmd_serve(args, settings: Settings) -> int:
         host=settings.host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # the process's logging (shared.logs), JSON included, not uvicorn's own
         access_log=False,
         timeout_graceful_shutdown=30,
     )
@@ -103,6 +93,8 @@ async def _up(args, settings: Settings) -> int:
         print(f"  send purchases           POST {stack.url('ingest')}/v1/purchases")
         print(f"  portfolio                {stack.url('reports')}/v1/portfolio?scope=all")
         print(f"  follow-ups フォロー       {stack.url('notifier')}/v1/followups?due=today")
+        if settings.stack_port:
+            print(f"  the stack's health       http://{settings.host}:{settings.stack_port}/readyz")
         print("Ctrl-C で停止 / Ctrl-C stops everything cleanly.", flush=True)
         await stop.wait()
         watcher.cancel()
@@ -266,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["classify", "latency", "lapse", "portfolio", "import"],
+        choices=["classify", "latency", "lapse", "portfolio", "import", "faults"],
         help="classify: the classifier against two baselines; lapse: the lapse clock on one busy "
         "day; latency: HTTP accept to visible in reports; portfolio: GET /v1/portfolio at 10,000 and 1,000,000 customers; import: a CP932 "
-        "sales file beside PostgreSQL's COPY",
+        "sales file beside PostgreSQL's COPY; faults: --events through the whole stack while ten "
+        "faults hit it (SIGKILLs, a PostgreSQL restart, the broker killed), checked from scratch",
     )
     bench.add_argument("--requests", type=int, default=500, help="portfolio: requests per case")
     bench.add_argument("--rate", type=int, default=2000, help="latency: events per second")
@@ -319,5 +312,5 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if getattr(args, "tenant", "x") is None:
         args.tenant = settings.default_tenant
-    _logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format, getattr(args, "service", None))
     return args.func(args, settings) or 0

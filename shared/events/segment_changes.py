@@ -12,23 +12,60 @@ Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
 
 class SegmentChange(BaseModel):
+    """A dated change of a customer's segment in one scope. Read per customer and scope in
+    ``seq`` order."""
+
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = 1
-    tenant_id: str
-    scope: str = Field(description="A branch_id, or 'all' for the whole chain.")
-    customer_id: str
-    seq: int = Field(description="Per customer and scope, strictly increasing.")
-    from_segment: str | None = Field(description="null when the customer is new")
-    to_segment: str | None = Field(description="null when the customer left (all purchases voided)")
-    effective_on: date
-    cause: Cause
-    purchase_count: int
-    total_amount: Decimal
-    first_purchase_on: date | None
-    last_purchase_on: date | None
-    tenure_days: int | None
-    lapse_days: int | None
+    schema_version: int = Field(1, description="Contract version; absent means 1.")
+    tenant_id: str = Field(description="The retail chain or mail-order company.", examples=["demo"])
+    scope: str = Field(description="A branch_id, or 'all' for the whole chain.", examples=["all"])
+    customer_id: str = Field(
+        description="The member or customer number, as in the purchases.", examples=["C000123"]
+    )
+    seq: int = Field(
+        description="Per customer and scope, strictly increasing in publish order.",
+        examples=[7],
+    )
+    from_segment: str | None = Field(
+        description="The segment on the eve of `effective_on` (null: in no segment, e.g. new).",
+        examples=["loyal_active"],
+    )
+    to_segment: str | None = Field(
+        description="The segment from `effective_on` on (null: in no segment, e.g. every "
+        "purchase voided).",
+        examples=["loyal_lapsed"],
+    )
+    effective_on: date = Field(
+        description="The day the change holds from: the day of the events, of the lapse, or of "
+        "the new borders.",
+        examples=["2026-11-20"],
+    )
+    cause: Cause = Field(
+        description="What made the change: a purchase, return or void that day, the lapse "
+        "clock, or new borders (`rules`).",
+        examples=["lapse"],
+    )
+    purchase_count: int = Field(
+        description="Purchases (orders) counted, after the change.", examples=[12]
+    )
+    total_amount: Decimal = Field(
+        description="Sales after returns and voids, tax included.", examples=["186400"]
+    )
+    first_purchase_on: date | None = Field(
+        description="Day of the first counted purchase (tenant's zone; null: none counted).",
+        examples=["2024-03-09"],
+    )
+    last_purchase_on: date | None = Field(
+        description="Day of the last counted purchase (tenant's zone; null: none counted).",
+        examples=["2026-04-04"],
+    )
+    tenure_days: int | None = Field(
+        description="Days from the first to the last purchase.", examples=[756]
+    )
+    lapse_days: int | None = Field(
+        description="Days from the last purchase to `effective_on`.", examples=[230]
+    )
     home_branch_id: str | None = Field(
         None, description="Branch with most of the customer's spending (extension)."
     )
