@@ -13,7 +13,7 @@ slow way, never folds wrongly — and what the home branch needs: spend per bran
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -27,8 +27,10 @@ _BITS = BLOOM_BYTES * 8
 
 
 def _probes(order_id: str) -> list[int]:
-    h = int.from_bytes(hashlib.blake2b(order_id.encode(), digest_size=8).digest(), "big")
-    a, b = h >> 32, (h & 0xFFFFFFFF) | 1
+    """The filter's bits of an order id: two stable 32-bit hashes (CRC-32 and Adler-32, in
+    C; Python's hash() changes between processes), combined (double hashing)."""
+    data = order_id.encode()
+    a, b = zlib.crc32(data), zlib.adler32(data) | 1
     return [(a + i * b) % _BITS for i in range(_PROBES)]
 
 
