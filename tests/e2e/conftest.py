@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.embedded import EmbeddedBroker
+from shared.kafka import ensure_topics
 from tests.conftest import TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import scratch_database, wait_for
 
 
 class ServiceProcess:
@@ -88,3 +90,19 @@ def services(broker, database_url):
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+async def own_broker(request):
+    """A broker of the test's own (a test that floods it leaves nothing for the next)."""
+    b = EmbeddedBroker(free_port(), log_file=TMP / f"tansu-{request.node.name[:60]}.log")
+    await b.start()
+    await ensure_topics(b.bootstrap, 4)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def own_database(database_url):
+    async with scratch_database(database_url, "history") as url:
+        yield url
