@@ -8,10 +8,13 @@ day on which that state differs from the day before's: a day with events (cause 
 events), the day a lapse comes due (cause ``lapse``), the day new borders take effect (cause
 ``rules``). So arrival order cannot matter: the live classifier, late events, CSV imports and
 re-classification all publish this timeline, and a late event is a correction of its suffix.
+(Events of one day that arrive in several batches are published as that day's entries in seq
+order, the last holding for the day, as they happened: a second purchase on a day is not a
+correction. A day never holds a lapse and a purchase: the lapse is corrected away.)
 
 ``walk`` is the one implementation. The classifier calls it on a suffix: from its stored state
-(the end of what it has published) for events after that, or from the eve of a late event's
-date for a correction; ``timeline`` calls it from nothing.
+(the end of what it has published) for events from that day on, or from the eve of a late
+event's date for a correction; ``timeline`` calls it from nothing.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def walk(
     borders: Borders,
     until: date | None = None,
     *,
+    borders_until: date | None = None,
     restate_first: bool = False,
 ) -> tuple[list[Entry], Mark | None]:
     """The timeline's entries after ``start`` and the mark where they end.
@@ -154,6 +158,8 @@ def walk(
     changed after ``start``, up to the last of those days or ``until`` when given. A lapse
     between two such days is an entry on its due day; after the last day, only up to ``until``
     (the clock's today): without ``until`` a lapse after the newest event is left to the clock.
+    Borders that took effect by ``borders_until`` count even after the newest event (the clock
+    applied them to the states it had; this one may be new since).
     ``start`` must be the state on the day before the first day looked at, and no event before
     ``since`` may be missing from it. With ``restate_first`` the first day gives an entry even
     when nothing changed on it (the first message of a correction).
@@ -164,13 +170,13 @@ def walk(
         for p in scoped:
             if p.occurred_on >= since:
                 by_day.setdefault(p.occurred_on, []).append(p)
-    horizon = max(by_day, default=None)
-    if until is not None:
-        horizon = until if horizon is None else max(horizon, until)
-    if horizon is None:
+    horizon = max([d for d in (max(by_day, default=None), until, borders_until) if d], default=None)
+    if horizon is None or (start is None and not by_day):
         return [], start
     after = start.on if start is not None else date.min
-    days = sorted(set(by_day).union(borders.days_between(after, horizon)))
+    # (borders from ``since`` on too: new borders dated on the state's own day)
+    first = after if since is None else min(after, since - DAY)
+    days = sorted(set(by_day).union(borders.days_between(first, horizon)))
     entries: list[Entry] = []
     mark = start
     looked_at = after  # the last day the mark was classified on

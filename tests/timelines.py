@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import date
+from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer
 
@@ -33,30 +33,60 @@ def held(messages: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return out
 
 
-def segment_moves(messages: list[dict]) -> list[tuple[str, str | None, str | None]]:
-    """The segment moves a consumer holds (restatements that move nobody left out)."""
-    return [
-        (m["effective_on"], m["from_segment"], m["to_segment"])
-        for m in messages
-        if m["from_segment"] != m["to_segment"]
-    ]
+def _day_ends(days: list[tuple[str, tuple]], nothing: tuple) -> list[tuple]:
+    """What holds at the end of each day it changed (the last of a day's changes holds)."""
+    ends = dict(days)
+    out, last = [], nothing
+    for day in sorted(ends):
+        if ends[day] != last:
+            out.append((day, *ends[day]))
+            last = ends[day]
+    return out
 
 
-def timeline_moves(entries: list[Entry]) -> list[tuple[str, str | None, str | None]]:
+def segment_days(messages: list[dict]) -> list[tuple]:
+    """The segment a segment-changes consumer holds at the end of each day it moved."""
+    return _day_ends([(m["effective_on"], (m["to_segment"],)) for m in messages], (None,))
+
+
+def timeline_segment_days(entries: list[Entry]) -> list[tuple]:
     """The same, of a from-scratch timeline."""
-    return [
-        (e.effective_on.isoformat(), e.before_segment, e.segment)
-        for e in entries
-        if e.before_segment != e.segment
-    ]
+    return _day_ends([(e.effective_on.isoformat(), (e.segment,)) for e in entries], (None,))
 
 
-def day(text: str) -> date:
-    return date.fromisoformat(text)
+def state_days(messages: list[dict]) -> list[tuple]:
+    """What a customer-states consumer holds at the end of each day it changed: segment, count
+    and total."""
+    return _day_ends(
+        [
+            (m["effective_on"], (m["to_segment"], m["purchase_count"], Decimal(m["total_amount"])))
+            for m in messages
+        ],
+        (None, 0, Decimal(0)),
+    )
 
 
-async def read_changes(bootstrap: str, tenant: str) -> list[dict]:
-    marks = await high_watermarks(bootstrap, [SEGMENT_CHANGES])
+def timeline_state_days(entries: list[Entry]) -> list[tuple]:
+    """The same, of a from-scratch timeline."""
+    return _day_ends(
+        [
+            (
+                e.effective_on.isoformat(),
+                (
+                    e.segment,
+                    e.figures.purchase_count if e.figures else 0,
+                    e.figures.total_amount if e.figures else Decimal(0),
+                ),
+            )
+            for e in entries
+        ],
+        (None, 0, Decimal(0)),
+    )
+
+
+async def read_changes(bootstrap: str, tenant: str, topic: str = SEGMENT_CHANGES) -> list[dict]:
+    """Every message of a tenant on a topic, from the beginning."""
+    marks = await high_watermarks(bootstrap, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     out = []

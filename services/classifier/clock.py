@@ -17,7 +17,7 @@ from shared.tenants import Tenant, load_tenant
 
 from . import store
 from .consumer import emit
-from .domain import advance, published_until
+from .domain import advance, is_late
 from .relay import Relay
 
 log = logging.getLogger("kizuna.classifier")
@@ -81,7 +81,7 @@ class Clock:
                         {
                             customer
                             for customer, scope, state in batch
-                            if since[(customer, scope)] <= published_until(state, borders)
+                            if is_late(state, since[(customer, scope)], borders)
                         }
                     )
                     events = await store.load_purchases(conn, tenant.tenant_id, late)

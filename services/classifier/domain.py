@@ -76,6 +76,14 @@ def published_until(state: ScopeState, borders: Borders) -> date:
     return state.clock_on
 
 
+def is_late(state: ScopeState, since: date, borders: Borders) -> bool:
+    """Whether what holds from ``since`` changes changes already published: a day before the
+    latest one, or that day when it lapsed the customer (a customer who bought on a day did not
+    lapse on it). More events on the latest day otherwise just follow it, in seq order."""
+    until = published_until(state, borders)
+    return since < until or (since == until and is_lapsed(state.segment))
+
+
 def advance(
     state: ScopeState | None,
     scope: str,
@@ -99,7 +107,7 @@ def advance(
     corrects_from = None
     if state is None:
         start = None
-    elif since is not None and since <= published_until(state, borders):
+    elif since is not None and is_late(state, since, borders):
         if events is None:
             raise ValueError("a correction needs the customer's events")
         corrects_from = since
@@ -108,7 +116,14 @@ def advance(
         start = Mark(state.clock_on, state.figures, state.segment, state.rules_version)
     until = today if clock or corrects_from is not None else None
     entries, end = walk(
-        start, events or (), scope, since, borders, until, restate_first=corrects_from is not None
+        start,
+        events or (),
+        scope,
+        since,
+        borders,
+        until,
+        borders_until=today,
+        restate_first=corrects_from is not None,
     )
     if end is None:
         return None, []

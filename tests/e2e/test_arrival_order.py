@@ -38,7 +38,14 @@ from tests.e2e.test_import_history import (
     segments_of,
 )
 from tests.helpers import wait_for
-from tests.timelines import held, read_changes, segment_moves, timeline_moves
+from tests.timelines import (
+    held,
+    read_changes,
+    segment_days,
+    state_days,
+    timeline_segment_days,
+    timeline_state_days,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -174,8 +181,8 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
             chains = held(await read_changes(own_broker.bootstrap, tenant))
             for customer, mine in purchases.items():
                 for scope in {"all"} | {p.branch_id for p in mine}:
-                    want = timeline_moves(timeline(mine, scope, Borders(), TODAY))
-                    got = segment_moves(chains.get((customer, scope), []))
+                    want = timeline_segment_days(timeline(mine, scope, Borders(), TODAY))
+                    got = segment_days(chains.get((customer, scope), []))
                     assert got == want, (tenant, customer, scope)
 
         # The reports: every scope, every month-end, the monthly history and transitions.
@@ -230,3 +237,63 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
         ):
             want = await get(reports, one_file, path, scope="all", **params)
             assert await get(reports, two_files, path, scope="all", **params) == want, path
+
+
+async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
+    services, own_broker, own_database
+):
+    """Shuffled history into two classifier processes sharing the partitions (the second joins
+    halfway: a rebalance mid-stream): every customer's published timeline, on both topics and
+    read with the correction contract, is the from-scratch one."""
+    rows = history(seed=20261205, customers=160)
+    tenant = f"pair{random.Random().randrange(16**8):08x}"
+    shuffled = random.Random(5).sample(rows, len(rows))
+    env = {
+        "DATABASE_URL": own_database,
+        "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap,
+        "KIZUNA_NOW": NOW,
+        "KIZUNA_SWEEP_INTERVAL_SECONDS": "0.2",
+        "KIZUNA_CLASSIFIER_BATCH_SIZE": "50",
+    }
+    ingest, first, second = (services(n, **env) for n in ("ingest", "classifier", "classifier"))
+    for p in (ingest, first):
+        p.start()
+        await p.ready()
+    pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
+    async with pool, httpx.AsyncClient(timeout=30) as http:
+        for i in range(0, len(shuffled), 100):
+            if i == len(shuffled) // 200 * 100:
+                second.start()
+                await second.ready()
+            r = await http.post(
+                ingest.url + "/v1/purchases",
+                json={"events": [live_event(r) for r in shuffled[i : i + 100]]},
+                headers={"X-Kizuna-Tenant": tenant},
+            )
+            assert r.status_code == 202, r.text
+
+        async def settled():
+            stored = await pool.fetchval(
+                "SELECT count(*) FROM purchases WHERE tenant_id = $1", tenant
+            )
+            return (
+                stored == len(rows)
+                and not await pool.fetchval(
+                    "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", TODAY
+                )
+                and not await pool.fetchval("SELECT count(*) FROM outbox")
+                and not await group_lag(
+                    pool, own_broker.bootstrap, "kizuna-classifier", [PURCHASES]
+                )
+            )
+
+        await wait_for(settled, timeout=240, interval=0.5, what="the stream classified")
+        assert first.process.poll() is None and second.process.poll() is None
+        moves = held(await read_changes(own_broker.bootstrap, tenant))
+        states = held(await read_changes(own_broker.bootstrap, tenant, CUSTOMER_STATES))
+        for customer, mine in purchases_of(rows).items():
+            for scope in {"all"} | {p.branch_id for p in mine}:
+                entries = timeline(mine, scope, Borders(), TODAY)
+                key = (customer, scope)
+                assert segment_days(moves.get(key, [])) == timeline_segment_days(entries), key
+                assert state_days(states.get(key, [])) == timeline_state_days(entries), key

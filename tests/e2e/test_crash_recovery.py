@@ -15,7 +15,7 @@ from shared.events import PURCHASES
 from shared.kafka import group_lag, new_producer
 from shared.timeline import Borders, timeline
 from tests.helpers import wait_for
-from tests.timelines import held, read_changes, segment_moves, timeline_moves
+from tests.timelines import held, read_changes, segment_days, timeline_segment_days
 
 pytestmark = pytest.mark.e2e
 
@@ -187,6 +187,6 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(services, broker, po
     # after applying corrections is the from-scratch timeline's moves
     chains = held(await read_changes(broker.bootstrap, tenant))
     for key, kept in chains.items():
-        assert segment_moves(kept) == timeline_moves(scratch[key]), key
+        assert segment_days(kept) == timeline_segment_days(scratch[key]), key
         assert kept[-1]["to_segment"] == states[key]["segment"], key
     assert all(key in chains for key, s in states.items() if s["segment"])
