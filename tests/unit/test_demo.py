@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import demo
+from services.cli import demo
 from shared.cpm import SEGMENTS, Purchase, classify, compute_figures
 from shared.events import PurchaseEvent
 
