@@ -11,7 +11,10 @@ from shared.events.segment_changes import SegmentChange
 
 
 class FiguresBefore(BaseModel):
-    segment: str | None
+    """A customer's segment and figures on the eve of a change (``lapse_days`` counted to the
+    change's ``effective_on``)."""
+
+    segment: str | None = Field(description="null: in no segment")
     purchase_count: int
     total_amount: Decimal
     first_purchase_on: date | None
