@@ -50,7 +50,7 @@ from tests.timelines import (
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOMERS = 240
+CUSTOMERS = 150
 MAX_AGE_DAYS = 30  # KIZUNA_FOLLOWUP_MAX_AGE_DAYS
 MONTHS = {"from": "2023-07", "to": "2026-06"}
 
@@ -245,7 +245,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
     """Shuffled history into two classifier processes sharing the partitions (the second joins
     halfway: a rebalance mid-stream): every customer's published timeline, on both topics and
     read with the correction contract, is the from-scratch one."""
-    rows = history(seed=20261205, customers=160)
+    rows = history(seed=20261205, customers=120)
     tenant = f"pair{random.Random().randrange(16**8):08x}"
     shuffled = random.Random(5).sample(rows, len(rows))
     env = {
