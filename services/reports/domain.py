@@ -1,5 +1,5 @@
 """The reports service's pure logic: folding customer states into per-customer rows and portfolio
-deltas, and shaping what the HTTP API returns. No I/O; table-tested in tests/unit.
+deltas, and shaping what the HTTP API returns. No I/O; table-tested in tests/reports/.
 
 How a customer state becomes portfolio numbers: reports keep, per (tenant, scope, customer), the
 segment and total they have counted. A newer state (higher ``seq``) moves the customer from what

@@ -13,8 +13,7 @@ import pytest
 
 from shared.embedded import EmbeddedBroker
 from shared.kafka import ensure_topics
-from tests.conftest import TMP, free_port
-from tests.helpers import scratch_database, wait_for
+from tests.helpers import TMP, free_port, scratch_database, wait_for
 
 
 class ServiceProcess:
