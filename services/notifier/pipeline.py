@@ -36,7 +36,7 @@ from .domain import (
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -56,9 +56,9 @@ class Applied:
 
 def contract_problem(change: SegmentChange) -> str | None:
     """Why a well-formed message still breaks the contract, or ``None``."""
-    if change.schema_version != SCHEMA_VERSION:
+    if change.schema_version > SCHEMA_VERSION:
         # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (only {SCHEMA_VERSION})"
+        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
     for field in ("from_segment", "to_segment"):
         value = getattr(change, field)
         if value is not None and value not in SEGMENTS:

@@ -40,7 +40,7 @@ from shared.events import CustomerState
 
 ZERO = Decimal(0)
 KNOWN_SEGMENTS = frozenset(SEGMENTS)
-SUPPORTED_SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 
 # --- folding customer states -----------------------------------------------------------------
