@@ -38,3 +38,9 @@ class SegmentChange(BaseModel):
         description="Set when this change replaces a lapse the clock applied before history that "
         "was still arriving showed a purchase before the lapse date: undo change `supersedes_seq`.",
     )
+    corrects_from: date | None = Field(
+        None,
+        description="Opens a correction (schema_version 2): every change of this customer and "
+        "scope received before (lower seq) whose effective_on is on or after this date no longer "
+        "holds; this message and those that follow are the timeline from that date on.",
+    )
