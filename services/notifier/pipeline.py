@@ -18,7 +18,7 @@ from aiokafka import ConsumerRecord
 
 from shared import metrics
 from shared.cpm import SEGMENTS
-from shared.events import SegmentChange
+from shared.events import SegmentChange, version_problem
 from shared.kafka import decode_records, write_outbox
 from shared.settings import Settings, today_in, utcnow
 
@@ -38,7 +38,6 @@ from .domain import (
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 1
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -58,9 +57,8 @@ class Applied:
 
 def contract_problem(change: SegmentChange) -> str | None:
     """Why a well-formed message still breaks the contract, or ``None``."""
-    if change.schema_version != SCHEMA_VERSION:
-        # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (only {SCHEMA_VERSION})"
+    if problem := version_problem(change.schema_version):
+        return problem
     for field in ("from_segment", "to_segment"):
         value = getattr(change, field)
         if value is not None and value not in SEGMENTS:

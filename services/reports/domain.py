@@ -36,11 +36,10 @@ from decimal import Decimal, InvalidOperation
 from pydantic import ValidationError
 
 from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS, Rules
-from shared.events import CustomerState
+from shared.events import CustomerState, version_problem
 
 ZERO = Decimal(0)
 KNOWN_SEGMENTS = frozenset(SEGMENTS)
-SUPPORTED_SCHEMA_VERSION = 1
 
 
 # --- folding customer states -----------------------------------------------------------------
@@ -100,8 +99,8 @@ class Folded:
 
 def problem_with(state: CustomerState) -> str | None:
     """Why a decoded state cannot be applied (it goes to the dead-letter topic), or ``None``."""
-    if state.schema_version > SUPPORTED_SCHEMA_VERSION:
-        return f"schema_version {state.schema_version} is newer than this service reads"
+    if problem := version_problem(state.schema_version):
+        return problem
     for name in ("from_segment", "to_segment"):
         value = getattr(state, name)
         if value is not None and value not in KNOWN_SEGMENTS:

@@ -7,7 +7,7 @@ Keys are ``"{tenant_id}:{customer_id}"``; values are UTF-8 JSON; every event car
 from shared.events.customer_states import CustomerState, FiguresBefore
 from shared.events.deadletter import DeadLetter
 from shared.events.purchases import LineItem, PurchaseEvent
-from shared.events.segment_changes import Cause, SegmentChange
+from shared.events.segment_changes import READABLE_VERSIONS, Cause, SegmentChange, version_problem
 
 PURCHASES = "kizuna.purchases.v1"
 CUSTOMER_STATES = "kizuna.customer-states.v1"
@@ -25,6 +25,7 @@ __all__ = [
     "CUSTOMER_STATES",
     "DEADLETTER",
     "PURCHASES",
+    "READABLE_VERSIONS",
     "SEGMENT_CHANGES",
     "Cause",
     "CustomerState",
@@ -34,4 +35,5 @@ __all__ = [
     "PurchaseEvent",
     "SegmentChange",
     "message_key",
+    "version_problem",
 ]

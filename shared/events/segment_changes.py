@@ -10,6 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
+# Versions of this contract (and of ``CustomerState``) a consumer reads. 2 added corrections
+# (``corrects_from``); 1 is 2 without them, so both are read with one policy.
+READABLE_VERSIONS = (1, 2)
+
+
+def version_problem(version: int) -> str | None:
+    """Why a consumer cannot read a segment change or customer state of this ``schema_version``,
+    or ``None``. A newer version may mean something else: dead-lettered rather than guessed at."""
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        return f"schema_version: {version} is not supported (this service reads {readable})"
+    return None
+
 
 class SegmentChange(BaseModel):
     model_config = ConfigDict(extra="ignore")
