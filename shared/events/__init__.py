@@ -7,7 +7,7 @@ Keys are ``"{tenant_id}:{customer_id}"``; values are UTF-8 JSON; every event car
 from shared.events.customer_states import CustomerState, FiguresBefore
 from shared.events.deadletter import DeadLetter
 from shared.events.purchases import LineItem, PurchaseEvent
-from shared.events.segment_changes import READABLE_VERSIONS, Cause, SegmentChange, version_problem
+from shared.events.segment_changes import Cause, SegmentChange
 
 PURCHASES = "kizuna.purchases.v1"
 CUSTOMER_STATES = "kizuna.customer-states.v1"
@@ -25,7 +25,6 @@ __all__ = [
     "CUSTOMER_STATES",
     "DEADLETTER",
     "PURCHASES",
-    "READABLE_VERSIONS",
     "SEGMENT_CHANGES",
     "Cause",
     "CustomerState",
@@ -35,5 +34,4 @@ __all__ = [
     "PurchaseEvent",
     "SegmentChange",
     "message_key",
-    "version_problem",
 ]

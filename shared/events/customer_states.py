@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.events.segment_changes import SegmentChange
 
@@ -22,6 +22,11 @@ class FiguresBefore(BaseModel):
 
 class CustomerState(SegmentChange):
     """Same fields as ``SegmentChange`` (``from_segment`` may equal ``to_segment`` here), plus
-    ``before``: the figures before the change (null for a new customer)."""
+    ``before``: the figures before the change (null for a new customer). Published after every
+    change of figures or segment; a correction's first message has ``effective_on`` equal to
+    ``corrects_from`` and ``before`` on the eve of that day in the corrected timeline."""
 
-    before: FiguresBefore | None = None
+    before: FiguresBefore | None = Field(
+        None,
+        description="Segment and figures on the eve of `effective_on` (null: nothing counted).",
+    )

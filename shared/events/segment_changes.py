@@ -10,50 +10,72 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
-# Versions of this contract (and of ``CustomerState``) a consumer reads. 2 added corrections
-# (``corrects_from``); 1 is 2 without them, so both are read with one policy.
-READABLE_VERSIONS = (1, 2)
-
-
-def version_problem(version: int) -> str | None:
-    """Why a consumer cannot read a segment change or customer state of this ``schema_version``,
-    or ``None``. A newer version may mean something else: dead-lettered rather than guessed at."""
-    if version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
-        return f"schema_version: {version} is not supported (this service reads {readable})"
-    return None
-
 
 class SegmentChange(BaseModel):
+    """A dated change of a customer's segment in one scope. Read per customer and scope in
+    ``seq`` order; a message with ``corrects_from`` withdraws earlier ones (README,
+    "Corrections")."""
+
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = 1
-    tenant_id: str
-    scope: str = Field(description="A branch_id, or 'all' for the whole chain.")
-    customer_id: str
-    seq: int = Field(description="Per customer and scope, strictly increasing.")
-    from_segment: str | None = Field(description="null when the customer is new")
-    to_segment: str | None = Field(description="null when the customer left (all purchases voided)")
-    effective_on: date
-    cause: Cause
-    purchase_count: int
-    total_amount: Decimal
+    schema_version: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="Contract version; absent means 1. The classifier writes 2: version 2 adds "
+        "`corrects_from`, and a reader of version 1 that ignores it would keep changes a "
+        "correction withdrew.",
+    )
+    tenant_id: str = Field(examples=["demo"])
+    scope: str = Field(description="A branch_id, or 'all' for the whole chain.", examples=["all"])
+    customer_id: str = Field(examples=["C000123"])
+    seq: int = Field(
+        description="Per customer and scope, strictly increasing in publish order; the message "
+        "with the highest seq carries the customer's current figures and segment.",
+        examples=[7],
+    )
+    from_segment: str | None = Field(
+        description="The segment on the eve of `effective_on` (null: in no segment, e.g. new).",
+        examples=["loyal_active"],
+    )
+    to_segment: str | None = Field(
+        description="The segment from `effective_on` on (null: in no segment, e.g. every "
+        "purchase voided).",
+        examples=["loyal_lapsed"],
+    )
+    effective_on: date = Field(
+        description="The day the change holds from: the day of the events, of the lapse, or of "
+        "the new borders. After a correction it may be earlier than that of lower seqs.",
+        examples=["2026-11-20"],
+    )
+    cause: Cause = Field(
+        description="What made the change: a purchase, return or void that day, the lapse "
+        "clock, or new borders (`rules`).",
+        examples=["lapse"],
+    )
+    purchase_count: int = Field(description="Purchases (orders) counted, after the change.")
+    total_amount: Decimal = Field(description="Sales after returns and voids, tax included.")
     first_purchase_on: date | None
     last_purchase_on: date | None
-    tenure_days: int | None
-    lapse_days: int | None
+    tenure_days: int | None = Field(description="Days from the first to the last purchase.")
+    lapse_days: int | None = Field(description="Days from the last purchase to `effective_on`.")
     home_branch_id: str | None = Field(
         None, description="Branch with most of the customer's spending (extension)."
     )
-    rules_version: int = Field(0, description="Version of the tenant's borders used (extension).")
-    supersedes_seq: int | None = Field(
-        None,
-        description="Set when this change replaces a lapse the clock applied before history that "
-        "was still arriving showed a purchase before the lapse date: undo change `supersedes_seq`.",
+    rules_version: int = Field(
+        0, description="Version of the tenant's borders in force on `effective_on` (extension)."
     )
     corrects_from: date | None = Field(
         None,
-        description="Opens a correction (schema_version 2): every change of this customer and "
-        "scope received before (lower seq) whose effective_on is on or after this date no longer "
-        "holds; this message and those that follow are the timeline from that date on.",
+        description="Set on the first message of a correction: every change of this customer "
+        "and scope received before (lower seq) whose `effective_on` is on or after this date "
+        "no longer holds. This message (`effective_on` equal to this date) and those after it "
+        "are the timeline from that date on. Sent on segment-changes even when `from_segment` "
+        "equals `to_segment`.",
+        examples=["2026-10-02"],
+    )
+    supersedes_seq: int | None = Field(
+        None,
+        description="Deprecated, always null since schema_version 2: a premature lapse is "
+        "withdrawn by a correction (`corrects_from`).",
     )
