@@ -222,6 +222,7 @@ def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[
             **_figure_fields(figures, change.effective_on),
             "home_branch_id": figures.home_branch_id if figures else None,
             "rules_version": change.rules_version,
+            "corrects_from": None,  # this classifier publishes no corrections (hist: issue 11)
             "supersedes_seq": change.supersedes_seq,
         }
     )
