@@ -199,7 +199,7 @@ async def test_superseded_lapse_is_cancelled(publish, client, service_pool, tena
         change(tenant, "C3", 6, "loyal_active", "loyal_active", "purchase", supersedes_seq=5),
     )
     [task] = await tasks_of(service_pool, tenant, "C3")
-    assert (task.status, task.outcome) == ("cancelled", "superseded")
+    assert (task.status, task.outcome) == ("cancelled", "withdrawn")
     async with service_pool.acquire() as conn:
         assert await store.customer_comebacks(conn, tenant, "C3") == []
     assert (await client.get("/v1/followups")).json()["items"] == []
