@@ -94,7 +94,8 @@ def truth(events: dict[str, list[Purchase]], scope: str, day: date) -> dict[str,
 class Producer:
     """Publishes, per customer and scope, the changes of a timeline since what it published."""
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str = "t") -> None:
+        self.tenant = tenant
         self.published: dict[tuple[str, str], list[tuple[date, Snapshot]]] = {}
         self.seq: Counter = Counter()
         self.corrections = 0
@@ -128,7 +129,7 @@ class Producer:
             out.append(
                 CustomerState(
                     schema_version=2,
-                    tenant_id="t",
+                    tenant_id=self.tenant,
                     scope=scope,
                     customer_id=cid,
                     seq=self.seq[(cid, scope)],
@@ -208,6 +209,33 @@ def histories(draw):
     return events, arrival, cuts, draw(st.randoms(use_true_random=False))
 
 
+def random_events(rng: random.Random, customers: int) -> list[tuple[str, Purchase]]:
+    """Like ``histories`` without hypothesis, for larger histories (integration tests)."""
+    events = []
+    for c in range(customers):
+        cid = f"c{c:03d}"
+        day = START + timedelta(days=rng.randrange(300))
+        for k in range(rng.choice((1, 2, 3, 5, 8))):
+            if day > LAST_EVENT:
+                break
+            branch = rng.choice(("b1", "b2"))
+            amount = Decimal(rng.choice((3000, 12000, 40000, 65000)))
+            order = f"{cid}-o{k}"
+            events.append((cid, Purchase(f"{order}-s", "sale", branch, day, amount, order)))
+            later = min(LAST_EVENT, day + timedelta(days=rng.randrange(60)))
+            extra = rng.random()
+            if extra < 0.12:
+                events.append(
+                    (cid, Purchase(f"{order}-r", "return", branch, later, amount / 2, order))
+                )
+            elif extra < 0.2:
+                events.append(
+                    (cid, Purchase(f"{order}-v", "void", branch, later, Decimal(0), order))
+                )
+            day += timedelta(days=rng.choice((0, 7, 30, 60, 200, 239, 240, 241, 400)))
+    return events
+
+
 def deliver(states: list[CustomerState], rng: random.Random) -> Folder:
     """The states into a consumer in random batches, some delivered twice."""
     folder = Folder()
@@ -221,10 +249,12 @@ def deliver(states: list[CustomerState], rng: random.Random) -> Folder:
     return folder
 
 
-def published_in_arrival_order(arrival, cuts) -> tuple[list[CustomerState], Producer]:
+def published_in_arrival_order(
+    arrival, cuts, tenant: str = "t"
+) -> tuple[list[CustomerState], Producer]:
     """What the producer publishes while the events arrive batch by batch (duplicates kept
     once, as the event store keeps them by event id)."""
-    producer = Producer()
+    producer = Producer(tenant)
     known: dict[str, dict[str, Purchase]] = defaultdict(dict)
     out: list[CustomerState] = []
     last = 0
@@ -241,9 +271,9 @@ def published_in_arrival_order(arrival, cuts) -> tuple[list[CustomerState], Prod
     return out, producer
 
 
-def published_in_date_order(events) -> list[CustomerState]:
+def published_in_date_order(events, tenant: str = "t") -> list[CustomerState]:
     """Every customer's final timeline per scope, in order, with no correction."""
-    producer = Producer()
+    producer = Producer(tenant)
     by_customer: dict[str, list[Purchase]] = defaultdict(list)
     for cid, p in events:
         by_customer[cid].append(p)
