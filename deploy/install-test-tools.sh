@@ -7,11 +7,16 @@
 # specification schema it ships, with no Docker engine. Recommends are skipped on purpose: they
 # would pull in docker.io, containerd and runc, which a validator does not need.
 #
-# Never fails the build: when the tool cannot be installed (not root, no apt-get, no registry)
+# chromium (Debian's): the dashboard tests (tests/e2e/browser) drive it with Playwright for
+# Python pointed at /usr/bin/chromium. Playwright's own browser download needs the internet at
+# test time, which the machines that run Kizuna's tests may not have; Debian's build comes from
+# the same package mirror as everything else here.
+#
+# Never fails the build: when a tool cannot be installed (not root, no apt-get, no registry)
 # it says why and exits 0, and the test that needs it skips with that reason (fails under CI).
 set -uo pipefail
 
-PACKAGE=docker-compose
+say() { echo "install-test-tools: $*" >&2; }
 
 have_validator() {
     command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1 && return 0
@@ -19,17 +24,22 @@ have_validator() {
     return 1
 }
 
-say() { echo "install-test-tools: $*" >&2; }
+have_chromium() {
+    [ -x /usr/bin/chromium ] && /usr/bin/chromium --headless --no-sandbox --version >/dev/null 2>&1
+}
 
-have_validator && exit 0
+missing=()
+have_validator || missing+=(docker-compose)
+have_chromium || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    say "no apt-get here; install Docker Compose yourself to run the compose validation test."
+    say "no apt-get here; install ${missing[*]} yourself (the tests that need them skip until then)."
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    say "$PACKAGE is missing and this is not root; run 'sudo apt-get install --no-install-recommends $PACKAGE'" \
-        "(the compose validation test skips until then)."
+    say "${missing[*]} missing and this is not root; run" \
+        "'sudo apt-get install --no-install-recommends ${missing[*]}' (the tests that need them skip until then)."
     exit 0
 fi
 
@@ -38,21 +48,25 @@ trap 'rm -f "$log"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 
 install() {
-    apt-get install -y -qq --no-install-recommends "$PACKAGE" >>"$log" 2>&1
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$log" 2>&1
 }
 
-# Update the package lists only when the package is unknown to them, or when installing from
+# Update the package lists only when a package is unknown to them, or when installing from
 # them fails (lists older than the mirror).
-if ! { apt-cache show "$PACKAGE" >/dev/null 2>&1 && install; }; then
+if ! { apt-cache show "${missing[@]}" >/dev/null 2>&1 && install; }; then
     if ! { apt-get update -qq >>"$log" 2>&1 && install; }; then
-        say "could not install $PACKAGE; the compose validation test will skip. apt said:"
+        say "could not install ${missing[*]}; the tests that need them will skip. apt said:"
         tail -n 15 "$log" >&2
         exit 0
     fi
 fi
 
-if ! have_validator; then
-    say "$PACKAGE installed but does not run:"
+if [[ " ${missing[*]} " == *" docker-compose "* ]] && ! have_validator; then
+    say "docker-compose installed but does not run:"
     docker-compose version >&2 || true
+fi
+if [[ " ${missing[*]} " == *" chromium "* ]] && ! have_chromium; then
+    say "chromium installed but does not run:"
+    /usr/bin/chromium --headless --no-sandbox --version >&2 || true
 fi
 exit 0

@@ -1,4 +1,6 @@
-"""What every service's HTTP side shares: health, readiness, metrics, error shape, tenant."""
+"""What every service's HTTP side shares: health, readiness, metrics, error shape, and the
+dependencies handlers declare (``Pool``, ``TenantId``, ``AppSettings``): the lifespan owns the
+pool, settings are read once at start-up, and a handler gets both as parameters."""
 
 from __future__ import annotations
 
@@ -6,13 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Request
+import asyncpg
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger("kizuna.http")
 
@@ -38,7 +41,19 @@ async def tenant_header(
     return (x_kizuna_tenant or get_settings().default_tenant).strip()
 
 
-TenantId = Annotated[str, "tenant"]
+async def get_pool(request: Request) -> asyncpg.Pool:
+    """The service's pool, created by its lifespan (tests override this dependency)."""
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
+    return request.app.state.pool
+
+
+async def app_settings() -> Settings:
+    return get_settings()
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+TenantId = Annotated[str, Depends(tenant_header)]
+AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
 def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:

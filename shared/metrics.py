@@ -1,4 +1,11 @@
-"""Prometheus metrics shared by every service (label ``service`` tells them apart)."""
+"""Prometheus metrics every service reports alike, labelled by ``service``: what a consumer takes
+in and how fast, its lag, its dead letters, what goes to an outbox. Written by shared code
+(``shared.kafka``), never by a service's own modules.
+
+The convention: a metric of one service lives in ``services/<name>/metrics.py`` and that
+service's modules use it as ``metrics.NAME`` after ``from . import metrics`` (names
+``kizuna_<what>_total`` for counters). LAPSES and OUTBOX_* below are the classifier's, to move
+to services/classifier/metrics.py with its restructuring."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -18,9 +25,4 @@ OUTBOX_PUBLISHED = Counter("kizuna_outbox_published_total", "Outbox rows publish
 DEADLETTERS = Counter(
     "kizuna_deadletters_total", "Records sent to the dead-letter topic", ["service"]
 )
-INGEST_ACCEPTED = Counter(
-    "kizuna_ingest_accepted_total", "Purchase events acknowledged by the broker"
-)
-INGEST_REJECTED = Counter("kizuna_ingest_rejected_total", "Purchase events rejected as invalid")
 LAPSES = Counter("kizuna_lapses_total", "Customers moved to a lapsed segment by the clock")
-FOLLOWUPS_OPENED = Counter("kizuna_followups_opened_total", "Follow-up tasks opened", ["reason"])

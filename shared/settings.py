@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     reports_port: int = 8002
     notifier_port: int = 8003
     classifier_port: int = 8004
+    # The dashboard (served by reports) reaches the notifier's and ingest's APIs through reports
+    # (same origin: one session cookie, no CORS); unset: http://{host}:{port} of each.
+    notifier_url: str | None = Field(None, description="Base URL of the notifier for reports.")
+    ingest_url: str | None = Field(None, description="Base URL of ingest for reports.")
     topic_partitions: int = Field(8, ge=1, le=256)
     default_tenant: str = "demo"
     default_time_zone: str = "Asia/Tokyo"

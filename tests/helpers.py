@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
 
 from shared.db import _with_database, database_name, migrate
+from shared.kafka import PgOffsetConsumer
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -41,3 +42,32 @@ async def scratch_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+class RunningConsumer:
+    """A service's consumer run as its lifespan runs it (``start``, then ``run`` until stopped),
+    for tests that consume in-process and stop or restart it."""
+
+    def __init__(self, build: Callable[[], PgOffsetConsumer]):
+        self.build = build
+        self.consumer: PgOffsetConsumer | None = None
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.consumer = self.build()
+        await self.consumer.start()
+        self.task = asyncio.create_task(self.consumer.run(self.stop_event), name="consume")
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await self.task
+            self.task = None
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.consumer and self.consumer.healthy and self.task and not self.task.done())

@@ -17,43 +17,13 @@ from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
-from .pipeline import SERVICE, Classifier
+from .clock import Clock, clock_loop
+from .consumer import SERVICE, Classifier
 from .relay import Relay
 from .store import GROWN_TABLES
 
 log = logging.getLogger("kizuna.classifier")
 GROUP = "kizuna-classifier"
-
-
-async def clock_loop(
-    classifier: Classifier,
-    pool,
-    relay: Relay,
-    consumer: PgOffsetConsumer,
-    stop: asyncio.Event,
-    interval: float,
-    max_backlog: int,
-) -> None:
-    """Lapse sweep and rules changes, on a timer; no event is needed for a customer to lapse.
-
-    While a large backlog of purchases is still to be read (history being loaded), the sweep
-    waits: the events themselves catch each customer's lapse clock up in date order, and a
-    sweep running ahead would lapse customers whose next purchase is still in the queue (later
-    superseded — correct, but twice the work); so does it before the consumer's first fetch,
-    when the backlog is not known yet. Live, the backlog is near zero and the sweep runs every
-    tick.
-    """
-    while not stop.is_set():
-        try:
-            moved = await classifier.apply_rules(pool)
-            if consumer.backlog is not None and consumer.backlog <= max_backlog:
-                moved += await classifier.sweep(pool)
-            if moved:
-                relay.wake.set()
-        except Exception:  # noqa: BLE001 - keep the clock running; the next tick retries
-            log.exception("clock tick failed")
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
 
 
 @asynccontextmanager
@@ -85,7 +55,7 @@ async def lifespan(app: FastAPI):
         supervised(relay.run(stop), "relay", stop),
         supervised(
             clock_loop(
-                classifier,
+                Clock(settings),
                 pool,
                 relay,
                 consumer,

@@ -14,8 +14,9 @@ from aiokafka.errors import KafkaError
 from shared import metrics
 from shared.kafka import new_producer, unpack_outbox
 
+from . import store
+
 log = logging.getLogger("kizuna.relay")
-RELAY_LOCK = 0x4B5A52454C4159  # "KZRELAY"
 
 
 class Relay:
@@ -34,11 +35,11 @@ class Relay:
         try:
             async with self.pool.acquire() as lock_conn:
                 while not stop.is_set():
-                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+                    if await store.try_relay_lock(lock_conn):
                         try:
                             await self._publish_until_stopped(producer, stop)
                         finally:
-                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+                            await store.release_relay_lock(lock_conn)
                     else:
                         self.healthy = True  # another instance relays
                         await self._nap(stop, 1.0)
@@ -70,7 +71,7 @@ class Relay:
 
     async def publish_once(self, producer) -> int:
         """Publish the oldest outbox rows (whole packs, about ``batch_size`` records)."""
-        heads = await self.pool.fetch("SELECT id, record_count FROM outbox ORDER BY id LIMIT 1000")
+        heads = await store.outbox_heads(self.pool)
         if not heads:
             self.backlog = 0
             metrics.OUTBOX_BACKLOG.set(0)
@@ -81,16 +82,14 @@ class Relay:
                 break
             ids.append(head["id"])
             total += head["record_count"]
-        packs = await self.pool.fetch(
-            "SELECT records FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id", ids
-        )
+        packs = await store.outbox_packs(self.pool, ids)
         sent = await self._send(
             producer, (record for p in packs for record in unpack_outbox(p["records"]))
         )
         # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
-        await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+        await store.delete_outbox(self.pool, ids)
         metrics.OUTBOX_PUBLISHED.inc(sent)
-        self.backlog = await self.pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
+        self.backlog = await store.outbox_backlog(self.pool)
         metrics.OUTBOX_BACKLOG.set(self.backlog)
         return sent
 

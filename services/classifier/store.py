@@ -10,10 +10,8 @@ import asyncpg
 import orjson
 
 from shared.cpm import Figures, Purchase
-from shared.events import (
-    CUSTOMER_STATES,
-    SEGMENT_CHANGES,
-)
+from shared.events import CUSTOMER_STATES, SEGMENT_CHANGES
+from shared.kafka import write_outbox
 
 from .domain import Change, ScopeState
 
@@ -171,6 +169,64 @@ async def save_states(
         " clock_on = EXCLUDED.clock_on, lapse_due_on = EXCLUDED.lapse_due_on,"
         " rules_version = EXCLUDED.rules_version, updated_at = now()",
         tenant_id,
+    )
+
+
+async def queue_outbox(conn: asyncpg.Connection, rows: list) -> None:
+    """The batch's records into the outbox, in the caller's transaction."""
+    await write_outbox(conn, rows)
+
+
+# The relay: one active at a time (an advisory lock), so several instances keep per-key order.
+RELAY_LOCK = 0x4B5A52454C4159  # "KZRELAY"
+
+
+async def try_relay_lock(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK)
+
+
+async def release_relay_lock(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+
+
+async def outbox_heads(pool: asyncpg.Pool) -> list:
+    """The oldest outbox rows' ids and record counts."""
+    return await pool.fetch("SELECT id, record_count FROM outbox ORDER BY id LIMIT 1000")
+
+
+async def outbox_packs(pool: asyncpg.Pool, ids: list[int]) -> list:
+    return await pool.fetch(
+        "SELECT records FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id", ids
+    )
+
+
+async def delete_outbox(pool: asyncpg.Pool, ids: list[int]) -> None:
+    await pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+
+
+async def outbox_backlog(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
+
+
+async def tenant_ids(conn: asyncpg.Connection) -> list[str]:
+    return [
+        r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id")
+    ]
+
+
+async def tenants_with_new_rules(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT tenant_id FROM tenants WHERE applied_rules_version < rules_version"
+    )
+    return [r["tenant_id"] for r in rows]
+
+
+async def mark_rules_applied(conn: asyncpg.Connection, tenant_id: str, version: int) -> None:
+    await conn.execute(
+        "UPDATE tenants SET applied_rules_version = $2 WHERE tenant_id = $1"
+        " AND applied_rules_version < $2",
+        tenant_id,
+        version,
     )
 
 

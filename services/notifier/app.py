@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, Depends, FastAPI, Query, Request
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import Body, FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import http
 from shared.cpm import SEGMENTS
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
-from shared.http import ApiError, tenant_header
+from shared.http import ApiError, AppSettings, Pool, TenantId
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
@@ -63,104 +63,32 @@ def build_consumer(pool: asyncpg.Pool, settings: Settings) -> PgOffsetConsumer:
     )
 
 
-class ConsumerSupervisor:
-    """Keeps one consumer running. ``PgOffsetConsumer.run`` retries database and network
-    failures itself, but any other error ends it, and a silently dead task would leave the
-    service up while nothing is consumed. Here such an error replaces the consumer with a fresh
-    one, which seeks to the offsets stored in PostgreSQL: what the dead one fetched but did not
-    commit is read again, never skipped."""
-
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
-        self.pool = pool
-        self.settings = settings
-        self.consumer: PgOffsetConsumer | None = None
-        self.restarts = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        """Start consuming; the first start raises, so a service that cannot reach its broker
-        fails at start-up instead of pretending to run."""
-        self._stop = asyncio.Event()
-        self.consumer = build_consumer(self.pool, self.settings)
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="consume")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    @property
-    def healthy(self) -> bool:
-        return (
-            self._task is not None
-            and not self._task.done()
-            and bool(self.consumer and self.consumer.healthy)
-        )
-
-    async def _run(self) -> None:
-        backoff = 1.0
-        while True:
-            consumer = self.consumer
-            try:
-                if consumer is not None:
-                    await consumer.run(self._stop)
-            except Exception:  # noqa: BLE001 - whatever it was, a fresh consumer recovers
-                log.exception("consumer failed; starting a new one from the stored offsets")
-            finally:
-                if consumer is not None:
-                    with suppress(Exception):
-                        await consumer.stop()
-                self.consumer = None
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
-            if self._stop.is_set():
-                return
-            backoff = min(backoff * 2, 30)
-            self.restarts += 1
-            try:
-                fresh = build_consumer(self.pool, self.settings)
-                await fresh.start()
-                self.consumer = fresh
-            except Exception:  # noqa: BLE001 - broker still away: try again after the back-off
-                log.exception("consumer could not start")
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
     pool = await create_pool(settings.database_url, max_size=6)
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    supervisor = ConsumerSupervisor(pool, settings)
-    await supervisor.start()
+    consumer = build_consumer(pool, settings)
+    await consumer.start()
     worker, scanner = DeliveryWorker(pool, settings), AtRiskScanner(pool, settings)
     stop = asyncio.Event()
     tasks = [
+        supervised(consumer.run(stop), "consume", stop),
         supervised(worker.run(stop), "deliver", stop),
         supervised(scanner.run(stop), "at-risk scan", stop),
     ]
-    app.state.pool, app.state.supervisor, app.state.tasks = pool, supervisor, tasks
+    app.state.pool, app.state.consumer, app.state.tasks = pool, consumer, tasks
     try:
         yield
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await worker.close()
-        await supervisor.stop()
+        await consumer.stop()
         await pool.close()
 
 
 app = FastAPI(title="Kizuna notifier", lifespan=lifespan)
-
-
-def get_pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
 
 
 class FollowupItem(BaseModel):
@@ -184,6 +112,8 @@ class FollowupItem(BaseModel):
     note: str | None = Field(None, description="What to do, from the tenant's template.")
     step: int | None = Field(None, description="Sequence steps: position, from 0.")
     last_purchase_on: date | None = None
+    staff_outcome: str | None = Field(None, description="What staff reported when done.")
+    staff_note: str | None = None
 
 
 class FollowupPage(BaseModel):
@@ -208,11 +138,12 @@ def _item(f: store.Followup) -> FollowupItem:
         note=f.note,
         step=f.step,
         last_purchase_on=f.last_purchase_on,
+        staff_outcome=f.staff_outcome,
+        staff_note=f.staff_note,
     )
 
 
-async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
-    settings = get_settings()
+async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
     zones = await store.time_zones(conn, [tenant_id], settings.default_time_zone)
     return today_in(zones[tenant_id], settings)
 
@@ -221,6 +152,7 @@ async def _today(conn: asyncpg.Connection, tenant_id: str) -> date:
 async def list_followups(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     status: Literal["open", "done", "cancelled"] = "open",
     scope: Annotated[
         str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
@@ -241,7 +173,7 @@ async def list_followups(
     except ValueError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
     async with pool.acquire() as conn:
-        due_by = await _today(conn, tenant_id) if due == "today" else None
+        due_by = await _today(conn, tenant_id, settings) if due == "today" else None
         # One more than asked: tells whether a next page exists without a count query.
         rows = await store.list_followups(
             conn,
@@ -260,12 +192,38 @@ async def list_followups(
     )
 
 
+class DoneBody(BaseModel):
+    """What came of a follow-up, as staff report it (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["reached", "no_answer", "visited", "mailed", "declined", "other"] | None = None
+    note: str | None = Field(None, max_length=2000)
+
+
 @app.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
-async def mark_done(followup_id: int, pool: Pool, tenant_id: TenantId) -> FollowupItem:
-    """Staff did the follow-up. Doing it again changes nothing."""
+async def mark_done(
+    followup_id: int,
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    payload: Annotated[Any, Body()] = None,
+) -> FollowupItem:
+    """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
+    "note": "…"}``. Doing it again changes nothing."""
+    try:
+        body = DoneBody.model_validate(payload or {})
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_request", "the request is not valid", problems=_problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         followup = await store.mark_done(
-            conn, tenant_id, followup_id, await _today(conn, tenant_id)
+            conn,
+            tenant_id,
+            followup_id,
+            await _today(conn, tenant_id, settings),
+            body.outcome,
+            body.note,
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -280,13 +238,21 @@ async def mark_done(followup_id: int, pool: Pool, tenant_id: TenantId) -> Follow
     return _item(followup)
 
 
+@app.get("/v1/customers/{customer_id}/followups", tags=["followups"])
+async def customer_followups(customer_id: str, pool: Pool, tenant_id: TenantId) -> dict:
+    """Every task of one customer (open and closed), oldest first: the customer's page."""
+    async with pool.acquire() as conn:
+        rows = await store.customer_followups(conn, tenant_id, customer_id)
+    return {"items": [_item(f) for f in rows]}
+
+
 async def _ready() -> dict[str, bool]:
     state = app.state
-    supervisor = getattr(state, "supervisor", None)
+    consumer = getattr(state, "consumer", None)
     tasks = getattr(state, "tasks", [])
     return {
         "database": await http.check_db(state.pool) if hasattr(state, "pool") else False,
-        "consumer": bool(supervisor and supervisor.healthy),
+        "consumer": bool(consumer and consumer.healthy),
         "workers": bool(tasks) and not any(t.done() for t in tasks),
     }
 
@@ -347,7 +313,7 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
 
 @app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
 async def put_notification_settings(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
     """Replace the settings. They apply to alerts raised from now on (an alert's routing and
     text are fixed when it is raised, so its resends stay identical)."""
@@ -495,6 +461,7 @@ async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None
 async def comebacks(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Annotated[
         str, Query(min_length=1, max_length=100, description="'all' or a branch_id")
     ] = CHAIN,
@@ -505,7 +472,7 @@ async def comebacks(
     all, how many after a follow-up task, how many after staff had done it; per segment they
     came back from and per day."""
     async with pool.acquire() as conn:
-        end = to or await _today(conn, tenant_id)
+        end = to or await _today(conn, tenant_id, settings)
         start = from_ or end - timedelta(days=30)
         if start > end:
             raise ApiError(

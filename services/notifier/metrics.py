@@ -1,4 +1,5 @@
-"""The notifier's own Prometheus metrics (beside ``shared.metrics``), on its ``/metrics``."""
+"""The notifier's own Prometheus metrics, on its ``/metrics`` (what every service reports is in
+shared/metrics.py)."""
 
 from prometheus_client import Counter, Gauge
 
@@ -15,3 +16,4 @@ SEQUENCE_STEPS_CANCELLED = Counter(
     "kizuna_sequence_steps_cancelled_total",
     "Open sequence steps cancelled because the customer moved to another segment",
 )
+FOLLOWUPS_OPENED = Counter("kizuna_followups_opened_total", "Follow-up tasks opened", ["reason"])

@@ -17,14 +17,12 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from shared import metrics
 from shared.cpm import SEGMENTS
 from shared.events import SegmentChange
 from shared.kafka import decode_records, write_outbox
 from shared.settings import Settings, today_in, utcnow
 
-from . import metrics as notifier_metrics
-from . import store
+from . import metrics, store
 from .domain import (
     LAPSED,
     SEQUENCE,
@@ -148,11 +146,11 @@ class Notifier:
         if opened:
             metrics.FOLLOWUPS_OPENED.labels(LAPSED).inc(opened)
         if raised:
-            notifier_metrics.ALERTS_RAISED.labels(LAPSED).inc(raised)
+            metrics.ALERTS_RAISED.labels(LAPSED).inc(raised)
         if scheduled:
             metrics.FOLLOWUPS_OPENED.labels(SEQUENCE).inc(scheduled)
         if stopped:
-            notifier_metrics.SEQUENCE_STEPS_CANCELLED.inc(stopped)
+            metrics.SEQUENCE_STEPS_CANCELLED.inc(stopped)
         return Applied(opened, cancelled, comebacks, raised, scheduled, stopped)
 
     async def _names(

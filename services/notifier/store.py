@@ -35,7 +35,7 @@ from .domain import (
 
 ITEM_COLUMNS = (
     "id, customer_id, branch_id, segment, reason, status, outcome, created_on, due_on, done_on,"
-    " total_amount, priority, channel, note, step, last_purchase_on"
+    " total_amount, priority, channel, note, step, last_purchase_on, staff_outcome, staff_note"
 )
 
 
@@ -57,6 +57,8 @@ class Followup:
     note: str | None = None
     step: int | None = None
     last_purchase_on: date | None = None
+    staff_outcome: str | None = None
+    staff_note: str | None = None
 
     @property
     def sort_key(self) -> SortKey:
@@ -384,16 +386,24 @@ async def list_followups(
 
 
 async def mark_done(
-    conn: asyncpg.Connection, tenant_id: str, followup_id: int, on: date
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    followup_id: int,
+    on: date,
+    staff_outcome: str | None = None,
+    staff_note: str | None = None,
 ) -> Followup | None:
-    """Staff did the follow-up. Idempotent: a closed task is returned as it is. ``None`` when
-    the tenant has no such task."""
+    """Staff did the follow-up, with what came of it and a note. Idempotent: a closed task is
+    returned as it is. ``None`` when the tenant has no such task."""
     row = await conn.fetchrow(
-        "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3, updated_at = now()"
+        "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3,"
+        " staff_outcome = $4, staff_note = $5, updated_at = now()"
         f" WHERE tenant_id = $1 AND id = $2 AND status = 'open' RETURNING {ITEM_COLUMNS}",
         tenant_id,
         followup_id,
         on,
+        staff_outcome,
+        staff_note,
     )
     if row is None:
         row = await conn.fetchrow(

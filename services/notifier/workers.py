@@ -24,10 +24,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 
-from shared import metrics
 from shared.settings import Settings, today_in, utcnow
 
-from . import messages, store
+from . import messages, metrics, store
 from .domain import (
     AT_RISK,
     NewTask,
@@ -38,7 +37,6 @@ from .domain import (
     digest_id,
     plan_alert,
 )
-from .metrics import ALERTS_RAISED, DELIVERIES, DELIVERY_BACKLOG
 from .pipeline import NameLookup
 
 log = logging.getLogger("kizuna.notifier")
@@ -176,7 +174,7 @@ class DeliveryWorker:
             claimed = await store.claim_deliveries(conn, self.batch_size, self.lease_seconds)
             hooks = {c.tenant_id for c in claimed if c.channel == "webhook"}
             secrets = await store.webhook_secrets(conn, hooks) if hooks else {}
-            DELIVERY_BACKLOG.set(await store.delivery_backlog(conn))
+            metrics.DELIVERY_BACKLOG.set(await store.delivery_backlog(conn))
         if not claimed:
             return digests
         gate = asyncio.Semaphore(self.concurrency)
@@ -216,7 +214,7 @@ class DeliveryWorker:
                         self.settings.delivery_backoff_max_seconds,
                     ),
                 )
-        DELIVERIES.labels(delivery.channel, "retry" if status == "pending" else status).inc()
+        metrics.DELIVERIES.labels(delivery.channel, "retry" if status == "pending" else status).inc()
         if status == "dead":
             log.warning(
                 "delivery %s (%s to %s) is dead after %d tries: %s",
@@ -365,7 +363,7 @@ class AtRiskScanner:
                 new = await store.raise_alerts(conn, alerts)
             raised += new
             if new:
-                ALERTS_RAISED.labels(AT_RISK).inc(new)
+                metrics.ALERTS_RAISED.labels(AT_RISK).inc(new)
             if opened:
                 metrics.FOLLOWUPS_OPENED.labels(AT_RISK).inc(opened)
             if len(page) < self.page_size:

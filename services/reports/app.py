@@ -10,13 +10,13 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -25,13 +25,16 @@ from shared import http
 from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS, Rules
 from shared.db import create_pool
 from shared.events import CUSTOMER_STATES
-from shared.http import ApiError, tenant_header
+from shared.http import ApiError, AppSettings, Pool, TenantId
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.pgstats import keep_statistics
-from shared.settings import get_settings, today_in
+from shared.service import supervised
+from shared.settings import Settings, get_settings, today_in
 from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
+from .api import dashboard as dashboard_api
+from .api import gateway
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -44,20 +47,12 @@ CSV_PAGE = 1000
 PARALLEL = 2
 
 
-def _log_crash(task: asyncio.Task) -> None:
-    # A consumer that died must be visible at once (readiness also turns false), not only when
-    # the task is awaited at shutdown.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the consumer stopped", exc_info=task.exception())
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     pool = await create_pool(settings.database_url, max_size=8)
-    app.state.pool, app.state.consumer, app.state.consume_task = pool, None, None
+    app.state.pool, app.state.consumer, app.state.tasks = pool, None, []
     stop = asyncio.Event()
-    statistics = None
     if settings.kafka_bootstrap_servers:
         await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
         consumer = PgOffsetConsumer(
@@ -73,11 +68,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await consumer.start()
         app.state.consumer = consumer
-        app.state.consume_task = asyncio.create_task(consumer.run(stop), name="consume")
-        app.state.consume_task.add_done_callback(_log_crash)
-        statistics = asyncio.create_task(
-            keep_statistics(pool, stop, store.GROWN_TABLES), name="statistics"
-        )
+        app.state.tasks = [
+            supervised(consumer.run(stop), "consume", stop),
+            supervised(keep_statistics(pool, stop, store.GROWN_TABLES), "statistics", stop),
+        ]
     else:
         # `kizuna serve reports` may run read-only on a database another stack filled.
         log.warning("no KAFKA_BOOTSTRAP_SERVERS: serving the stored portfolio without consuming")
@@ -85,13 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        if app.state.consume_task is not None:
-            with suppress(Exception):
-                await app.state.consume_task
+        await asyncio.gather(*app.state.tasks, return_exceptions=True)
+        if app.state.consumer is not None:
             await app.state.consumer.stop()
-        if statistics is not None:
-            with suppress(Exception):
-                await statistics
         await pool.close()
 
 
@@ -106,21 +96,15 @@ async def _ready() -> dict[str, bool]:
     state = app.state
     checks = {"database": await http.check_db(state.pool)}
     if state.consumer is not None:
-        task = state.consume_task
-        checks["consumer"] = state.consumer.healthy and task is not None and not task.done()
+        checks["consumer"] = state.consumer.healthy and not any(t.done() for t in state.tasks)
     return checks
 
 
 http.install(app, _ready)
+app.include_router(dashboard_api.router)
+app.include_router(gateway.router)
 
 
-async def get_pool(request: Request) -> asyncpg.Pool:
-    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
-    return request.app.state.pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
 # Query parameters shared by every customer list (segment lists, RFM lists, DM exports).
 ListLimit = Annotated[
     int | None, Query(ge=1, le=1000, description="JSON page size (default 100); CSV: at most")
@@ -135,9 +119,8 @@ Scope = Annotated[
 ]
 
 
-async def tenant_today(conn: asyncpg.Connection, tenant_id: str) -> date:
+async def tenant_today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
     """Today in the tenant's time zone (``KIZUNA_NOW`` pins the clock)."""
-    settings = get_settings()
     tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
     return today_in(tenant.time_zone, settings)
 
@@ -155,12 +138,13 @@ def known_segment(segment: str) -> str:
 async def portfolio(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     as_of: Annotated[date | None, Query(description="YYYY-MM-DD; default today")] = None,
 ) -> dict:
     """Customers and sales per segment (all ten, zeros included), as of a day."""
     async with pool.acquire() as conn:
-        day = as_of or await tenant_today(conn, tenant_id)
+        day = as_of or await tenant_today(conn, tenant_id, settings)
         counts = await store.portfolio_counts(conn, tenant_id, scope, day)
     return domain.portfolio_body(scope, day, counts)
 
@@ -175,6 +159,7 @@ MonthOrDay = Annotated[
 async def portfolio_history(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     granularity: Literal["day", "month"] = "month",
     from_: Annotated[
@@ -190,7 +175,7 @@ async def portfolio_history(
     ``total_customers``, ``total_sales`` and, per segment (all ten), ``customers`` and ``sales``.
     """
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         try:
             labels, ends = history.periods(granularity, from_, to, today)
         except ValueError as exc:
@@ -206,6 +191,7 @@ async def portfolio_history(
 async def transitions(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     from_: Annotated[
         str | None, Query(alias="from", max_length=7, description="YYYY-MM; default 11 months back")
@@ -222,7 +208,7 @@ async def transitions(
     higher one by this month's end. Read from the maintained monthly moves and the portfolio
     history (services/reports/history.py), never per customer."""
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         try:
             ms = history.transition_months(from_, to, today)
         except ValueError as exc:
@@ -237,7 +223,9 @@ async def transitions(
 
 
 @app.get("/v1/customers/{customer_id}", tags=["portfolio"])
-async def customer(customer_id: str, pool: Pool, tenant_id: TenantId, scope: Scope = "all") -> dict:
+async def customer(
+    customer_id: str, pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
+) -> dict:
     """One customer's figures and segment; lapse days as of today.
 
     404 when the customer is unknown in the scope, and also when all their purchases were voided:
@@ -253,7 +241,6 @@ async def customer(customer_id: str, pool: Pool, tenant_id: TenantId, scope: Sco
             customer_id=customer_id,
             scope=scope,
         )
-    settings = get_settings()
     today = today_in(row["time_zone"] or settings.default_time_zone, settings)
     return domain.customer_body(row, scope, today)
 
@@ -274,6 +261,7 @@ async def segment_customers(
     segment: str,
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     format: Literal["json", "csv"] = "json",
     limit: ListLimit = None,
@@ -300,6 +288,7 @@ async def segment_customers(
         return await _csv_download(
             pool,
             tenant_id,
+            settings,
             f"{segment}-{scope}",
             page,
             cells,
@@ -311,7 +300,7 @@ async def segment_customers(
         )
     size = limit or 100
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         rows = await store.segment_page(conn, tenant_id, scope, segment, after, size + 1)
     last = rows[size - 1] if len(rows) > size else None
     return {
@@ -333,7 +322,7 @@ def _invalid(field: str, reason: str) -> ApiError:
 
 
 async def _csv_download(
-    pool, tenant_id, name, page, cells, header_row, after, limit, encoding, bom
+    pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
 ) -> StreamingResponse:
     """A customer list as a CSV download (UTF-8 with or without BOM, or CP932), streamed page by
     page: ``page(conn, after, size)`` fetches rows after a (total, customer_id) keyset,
@@ -344,7 +333,7 @@ async def _csv_download(
     except ValueError as exc:
         raise _invalid("encoding", str(exc)) from None
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
 
     async def stream():
         prefix = "\ufeff" if charset == "utf-8" and bom else ""
@@ -391,6 +380,7 @@ def _month(text: str | None, default: date | None = None, field: str = "month") 
 async def questions(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     month: Month = None,
     limit: Annotated[int, Query(ge=1, le=500, description="List lengths (dormant, VIPs)")] = 20,
@@ -402,7 +392,7 @@ async def questions(
     again by then), ``vips`` (⑥⑦ most valuable customers now, with how often they buy) and
     ``vips[].top_products`` (⑧ what they buy most, from the purchases' line items)."""
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         m = _month(month, today)
         if m > today:
             raise _invalid("month", "the month has not begun")
@@ -479,12 +469,12 @@ async def put_rfm_thresholds(
 
 
 @app.get("/v1/rfm", tags=["rfm"])
-async def rfm(pool: Pool, tenant_id: TenantId, scope: Scope = "all") -> dict:
+async def rfm(pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all") -> dict:
     """Customers and sales per (R, F, M) cell with the tenant's borders, as of today; the R×F
     table and totals per rank. Recency changes every day, so this is one aggregate query over the
     scope's customer rows (no per-customer work in Python)."""
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         t = await _rfm_thresholds(conn, tenant_id)
         rows = await store.rfm_cells(conn, tenant_id, scope, today, t)
     return analysis.rfm_cells_body(scope, today, t, rows)
@@ -497,6 +487,7 @@ Rank = Annotated[int, Query(ge=1, le=5)]
 async def rfm_customers(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     r_min: Rank = 1,
     r_max: Rank = 5,
@@ -522,7 +513,7 @@ async def rfm_customers(
     except ValueError as exc:
         raise _invalid("cursor", str(exc)) from None
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         t = await _rfm_thresholds(conn, tenant_id)
     where = analysis.rfm_filter(t, today, (r_min, r_max), (f_min, f_max), (m_min, m_max))
 
@@ -538,7 +529,7 @@ async def rfm_customers(
         header_row = (*domain.CSV_HEADERS[header], *analysis.RFM_CSV_EXTRA[header])
         name = f"rfm-R{r_min}{r_max}F{f_min}{f_max}M{m_min}{m_max}-{scope}"
         return await _csv_download(
-            pool, tenant_id, name, page, cells, header_row, after, limit, encoding, bom
+            pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
         )
     size = limit or 100
     async with pool.acquire() as conn:
@@ -562,9 +553,11 @@ SIMULATION_BODY = {
 }
 
 
-async def _simulate(pool, tenant_id: str, scope: str, request: analysis.Simulation) -> dict:
+async def _simulate(
+    pool, tenant_id: str, settings: Settings, scope: str, request: analysis.Simulation
+) -> dict:
     async with pool.acquire() as conn:
-        today = await tenant_today(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
         this_month = history.month_start(today)
         base = _month(request.base_month, history.add_months(this_month, -1), "base_month")
         if base >= this_month:
@@ -596,6 +589,7 @@ async def _simulate(pool, tenant_id: str, scope: str, request: analysis.Simulati
 async def ltv(
     pool: Pool,
     tenant_id: TenantId,
+    settings: AppSettings,
     scope: Scope = "all",
     base_month: Annotated[str | None, Query(max_length=7)] = None,
     window_months: Annotated[int, Query(ge=1, le=60)] = 12,
@@ -604,12 +598,16 @@ async def ltv(
     base month (default: last month) with the transition matrix, inflow of new customers and
     sales per customer measured over the window. Same shape as ``POST /v1/ltv/simulations``."""
     request = analysis.Simulation(base_month=base_month, window_months=window_months)
-    return await _simulate(pool, tenant_id, scope, request)
+    return await _simulate(pool, tenant_id, settings, scope, request)
 
 
 @app.post("/v1/ltv/simulations", tags=["ltv"], openapi_extra=SIMULATION_BODY)
 async def ltv_simulation(
-    pool: Pool, tenant_id: TenantId, scope: Scope = "all", payload: Annotated[Any, Body()] = None
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """The baseline and a scenario with changed monthly rates, e.g. ``{"changes": [{"from":
     "first_active", "to": "fledgling_active", "rate": 0.5}]}`` or ``"factor": 1.5``, and the
@@ -621,7 +619,7 @@ async def ltv_simulation(
         raise ApiError(
             422, "invalid_simulation", "the simulation is not valid", problems=domain.problems(exc)
         ) from None
-    return await _simulate(pool, tenant_id, scope, request)
+    return await _simulate(pool, tenant_id, settings, scope, request)
 
 
 # --- DM response tracking -----------------------------------------------------------------------------
@@ -769,10 +767,10 @@ RULES_BODY = {
 
 
 @app.get("/v1/rules", tags=["rules"])
-async def get_rules(pool: Pool, tenant_id: TenantId) -> dict:
+async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
     """The tenant's current borders (the published defaults, version 0, until set)."""
     async with pool.acquire() as conn:
-        tenant = await load_tenant(conn, tenant_id, get_settings().default_time_zone)
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
         applied = await store.applied_rules_version(conn, tenant_id)
     return {
         "version": tenant.rules_version,
@@ -783,7 +781,7 @@ async def get_rules(pool: Pool, tenant_id: TenantId) -> dict:
 
 @app.put("/v1/rules", tags=["rules"], openapi_extra=RULES_BODY)
 async def put_rules(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
     """Store a new version of the borders; the classifier re-classifies every customer."""
     try:
@@ -793,7 +791,7 @@ async def put_rules(
             422, "invalid_rules", "the borders are not valid", problems=domain.problems(exc)
         ) from None
     async with pool.acquire() as conn:
-        version = await save_rules(conn, tenant_id, rules, get_settings().default_time_zone)
+        version = await save_rules(conn, tenant_id, rules, settings.default_time_zone)
     return {"version": version, "rules": rules.model_dump(mode="json")}
 
 

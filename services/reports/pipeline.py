@@ -8,26 +8,17 @@ from collections import defaultdict
 
 import asyncpg
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter
 
 from shared.events import CustomerState
 from shared.kafka import decode_records, write_outbox
 
-from . import store
+from . import metrics, store
 from .domain import fold, problem_with, sum_deltas, touches_from
 from .history import add_moves, load_since, moves_delta
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"
 GROUP = "kizuna-reports"
-
-STATES_APPLIED = Counter(
-    "kizuna_reports_states_applied_total", "Customer states applied to the portfolio"
-)
-STATES_SKIPPED = Counter(
-    "kizuna_reports_states_skipped_total",
-    "Customer states skipped as already applied (redelivery) or stale",
-)
 
 
 def decode(records: list[ConsumerRecord]) -> tuple[list[CustomerState], list[tuple[str, str, str]]]:
@@ -83,5 +74,5 @@ async def on_customer_states(conn: asyncpg.Connection, records: list[ConsumerRec
             moves=moves,
         )
     await write_outbox(conn, dead)
-    STATES_APPLIED.inc(applied)
-    STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records
+    metrics.STATES_APPLIED.inc(applied)
+    metrics.STATES_SKIPPED.inc(skipped)  # dead letters are counted and logged by decode_records

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.importer import write_sample_sales
+from services.cli.bench.imports import write_sample_sales
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES
 from tests.conftest import TMP, free_port

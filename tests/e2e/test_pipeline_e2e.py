@@ -118,7 +118,9 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
             ]
             return [i for i in items if i["customer_id"] == "VIP"]
 
-        tasks = await wait_for(task_for_vip, timeout=120, what="a follow-up task for the lapsed VIP")
+        tasks = await wait_for(
+            task_for_vip, timeout=120, what="a follow-up task for the lapsed VIP"
+        )
         assert len(tasks) == 1
         task = tasks[0]
         assert (task["segment"], task["reason"], task["branch_id"]) == (

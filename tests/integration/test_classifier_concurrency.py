@@ -10,7 +10,8 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.classifier import store
-from services.classifier.pipeline import Classifier
+from services.classifier.clock import Clock
+from services.classifier.consumer import Classifier
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ async def test_a_sweep_beside_a_batch_skips_its_customers(pool, tenant, monkeypa
     async def lock_then_sweep(conn, tenant_id, customers):
         states = await lock_states(conn, tenant_id, customers)
         # The clock ticks while this batch holds C1: the sweep must neither wait nor lapse it.
-        sweeper = Classifier(Settings(now=datetime(2025, 12, 1, tzinfo=UTC)))
+        sweeper = Clock(Settings(now=datetime(2025, 12, 1, tzinfo=UTC)))
         swept.append(await sweeper.sweep(pool))
         return states
 
@@ -61,7 +62,7 @@ async def test_a_sweep_beside_a_batch_skips_its_customers(pool, tenant, monkeypa
     # first_active (1) → the batch's own lapse catch-up to first_lapsed (2) → two purchases
     # 329 days apart, 24,000 yen: steady_active (3) — what the events alone give.
     assert (row["seq"], row["segment"], row["purchase_count"]) == (3, "steady_active", 2)
-    changes = await Classifier(Settings(now=datetime(2025, 12, 6, tzinfo=UTC))).sweep(pool)
+    changes = await Clock(Settings(now=datetime(2025, 12, 6, tzinfo=UTC))).sweep(pool)
     assert changes == 0  # nothing was left due: the sweep had not lapsed it behind the batch
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.classifier.app import app as classifier_app
-from services.classifier.pipeline import Classifier
+from services.classifier.clock import Clock
 from services.ingest.app import app as ingest_app
 from shared.cpm import Rules
 from shared.events import DEADLETTER, SEGMENT_CHANGES
@@ -27,7 +27,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def running(broker, database_url):
-    async with classifier_app.router.lifespan_context(classifier_app), ingest_app.router.lifespan_context(ingest_app):
+    async with (
+        classifier_app.router.lifespan_context(classifier_app),
+        ingest_app.router.lifespan_context(ingest_app),
+    ):
         await wait_for(lambda: _assigned(), timeout=30, what="classifier partitions assigned")
         yield
 
@@ -38,18 +41,25 @@ async def _assigned():
 
 @pytest.fixture
 async def ingest():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest"
+    ) as c:
         yield c
 
 
 async def state_of(pool, tenant, customer, scope="all"):
     return await pool.fetchrow(
-        "SELECT * FROM customer_states WHERE tenant_id = $1 AND customer_id = $2 AND scope = $3", tenant, customer, scope
+        "SELECT * FROM customer_states WHERE tenant_id = $1 AND customer_id = $2 AND scope = $3",
+        tenant,
+        customer,
+        scope,
     )
 
 
 async def read_topic(bootstrap, topic, predicate, want: int, timeout=20):
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     found = []
     try:
@@ -68,41 +78,80 @@ async def read_topic(bootstrap, topic, predicate, want: int, timeout=20):
 
 
 def ev(tenant, eid, customer, when, amount="10000", **kw):
-    return {"event_id": eid, "tenant_id": tenant, "branch_id": kw.pop("branch", "shibuya"), "customer_id": customer,
-            "occurred_at": when, "amount": amount, **kw}
+    return {
+        "event_id": eid,
+        "tenant_id": tenant,
+        "branch_id": kw.pop("branch", "shibuya"),
+        "customer_id": customer,
+        "occurred_at": when,
+        "amount": amount,
+        **kw,
+    }
 
 
-async def test_sales_returns_voids_duplicates_reach_state_and_topics(running, ingest, pool, broker, tenant):
+async def test_sales_returns_voids_duplicates_reach_state_and_topics(
+    running, ingest, pool, broker, tenant
+):
     events = [
         ev(tenant, "e1", "C1", "2026-01-10T10:00:00", "40000", order_id="o1"),
         ev(tenant, "e2", "C1", "2026-01-10T10:05:00+09:00", "5000", order_id="o1"),  # same order
         ev(tenant, "e3", "C1", "2026-03-01T12:00:00", "30000", order_id="o2", branch="umeda"),
-        ev(tenant, "e4", "C1", "2026-03-05T12:00:00", "3000", kind="return", order_id="o2", branch="umeda"),
+        ev(
+            tenant,
+            "e4",
+            "C1",
+            "2026-03-05T12:00:00",
+            "3000",
+            kind="return",
+            order_id="o2",
+            branch="umeda",
+        ),
         ev(tenant, "e5", "C1", "2026-04-01T12:00:00", "9000", order_id="o3"),
         ev(tenant, "e6", "C1", "2026-04-01T13:00:00", kind="void", order_id="o3"),
     ]
-    r = await ingest.post("/v1/purchases", json={"events": events}, headers={"X-Kizuna-Tenant": tenant})
+    r = await ingest.post(
+        "/v1/purchases", json={"events": events}, headers={"X-Kizuna-Tenant": tenant}
+    )
     assert r.status_code == 202, r.text
     assert r.json() == {"accepted": 6}
     # redelivery of the same events: harmless
-    r = await ingest.post("/v1/purchases", json={"events": events[:3]}, headers={"X-Kizuna-Tenant": tenant})
+    r = await ingest.post(
+        "/v1/purchases", json={"events": events[:3]}, headers={"X-Kizuna-Tenant": tenant}
+    )
     assert r.status_code == 202
 
     async def settled():
         row = await state_of(pool, tenant, "C1")
-        return row if row and row["purchase_count"] == 2 and row["total_amount"] == Decimal(72000) else None
+        return (
+            row
+            if row and row["purchase_count"] == 2 and row["total_amount"] == Decimal(72000)
+            else None
+        )
 
     row = await wait_for(settled, what="C1's figures")
     assert row["segment"] == "fledgling_active"
-    assert str(row["first_purchase_on"]) == "2026-01-10" and str(row["last_purchase_on"]) == "2026-03-01"
+    assert (
+        str(row["first_purchase_on"]) == "2026-01-10"
+        and str(row["last_purchase_on"]) == "2026-03-01"
+    )
     umeda = await state_of(pool, tenant, "C1", "umeda")
-    assert (umeda["purchase_count"], umeda["total_amount"], umeda["segment"]) == (1, Decimal(27000), "first_active")
+    assert (umeda["purchase_count"], umeda["total_amount"], umeda["segment"]) == (
+        1,
+        Decimal(27000),
+        "first_active",
+    )
     assert await pool.fetchval("SELECT count(*) FROM purchases WHERE tenant_id = $1", tenant) == 6
 
     changes = await read_topic(
-        broker.bootstrap, SEGMENT_CHANGES, lambda v: v["tenant_id"] == tenant and v["scope"] == "all", want=2
+        broker.bootstrap,
+        SEGMENT_CHANGES,
+        lambda v: v["tenant_id"] == tenant and v["scope"] == "all",
+        want=2,
     )
-    assert [(c["from_segment"], c["to_segment"]) for c in changes][:2] == [(None, "first_active"), ("first_active", "fledgling_active")]
+    assert [(c["from_segment"], c["to_segment"]) for c in changes][:2] == [
+        (None, "first_active"),
+        ("first_active", "fledgling_active"),
+    ]
     assert [c["seq"] for c in changes] == sorted(c["seq"] for c in changes)
 
 
@@ -110,30 +159,61 @@ async def test_bad_items_are_named_and_nothing_is_sent(running, ingest, pool, te
     events = [
         ev(tenant, "ok1", "C9", "2026-01-10T10:00:00"),
         ev(tenant, "bad1", "C9", "not-a-date"),
-        {"event_id": "bad2", "branch_id": "x", "customer_id": "C9", "occurred_at": "2026-01-01T00:00:00", "amount": "-5"},
+        {
+            "event_id": "bad2",
+            "branch_id": "x",
+            "customer_id": "C9",
+            "occurred_at": "2026-01-01T00:00:00",
+            "amount": "-5",
+        },
         ev(tenant, "bad3", "C9", "2026-01-10T10:00:00", kind="void"),
     ]
-    r = await ingest.post("/v1/purchases", json={"events": events}, headers={"X-Kizuna-Tenant": tenant})
+    r = await ingest.post(
+        "/v1/purchases", json={"events": events}, headers={"X-Kizuna-Tenant": tenant}
+    )
     assert r.status_code == 422
     problems = r.json()["error"]["problems"]
-    assert {(p["index"], p["field"]) for p in problems} >= {(1, "occurred_at"), (2, "amount"), (3, "")}
+    assert {(p["index"], p["field"]) for p in problems} >= {
+        (1, "occurred_at"),
+        (2, "amount"),
+        (3, ""),
+    }
     assert any("order_id" in p["reason"] for p in problems if p["index"] == 3)
     r = await ingest.post("/v1/purchases", content=b"{nope", headers={"X-Kizuna-Tenant": tenant})
     assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
-    other = await ingest.post("/v1/purchases", json=ev("someone-else", "x1", "C9", "2026-01-10T10:00:00"),
-                              headers={"X-Kizuna-Tenant": tenant})
+    other = await ingest.post(
+        "/v1/purchases",
+        json=ev("someone-else", "x1", "C9", "2026-01-10T10:00:00"),
+        headers={"X-Kizuna-Tenant": tenant},
+    )
     assert other.status_code == 422 and other.json()["error"]["problems"][0]["field"] == "tenant_id"
 
 
 async def test_ndjson_and_single_event(running, ingest, pool, tenant):
-    lines = "\n".join(json.dumps(ev(tenant, f"n{i}", f"N{i}", "2026-02-01T09:00:00")) for i in range(3))
-    r = await ingest.post("/v1/purchases", content=lines.encode(), headers={"X-Kizuna-Tenant": tenant, "Content-Type": "application/x-ndjson"})
+    lines = "\n".join(
+        json.dumps(ev(tenant, f"n{i}", f"N{i}", "2026-02-01T09:00:00")) for i in range(3)
+    )
+    r = await ingest.post(
+        "/v1/purchases",
+        content=lines.encode(),
+        headers={"X-Kizuna-Tenant": tenant, "Content-Type": "application/x-ndjson"},
+    )
     assert r.json() == {"accepted": 3}
-    r = await ingest.post("/v1/purchases", json=ev(tenant, "single", "N9", "2026-02-01T09:00:00"), headers={"X-Kizuna-Tenant": tenant})
+    r = await ingest.post(
+        "/v1/purchases",
+        json=ev(tenant, "single", "N9", "2026-02-01T09:00:00"),
+        headers={"X-Kizuna-Tenant": tenant},
+    )
     assert r.json() == {"accepted": 1}
 
     async def four():
-        return await pool.fetchval("SELECT count(*) FROM customer_states WHERE tenant_id = $1 AND scope = 'all'", tenant) == 4
+        return (
+            await pool.fetchval(
+                "SELECT count(*) FROM customer_states WHERE tenant_id = $1 AND scope = 'all'",
+                tenant,
+            )
+            == 4
+        )
 
     await wait_for(four, what="four customers classified")
 
@@ -142,7 +222,11 @@ async def test_poison_message_goes_to_deadletter_with_reason(running, broker, te
     producer = new_producer(broker.bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait("kizuna.purchases.v1", key=f"{tenant}:X".encode(), value=b'{"event_id": "p1", "tenant_id": "' + tenant.encode() + b'"}')
+        await producer.send_and_wait(
+            "kizuna.purchases.v1",
+            key=f"{tenant}:X".encode(),
+            value=b'{"event_id": "p1", "tenant_id": "' + tenant.encode() + b'"}',
+        )
     finally:
         await producer.stop()
     letters = await read_topic(broker.bootstrap, DEADLETTER, lambda v: tenant in v["value"], want=1)
@@ -153,7 +237,12 @@ async def test_poison_message_goes_to_deadletter_with_reason(running, broker, te
 async def test_lapse_clock_and_rules_change(running, ingest, pool, database_url, tenant):
     r = await ingest.post(
         "/v1/purchases",
-        json={"events": [ev(tenant, "l1", "L1", "2026-01-05T10:00:00", "80000"), ev(tenant, "l2", "L1", "2026-09-01T10:00:00", "1000")]},
+        json={
+            "events": [
+                ev(tenant, "l1", "L1", "2026-01-05T10:00:00", "80000"),
+                ev(tenant, "l2", "L1", "2026-09-01T10:00:00", "1000"),
+            ]
+        },
         headers={"X-Kizuna-Tenant": tenant},
     )
     assert r.status_code == 202
@@ -167,17 +256,22 @@ async def test_lapse_clock_and_rules_change(running, ingest, pool, database_url,
     assert str(row["lapse_due_on"]) == "2027-04-29"  # 2026-09-01 + 240 days
     # move the clock: the day before the border nothing happens, on it the customer lapses
     day_before = Settings(database_url=database_url, now=datetime(2027, 4, 28, 12, 0))
-    await Classifier(day_before).sweep(pool)
+    await Clock(day_before).sweep(pool)
     assert (await state_of(pool, tenant, "L1"))["segment"] == "loyal_active"
     on_the_day = Settings(database_url=database_url, now=datetime(2027, 4, 29, 0, 30))
-    await Classifier(on_the_day).sweep(pool)
+    await Clock(on_the_day).sweep(pool)
     row = await state_of(pool, tenant, "L1")
     assert row["segment"] == "loyal_lapsed" and row["lapse_due_on"] is None
     # new borders: a longer lapse border makes the customer active again, cause 'rules'
     async with pool.acquire() as conn:
         version = await save_rules(conn, tenant, Rules(lapse_days=365), "Asia/Tokyo")
-    await Classifier(on_the_day).apply_rules(pool)
+    await Clock(on_the_day).apply_rules(pool)
     row = await state_of(pool, tenant, "L1")
     assert (row["segment"], row["rules_version"]) == ("loyal_active", version)
     assert str(row["lapse_due_on"]) == str((datetime(2026, 9, 1) + timedelta(days=365)).date())
-    assert await pool.fetchval("SELECT applied_rules_version FROM tenants WHERE tenant_id = $1", tenant) == version
+    assert (
+        await pool.fetchval(
+            "SELECT applied_rules_version FROM tenants WHERE tenant_id = $1", tenant
+        )
+        == version
+    )

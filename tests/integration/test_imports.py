@@ -18,13 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
-from services import importer, importer_cli
 from services.classifier.app import app as classifier_app
 from services.cli import build_parser
+from services.cli import imports as cli_imports
+from services.cli.bench.imports import write_sample_sales
 from services.ingest.app import app as ingest_app
+from services.ingest.imports import runner, store
+from services.ingest.imports.sales import read_sales
 from shared.cpm import Purchase, compute_figures
-from shared.csvimport import read_sales
-from shared.customers import customer_details
 from shared.events import PURCHASES
 from shared.kafka import group_lag, new_producer
 from shared.settings import get_settings
@@ -38,7 +39,7 @@ UTF8_SALES = FIXTURES / "sales_utf8bom.csv"
 BROKEN = FIXTURES / "sales_broken.csv"
 CUSTOMERS = FIXTURES / "customers_cp932.tsv"
 
-# sales_broken.csv: (line, column, value) of each rejected row, as csvimport reports them
+# sales_broken.csv: (line, column, value) of each rejected row, as the sales reader reports them
 BROKEN_REJECTED = [
     (3, "購入日", "2024/13/5"),
     (4, "購入金額", "12a0"),
@@ -283,7 +284,7 @@ async def test_importing_the_same_file_twice_changes_nothing(ingest, pool, broke
     assert [dict(r) for r in await pool.fetch(snapshot_sql, tenant)] == before
 
 
-class CrashingPublisher(importer.PurchasePublisher):
+class CrashingPublisher(runner.PurchasePublisher):
     """Publishes normally, then — after ``ok`` batches — publishes one more batch (the broker
     acknowledges it) and fails before the checkpoint, like a process killed at that moment."""
 
@@ -349,7 +350,7 @@ def assert_in_date_order(events: dict[int, list[dict]]) -> None:
 
 def newest_first(path: Path, rows: int, **kw) -> None:
     """A generated sales file with its rows reversed: newest first, as some exports write."""
-    importer.write_sample_sales(path, rows, **kw)
+    write_sample_sales(path, rows, **kw)
     raw = path.read_bytes().split(b"\r\n")
     header, body = raw[0], [line for line in raw[1:] if line]
     body.sort(key=lambda line: tuple(int(x) for x in line.split(b"\t")[1].split(b"/")))
@@ -362,11 +363,11 @@ async def import_crashing(pool, broker, path, tenant, *, ok: int):
     await producer.start()
     try:
         crashing = CrashingPublisher(producer, ok=ok)
-        with pytest.raises(importer.ImportFailed, match="simulated crash"):
-            await importer.import_file(
+        with pytest.raises(runner.ImportFailed, match="simulated crash"):
+            await runner.import_file(
                 pool,
                 path,
-                importer.ImportRequest("sales", tenant, file_name=path.name),
+                runner.ImportRequest("sales", tenant, file_name=path.name),
                 publisher=crashing,
                 batch_rows=20,
                 tries=1,
@@ -425,7 +426,7 @@ async def test_an_import_interrupted_while_reading_stages_every_row_once(
 ):
     path = tmp_path / "sales.tsv"
     newest_first(path, 120, customers=25, seed=4)
-    stager, calls = importer.store.stager, []
+    stager, calls = store.stager, []
 
     def failing_stager(import_id, records):
         calls.append(len(records))
@@ -439,16 +440,16 @@ async def test_an_import_interrupted_while_reading_stages_every_row_once(
 
         return crash
 
-    monkeypatch.setattr(importer.store, "stager", failing_stager)
+    monkeypatch.setattr(runner.store, "stager", failing_stager)
     producer = new_producer(broker.bootstrap)
     await producer.start()
     try:
-        with pytest.raises(importer.ImportFailed, match="simulated loss"):
-            await importer.import_file(
+        with pytest.raises(runner.ImportFailed, match="simulated loss"):
+            await runner.import_file(
                 pool,
                 path,
-                importer.ImportRequest("sales", tenant, file_name=path.name),
-                publisher=importer.PurchasePublisher.for_producer(producer),
+                runner.ImportRequest("sales", tenant, file_name=path.name),
+                publisher=runner.PurchasePublisher.for_producer(producer),
                 batch_rows=20,
             )
     finally:
@@ -515,7 +516,7 @@ async def test_customers_are_stored_and_updated(ingest, pool, tenant, tmp_path):
         (5, "顧客コード"),
         (6, "メール配信"),
     ]
-    details = await customer_details(pool, tenant, ["0001", "0013", "0017", "0100", "0005"])
+    details = await store.customer_details(pool, tenant, ["0001", "0013", "0017", "0100", "0005"])
     assert sorted(details) == ["0001", "0013", "0017", "0100"]
     assert details["0001"] == {
         "name": "黒木 健一",
@@ -542,7 +543,7 @@ async def test_customers_are_stored_and_updated(ingest, pool, tenant, tmp_path):
         encoding="utf-8",
     )
     assert (await imported(ingest, tenant, "customers", update))["accepted"] == 2
-    details = await customer_details(pool, tenant, ["0001", "0200"])
+    details = await store.customer_details(pool, tenant, ["0001", "0200"])
     assert details["0001"]["email"] == "kenichi@example.jp"
     assert (details["0001"]["name"], details["0001"]["branch_id"]) == ("黒木 健一", "shibuya")
     assert details["0200"]["email"] == "new@example.jp" and details["0200"]["name"] is None
@@ -557,7 +558,9 @@ async def test_customers_are_stored_and_updated(ingest, pool, tenant, tmp_path):
         )
         == stamp
     )
-    assert (await customer_details(pool, tenant, ["0001"]))["0001"]["email"] == "kuroki@example.jp"
+    assert (await store.customer_details(pool, tenant, ["0001"]))["0001"][
+        "email"
+    ] == "kuroki@example.jp"
 
 
 async def run_cli(argv, tenant):
@@ -565,7 +568,7 @@ async def run_cli(argv, tenant):
     out, err = io.StringIO(), io.StringIO()
     transport = httpx.ASGITransport(app=ingest_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-        code = await importer_cli.run(
+        code = await cli_imports.run(
             args, get_settings(), client=client, out=out, err=err, poll_seconds=0.02
         )
     return code, out.getvalue(), err.getvalue()
@@ -666,9 +669,9 @@ async def test_staging_tables_nobody_will_read_are_dropped(pool, tenant):
     gone = 10**12  # an import that no longer exists
     async with pool.acquire() as conn:
         for import_id in (done, stale, recent, gone):
-            await importer.store.create_staging(conn, import_id)
-        dropped = await importer.store.drop_stale_staging(conn)
+            await store.create_staging(conn, import_id)
+        dropped = await store.drop_stale_staging(conn)
         assert {done, stale, gone} <= set(dropped) and recent not in dropped
-        assert await importer.store.staged_count(conn, recent) == 0  # still there, empty
-        assert await importer.store.staged_count(conn, stale) is None
-        await importer.store.drop_staging(conn, recent)
+        assert await store.staged_count(conn, recent) == 0  # still there, empty
+        assert await store.staged_count(conn, stale) is None
+        await store.drop_staging(conn, recent)

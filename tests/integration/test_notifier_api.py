@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from services.notifier import store
-from services.notifier.app import app, get_pool
+from services.notifier.app import app
 from services.notifier.pipeline import Notifier
 from shared.events import SegmentChange
+from shared.http import get_pool
 from shared.settings import get_settings, today_in, utcnow
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.notifier import store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.pipeline import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer, pending_outbox
 from shared.settings import get_settings, today_in
-from tests.helpers import wait_for
+from tests.helpers import RunningConsumer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +62,8 @@ async def service_pool(database_url, broker):
 async def service(service_pool):
     # A short session: the embedded broker makes a joining member wait about half of it, and a
     # rejoin after a restart for about the whole of it.
-    running = ConsumerSupervisor(
-        service_pool, get_settings().model_copy(update={"session_timeout_ms": 2000})
-    )
+    settings = get_settings().model_copy(update={"session_timeout_ms": 2000})
+    running = RunningConsumer(lambda: build_consumer(service_pool, settings))
     await running.start()
     yield running
     await running.stop()

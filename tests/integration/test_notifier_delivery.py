@@ -21,14 +21,15 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
-from services.notifier.app import GROUP, ConsumerSupervisor, app, get_pool
+from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
+from shared.http import get_pool
 from shared.kafka import new_producer
 from shared.settings import get_settings, today_in
 from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import RunningConsumer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +166,7 @@ async def service_pool(database_url, broker):
 
 @pytest.fixture(scope="module")
 async def service(service_pool, settings):
-    running = ConsumerSupervisor(service_pool, settings)
+    running = RunningConsumer(lambda: build_consumer(service_pool, settings))
     await running.start()
     yield running
     await running.stop()

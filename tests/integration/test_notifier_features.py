@@ -15,11 +15,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import store
-from services.notifier.app import app, get_pool
+from services.notifier.app import app
 from services.notifier.domain import NotificationSettings
 from services.notifier.pipeline import Notifier
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
 from shared.events import SegmentChange
+from shared.http import get_pool
 from shared.settings import get_settings, today_in
 from tests.conftest import free_port
 

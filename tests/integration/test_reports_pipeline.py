@@ -74,7 +74,8 @@ async def client(db, consumer, monkeypatch):
     monkeypatch.setenv("KIZUNA_NOW", f"{TODAY.isoformat()}T12:00:00+09:00")
     get_settings.cache_clear()
     app.state.pool = db
-    app.state.consumer, app.state.consume_task = consumer
+    app.state.consumer, task = consumer
+    app.state.tasks = [task]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://reports"
     ) as c:
@@ -656,7 +657,7 @@ async def test_health_readiness_metrics_and_dashboard(client):
     assert "kizuna_reports_states_applied_total" in metrics
     page = await client.get("/")
     assert page.status_code == 200 and "顧客ポートフォリオ" in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/js/app.js", "/static/style.css", "/static/vendor/chart.umd.min.js"):
         assert (await client.get(asset)).status_code == 200
     missing = await client.get("/nope")
     assert missing.status_code == 404 and "error" in missing.json()

@@ -3,7 +3,7 @@ into own time and time with callees, entry points left out."""
 
 from __future__ import annotations
 
-from services.benchprof import CpuMeter, Profiler, _frame
+from services.cli.bench.profile import CpuMeter, Profiler, _frame
 
 
 def profiler_reading(tmp_path, text: str) -> Profiler:

@@ -16,23 +16,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cpm import Purchase, compute_figures
-from shared.csvimport import (
-    MappingError,
-    Rejection,
-    _Occurrences,
-    detect,
-    map_headers,
-    normalize_header,
+from services.ingest.imports.cells import (
     parse_amount,
     parse_consent,
     parse_date,
     parse_datetime,
     parse_number,
-    preview,
-    read_customers,
-    read_sales,
 )
+from services.ingest.imports.customers import read_customers
+from services.ingest.imports.dialect import detect
+from services.ingest.imports.headers import MappingError, map_headers, normalize_header
+from services.ingest.imports.preview import preview
+from services.ingest.imports.reader import Rejection, _Occurrences
+from services.ingest.imports.sales import read_sales
+from shared.cpm import Purchase, compute_figures
 from shared.events.purchases import PurchaseEvent
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import demo
+from services.cli import demo
 from shared.cpm import SEGMENTS, Purchase, classify, compute_figures
 from shared.events import PurchaseEvent
 
@@ -39,8 +39,12 @@ def by_customer(events) -> dict[str, list[dict]]:
 def _figures(customer_events: list[dict]):
     return compute_figures(
         Purchase(
-            e["event_id"], e["kind"], e["branch_id"],
-            date.fromisoformat(e["occurred_at"][:10]), Decimal(e["amount"]), e["order_id"],
+            e["event_id"],
+            e["kind"],
+            e["branch_id"],
+            date.fromisoformat(e["occurred_at"][:10]),
+            Decimal(e["amount"]),
+            e["order_id"],
         )
         for e in customer_events
     )
@@ -114,8 +118,11 @@ def test_plausible_baskets_branches_and_seasons(events, by_customer):
     branches = Counter(e["branch_id"] for e in sales)
     assert set(branches) == SHOPS | {"online"}
     # a home branch, and now and then another one
-    homes = [Counter(e["branch_id"] for e in evs).most_common(1)[0][1] / len(evs)
-             for evs in by_customer.values() if len(evs) >= 10]
+    homes = [
+        Counter(e["branch_id"] for e in evs).most_common(1)[0][1] / len(evs)
+        for evs in by_customer.values()
+        if len(evs) >= 10
+    ]
     assert sum(homes) / len(homes) > 0.75
     assert sum(h < 1 for h in homes) / len(homes) > 0.5
     # gift seasons: July and December are the busiest months for sales and newcomers
@@ -139,7 +146,9 @@ def test_returns_and_voids_refer_to_earlier_sales_of_the_same_customer(events):
         sale = sales.get(e["order_id"])
         assert sale is not None, e
         assert sale["customer_id"] == e["customer_id"] and sale["branch_id"] == e["branch_id"]
-        gap = (date.fromisoformat(e["occurred_at"][:10]) - date.fromisoformat(sale["occurred_at"][:10])).days
+        gap = (
+            date.fromisoformat(e["occurred_at"][:10]) - date.fromisoformat(sale["occurred_at"][:10])
+        ).days
         if e["kind"] == "return":
             returns += 1
             assert 1 <= gap <= 14
@@ -199,8 +208,13 @@ async def test_load_retries_503_and_counts():
     ingest = FakeIngest(statuses=[503])
     seen: list[tuple[int, int | None]] = []
     n = await demo.load(
-        "http://ingest/", "acme", evs, batch=10, progress=lambda s, t: seen.append((s, t)),
-        backoff=0.01, transport=httpx.ASGITransport(app=ingest.app),
+        "http://ingest/",
+        "acme",
+        evs,
+        batch=10,
+        progress=lambda s, t: seen.append((s, t)),
+        backoff=0.01,
+        transport=httpx.ASGITransport(app=ingest.app),
     )
     assert n == 47
     assert len(ingest.requests) == 6  # five batches, one of them sent twice
@@ -216,23 +230,43 @@ async def test_load_retries_503_and_counts():
 async def test_load_streams_a_generator():
     ingest = FakeIngest(delay=0)
     n = await demo.load(
-        "http://ingest", "demo", demo.generate(customers=40, end=END), batch=100,
+        "http://ingest",
+        "demo",
+        demo.generate(customers=40, end=END),
+        batch=100,
         progress=lambda s, t: None if t is None else pytest.fail("a generator has no total"),
         transport=httpx.ASGITransport(app=ingest.app),
     )
-    assert n == sum(len(b) for _, b in ingest.requests) == len(list(demo.generate(customers=40, end=END)))
+    assert (
+        n
+        == sum(len(b) for _, b in ingest.requests)
+        == len(list(demo.generate(customers=40, end=END)))
+    )
 
 
 async def test_load_422_names_the_problems():
-    body = {"error": {"code": "invalid_events", "message": "1 of 5 events are invalid", "problems": [
-        {"index": 3, "event_id": "demo-0000004", "field": "amount", "reason": "Input should be >= 0"},
-    ]}}
+    body = {
+        "error": {
+            "code": "invalid_events",
+            "message": "1 of 5 events are invalid",
+            "problems": [
+                {
+                    "index": 3,
+                    "event_id": "demo-0000004",
+                    "field": "amount",
+                    "reason": "Input should be >= 0",
+                },
+            ],
+        }
+    }
     ingest = FakeIngest(statuses=[422] * 5, body=body, delay=0)
     evs = list(demo.generate(customers=10, end=END))[:5]
     with pytest.raises(demo.DemoLoadError) as err:
         await demo.load("http://ingest", "demo", evs, transport=httpx.ASGITransport(app=ingest.app))
     message = str(err.value)
-    assert "422" in message and "demo-0000004" in message and "amount" in message and ">= 0" in message
+    assert (
+        "422" in message and "demo-0000004" in message and "amount" in message and ">= 0" in message
+    )
     assert len(ingest.requests) == 1  # not retried
 
 
@@ -241,7 +275,11 @@ async def test_load_gives_up_after_attempts():
     evs = list(demo.generate(customers=10, end=END))[:5]
     with pytest.raises(demo.DemoLoadError, match="503"):
         await demo.load(
-            "http://ingest", "demo", evs, attempts=3, backoff=0,
+            "http://ingest",
+            "demo",
+            evs,
+            attempts=3,
+            backoff=0,
             transport=httpx.ASGITransport(app=ingest.app),
         )
     assert len(ingest.requests) == 3

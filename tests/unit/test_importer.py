@@ -16,9 +16,12 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from services import importer, importer_cli
 from services.cli import build_parser
-from shared.csvimport import preview, read_customers, read_sales
+from services.cli import imports as cli_imports
+from services.ingest.imports import runner, views
+from services.ingest.imports.customers import read_customers
+from services.ingest.imports.preview import preview
+from services.ingest.imports.sales import read_sales
 from shared.settings import Settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -32,7 +35,7 @@ def batches(path, limit, skip_to=0):
     results = iter(reader)
     out = []
     while True:
-        b = importer.take(results, reader, limit, skip_to, lambda r: r.line)
+        b = runner.take(results, reader, limit, skip_to, lambda r: r.line)
         out.append(b)
         if b.done:
             return out
@@ -66,23 +69,23 @@ def test_take_after_a_checkpoint_skips_what_an_earlier_run_did():
 def test_take_checks_the_first_accepted_row_of_a_batch():
     reader = read_sales(CP932_SALES, tenant="t")
     seen = []
-    importer.take(iter(reader), reader, 3, 0, lambda r: r, seen.append)
+    runner.take(iter(reader), reader, 3, 0, lambda r: r, seen.append)
     assert [r.line for r in seen] == [2]
 
 
 def test_events_that_break_the_contract_fail_the_import():
     (row,) = [r for r in read_sales(CP932_SALES, tenant="t")][:1]
-    importer.check_sale(row)
+    runner.check_sale(row)
     broken = type(row)(row.line, {**row.event, "amount": "-5"})
-    with pytest.raises(importer.ImportFailed, match="line 2"):
-        importer.check_sale(broken)
+    with pytest.raises(runner.ImportFailed, match="line 2"):
+        runner.check_sale(broken)
 
 
 def test_partitioner_places_keys_as_kafkas_default_partitioner():
     rnd = random.Random(5)
     for n in (1, 3, 8, 12):
         partitions = list(range(n))
-        place = importer.Partitioner(reversed(partitions))
+        place = runner.Partitioner(reversed(partitions))
         for _ in range(300):
             key = f"t{rnd.randrange(99)}:C{rnd.randrange(10**6):06d}".encode()
             assert place(key) == DefaultPartitioner()(key, partitions, partitions)
@@ -110,21 +113,21 @@ def staged_fields(stream: bytes) -> list[tuple]:
 def test_a_sale_is_staged_with_its_sort_key_then_published_as_key_partition_and_json():
     rows = list(read_sales(CP932_SALES, tenant="demo"))[:2]
     odd = type(rows[1])(rows[1].line, {**rows[1].event, "customer_id": 'A-"0104",\n'})
-    staged = staged_fields(importer.staged_rows(importer.stage_record(r) for r in (rows[0], odd)))
+    staged = staged_fields(runner.staged_rows(runner.stage_record(r) for r in (rows[0], odd)))
     assert [s[:3] for s in staged] == [
         (datetime(2003, 3, 29, 15, tzinfo=UTC), 2, "A-0104"),  # 2003-03-30 00:00 in Tokyo
         (datetime.fromisoformat(odd.event["occurred_at"]), 3, 'A-"0104",\n'),
     ]
     assert [json.loads(s[3]) for s in staged] == [rows[0].event, odd.event]
     # what the publish phase reads back: (occurred_at, line, customer, event bytes)
-    published = importer.publish_records("demo", lambda k: 7)(staged)
+    published = runner.publish_records("demo", lambda k: 7)(staged)
     assert [(p, k) for p, k, _ in published] == [(7, b"demo:A-0104"), (7, b'demo:A-"0104",\n')]
     assert json.loads(published[0][2]) == rows[0].event
 
 
 def test_rate_over_a_window_and_eta_from_bytes():
     now = [100.0]
-    rate = importer.Rate(total_bytes=1000, window=10, clock=lambda: now[0])
+    rate = runner.Rate(total_bytes=1000, window=10, clock=lambda: now[0])
     now[0] = 102
     assert rate.update(2000, 200) == (1000.0, 8.0)  # 100 bytes/s, 800 bytes left
     now[0] = 104
@@ -132,13 +135,13 @@ def test_rate_over_a_window_and_eta_from_bytes():
     now[0] = 120  # the window keeps the last sample before it: from t=104 on
     assert rate.update(1000, 1000) == (62.5, 0.0)
     assert rate.overall() == 350.0
-    assert importer.Rate(None, clock=lambda: 5.0).update(10, 10) == (None, None)
+    assert runner.Rate(None, clock=lambda: 5.0).update(10, 10) == (None, None)
 
 
 def test_options_are_canonical():
-    assert importer.options_of(None) == {} == importer.options_of("  ", [])
-    assert importer.options_of(" web ", ["A=b", ""]) == {"branch": "web", "map": ["A=b"]}
-    assert importer.ImportRequest("sales", "t", "x", ("A=b",)).options == {
+    assert runner.options_of(None) == {} == runner.options_of("  ", [])
+    assert runner.options_of(" web ", ["A=b", ""]) == {"branch": "web", "map": ["A=b"]}
+    assert runner.ImportRequest("sales", "t", "x", ("A=b",)).options == {
         "branch": "x",
         "map": ["A=b"],
     }
@@ -146,7 +149,7 @@ def test_options_are_canonical():
 
 def test_customer_columns_are_the_ones_the_file_has():
     reader = read_customers(CUSTOMERS, tenant="t")
-    assert importer.customer_columns(reader.mapping.fields, False) == [
+    assert runner.customer_columns(reader.mapping.fields, False) == [
         "name",
         "kana",
         "company",
@@ -159,7 +162,7 @@ def test_customer_columns_are_the_ones_the_file_has():
         "mail_consent",
     ]
     reader.close()
-    assert importer.customer_columns(["customer_id", "family_name", "city"], True) == [
+    assert runner.customer_columns(["customer_id", "family_name", "city"], True) == [
         "name",
         "address1",
         "branch_id",
@@ -180,14 +183,14 @@ def test_rejections_csv_has_a_line_per_problem_and_survives_any_value():
         },
         {"line": 15, "column": None, "value": 'a,"b\nc', "reason": "unterminated", "problems": []},
     ]
-    text = importer.rejections_csv(rejections)
+    text = views.rejections_csv(rejections)
     assert list(csv.reader(io.StringIO(text))) == [
         ["line", "column", "value", "reason"],
         ["13", "購入日", "2024/1/32", "no such date"],
         ["13", "数量", "x", "not a number"],
         ["15", "", 'a,"b\nc', "unterminated"],
     ]
-    assert not importer.rejections_csv(rejections, header=False).startswith("line")
+    assert not views.rejections_csv(rejections, header=False).startswith("line")
 
 
 def test_import_view_progress():
@@ -218,18 +221,18 @@ def test_import_view_progress():
         "finished_at": None,
         "error": None,
     }
-    view = importer.import_view(row)
+    view = views.import_view(row)
     assert (view["progress"], view["resumable"]) == (0.25, False)
-    assert importer.import_view({**row, "status": "failed"})["resumable"] is True
-    assert importer.import_view({**row, "status": "done"})["progress"] == 1.0
+    assert views.import_view({**row, "status": "failed"})["resumable"] is True
+    assert views.import_view({**row, "status": "done"})["progress"] == 1.0
     # then the sales are published: progress is the fraction of the staged events sent
-    publishing = importer.import_view({**row, "phase": "publish", "published": 3})
+    publishing = views.import_view({**row, "phase": "publish", "published": 3})
     assert (publishing["phase"], publishing["progress"], publishing["published"]) == (
         "publish",
         0.3333,
         3,
     )
-    customers = importer.import_view({**row, "kind": "customers"})
+    customers = views.import_view({**row, "kind": "customers"})
     assert (customers["phase"], customers["published"]) == ("read", None)
 
 
@@ -254,15 +257,15 @@ def test_import_arguments():
 
 
 def test_preview_text_in_japanese_and_english():
-    text = importer_cli.render_preview(
-        importer.preview_dict(preview(CP932_SALES, 3), "sales.tsv"), "sales.tsv"
+    text = cli_imports.render_preview(
+        views.preview_dict(preview(CP932_SALES, 3), "sales.tsv"), "sales.tsv"
     )
     for label in ("文字コード encoding: CP932", "区切り delimiter: tab", "見出し行 header line: 1"):
         assert label in text
     assert "列の対応 mapping" in text and "売上金額  → amount" in text
     assert "✓ 2行目 line 2: A-0104 @shibuya 2003-03-30 00:00 sale ¥6,480 order 1001" in text
-    text = importer_cli.render_preview(
-        importer.preview_dict(preview(CUSTOMERS, 6, kind="customers")), "c.tsv"
+    text = cli_imports.render_preview(
+        views.preview_dict(preview(CUSTOMERS, 6, kind="customers")), "c.tsv"
     )
     assert "✗ 6行目 line 6: column メール配信 'たぶん'" in text
     assert "黒木 健一 (クロキ ケンイチ)" in text and "メール可 mail ok" in text
@@ -280,11 +283,11 @@ def test_progress_line_and_duration():
         "rows_per_second": 28512.4,
         "eta_seconds": 3725,
     }
-    assert importer_cli.progress_line(row) == (
+    assert cli_imports.progress_line(row) == (
         "sales   45.2%  行 rows 452,000  取込 accepted 451,990  除外 rejected 10  "
         "28,512 rows/s  残り ETA 1:02:05"
     )
-    assert importer_cli.duration(65) == "1:05" and importer_cli.duration(None) == "–"
+    assert cli_imports.duration(65) == "1:05" and cli_imports.duration(None) == "–"
 
 
 def test_progress_line_names_the_phase_of_a_sales_import():
@@ -300,18 +303,18 @@ def test_progress_line_names_the_phase_of_a_sales_import():
         "rows_per_second": 98512.4,
         "eta_seconds": 5,
     }
-    assert importer_cli.progress_line(row) == (
+    assert cli_imports.progress_line(row) == (
         "sales  1/2 読込 reading   45.2%  行 rows 452,000  取込 accepted 451,990  "
         "除外 rejected 10  98,512 rows/s  残り ETA 0:05"
     )
     publishing = {**row, "phase": "publish", "progress": 0.3, "published": 300000}
     publishing.update(rows=1000000, accepted=999990, rows_per_second=70000, eta_seconds=10)
-    assert importer_cli.progress_line(publishing) == (
+    assert cli_imports.progress_line(publishing) == (
         "sales  2/2 送信 publishing   30.0%  送信 published 300,000 / 999,990  "
         "除外 rejected 10  70,000 events/s  残り ETA 0:10"
     )
     done = {**publishing, "status": "done", "progress": 1.0, "rows_per_second": 40000}
-    assert importer_cli.progress_line(done) == (
+    assert cli_imports.progress_line(done) == (
         "sales  100.0%  行 rows 1,000,000  取込 accepted 999,990  除外 rejected 10  40,000 rows/s"
     )
 
@@ -326,12 +329,12 @@ def test_summary_of_a_sales_import_resumed_while_publishing():
         last_line=121,
         error="the broker did not acknowledge",
     )
-    text = importer_cli.summary(row, 1.0, None)
+    text = cli_imports.summary(row, 1.0, None)
     assert "送信 published 60 events in date order" in text
     assert "the file was read to the end and 60 of 120 events were published" in text
     resumed = {**row, "status": "done", "published": 120, "runs": 2}
     resumed.update(resumed_from_line=121, resumed_from_published=60)
-    text = importer_cli.summary(resumed, 1.0, None)
+    text = cli_imports.summary(resumed, 1.0, None)
     assert "送信 published 120 events in date order (日付順), 再開 resumed after 60" in text
     assert "再開 resumed after line 121" in text
 
@@ -354,7 +357,7 @@ class ScriptedIngest:
         if path.endswith("/rejections"):
             rejected = [{"line": 5, "column": "顧客コード", "value": "", "reason": "missing"}]
             return httpx.Response(
-                200, content=b"\xef\xbb\xbf" + importer.rejections_csv(rejected).encode()
+                200, content=b"\xef\xbb\xbf" + views.rejections_csv(rejected).encode()
             )
         if path.endswith("/cancel"):
             self.final = {**self.final, "status": "interrupted"}
@@ -403,7 +406,7 @@ async def cli(argv, ingest: ScriptedIngest):
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(ingest), base_url="http://ingest"
     ) as client:
-        code = await importer_cli.run(
+        code = await cli_imports.run(
             args, Settings(), client=client, out=out, err=err, poll_seconds=0
         )
     return code, out.getvalue(), err.getvalue()
@@ -469,5 +472,5 @@ async def test_cli_server_side_errors(tmp_path):
     args = build_parser().parse_args(["import", "sales", str(path), "--tenant", "demo"])
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x") as c:
         err = io.StringIO()
-        assert await importer_cli.run(args, Settings(), client=c, out=io.StringIO(), err=err) == 3
+        assert await cli_imports.run(args, Settings(), client=c, out=io.StringIO(), err=err) == 3
     assert "kizuna up" in err.getvalue()

@@ -2,21 +2,26 @@
 staging table of a sales import (its accepted rows, published from there in date order), and
 who is running it (a session advisory lock held by the connection that runs the import).
 
+And the ``customers`` table, the tenant's customer master data (code, name, kana, company,
+address, phone, e-mail, mail consent) that ``kizuna import customers`` writes, keyed by (tenant,
+customer code); a customer's figures and segment live elsewhere (``customer_states``,
+``report_customers``).
+
 Tables: shared/migrations/006_imports.sql and 008_import_staging.sql. The orchestration is in
-services/importer.py.
+runner.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.csvimport import Rejection
+from .reader import Rejection
 
 # Two-key advisory locks (class, import id): a live runner holds its import's lock on the
 # connection it works with, so a crashed runner (process or connection gone) frees it at once.
@@ -490,3 +495,88 @@ async def rejections(
         }
         for r in rows
     ]
+
+
+# The master-data columns, in the order exports show them; mail_consent is the only non-text one.
+DETAIL_COLUMNS = (
+    "name",
+    "kana",
+    "company",
+    "postal_code",
+    "address1",
+    "address2",
+    "phone",
+    "fax",
+    "email",
+    "mail_consent",
+    "branch_id",
+)
+_TYPES = {"mail_consent": "boolean"}
+
+
+async def customer_details(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, customer_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Name and contact details of the given customers: ``{customer_id: {"name", "kana",
+    "company", "postal_code", "address1", "address2", "phone", "fax", "email",
+    "mail_consent", "branch_id"}}``. Customers without master data are absent from the result
+    (a sale can arrive before the customer file); values the file left empty are ``None``.
+    One indexed query, whatever the number of ids (a page of a segment list, an export)."""
+    ids = list(dict.fromkeys(customer_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT customer_id, {', '.join(DETAIL_COLUMNS)} FROM customers"
+        " WHERE tenant_id = $1 AND customer_id = ANY($2::text[])",
+        tenant_id,
+        ids,
+    )
+    return {r["customer_id"]: {c: r[c] for c in DETAIL_COLUMNS} for r in rows}
+
+
+async def upsert_customers(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    import_id: int | None = None,
+) -> int:
+    """Insert or update customers by code; only ``columns`` (those the file has) are written,
+    the others keep their values. Within ``rows`` a later row for the same code wins, as if
+    they were applied one by one. An update that changes nothing does not touch the row (nor
+    its ``updated_at``). Returns the number of rows inserted or changed."""
+    unknown = set(columns) - set(DETAIL_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a customer column: {sorted(unknown)}")
+    latest: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        latest.pop(row["customer_id"], None)  # keep file order for the survivors
+        latest[row["customer_id"]] = row
+    if not latest:
+        return 0
+    cols = [c for c in DETAIL_COLUMNS if c in columns]
+    arrays = [list(latest)] + [[r.get(c) for r in latest.values()] for c in cols]
+    params = ", ".join(
+        f"${i + 2}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(["customer_id", *cols])
+    )
+    names = ", ".join(["customer_id", *cols])
+    import_param = f"${len(cols) + 3}"
+    if cols:
+        changed = " OR ".join(f"c.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols)
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+        conflict = (
+            f"DO UPDATE SET {sets}, import_id = EXCLUDED.import_id, updated_at = now()"
+            f" WHERE {changed}"
+        )
+    else:
+        conflict = "DO NOTHING"
+    status = await conn.execute(
+        f"INSERT INTO customers AS c (tenant_id, {names}, import_id)"
+        f" SELECT $1, u.*, {import_param}::bigint FROM unnest({params}) AS u({names})"
+        f" ON CONFLICT (tenant_id, customer_id) {conflict}",
+        tenant_id,
+        *arrays,
+        import_id,
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -79,7 +79,7 @@ def print_portfolio(body: dict) -> None:
 async def _up(args, settings: Settings) -> int:
     import httpx
 
-    from services.supervisor import Stack
+    from services.cli.stack import Stack
 
     stack = Stack(settings)
     stop = asyncio.Event()
@@ -117,7 +117,7 @@ async def _up(args, settings: Settings) -> int:
 async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> None:
     import httpx
 
-    from services import demo
+    from services.cli import demo
 
     tenant = args.tenant
     end = today_in(settings.default_time_zone, settings)
@@ -166,7 +166,7 @@ def cmd_up(args, settings: Settings) -> int:
 
 
 def cmd_demo_data(args, settings: Settings) -> int:
-    from services import demo
+    from services.cli import demo
 
     end = (
         date.fromisoformat(args.end) if args.end else today_in(settings.default_time_zone, settings)
@@ -303,13 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_import(args, settings: Settings) -> int:
-    from services import importer_cli
+    from services.cli import imports
 
-    return importer_cli.main(args, settings)
+    return imports.main(args, settings)
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from services import bench
+    from services.cli import bench
 
     return bench.main(args)
 
@@ -321,7 +321,3 @@ def main(argv: list[str] | None = None) -> int:
         args.tenant = settings.default_tenant
     _logging(settings.log_level)
     return args.func(args, settings) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,27 +1,23 @@
-"""The classifier's work units: a consumed batch, a lapse sweep, a change of borders.
-
-Each runs in one PostgreSQL transaction that writes the event store, the states and the outbox
-together; the relay publishes the outbox afterwards.
-"""
+"""The classifier's batch handler: a consumed batch of purchases in one PostgreSQL transaction
+that writes the event store, the states and the outbox together; the relay publishes the outbox
+afterwards."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from functools import partial
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from shared import metrics
 from shared.events import PurchaseEvent
-from shared.kafka import count_changes, decode_records, write_outbox
-from shared.settings import Settings, today_in
+from shared.kafka import count_changes, decode_records
+from shared.settings import Settings
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
 from . import store
-from .domain import ScopeState, apply_events, lapse, reclassify
+from .domain import ScopeState, apply_events
 
 log = logging.getLogger("kizuna.classifier")
 SERVICE = "classifier"
@@ -33,17 +29,9 @@ def _occurred_on(event: PurchaseEvent, zone: str) -> tuple:
     return at, at.astimezone(tz).date()
 
 
-def _emit(outbox: list, tenant_id: str, customer_id: str, changes) -> None:
+def emit(outbox: list, tenant_id: str, customer_id: str, changes) -> None:
     for change in changes:
         outbox += store.outbox_rows(tenant_id, customer_id, change)
-
-
-def _lapse_until(state, scope, *, today, rules):
-    return lapse(state, scope, today, rules)
-
-
-def _reclassify(state, scope, *, today, rules, version):
-    return reclassify(state, scope, today, rules, version)
 
 
 class Classifier:
@@ -85,7 +73,7 @@ class Classifier:
             new_by_tenant[tenant_id][events[(tenant_id, event_id)].customer_id].add(event_id)
         for tenant_id, customers in new_by_tenant.items():
             await self._classify(conn, tenants[tenant_id], customers, outbox)
-        await write_outbox(conn, outbox)
+        await store.queue_outbox(conn, outbox)
         count_changes(outbox)
 
     async def _classify(
@@ -116,7 +104,7 @@ class Classifier:
                         changes_here = [c.in_scope(scope) for c in changes]
                     else:
                         changes_here = changes
-                    _emit(outbox, tenant.tenant_id, customer, changes_here)
+                    emit(outbox, tenant.tenant_id, customer, changes_here)
                 continue
             for scope in scopes:
                 before = states.get((customer, scope))
@@ -125,77 +113,5 @@ class Classifier:
                 )
                 if after is not None and after != before:
                     changed[(customer, scope)] = after
-                _emit(outbox, tenant.tenant_id, customer, changes)
+                emit(outbox, tenant.tenant_id, customer, changes)
         await store.save_states(conn, tenant.tenant_id, changed)
-
-    async def sweep(self, pool: asyncpg.Pool) -> int:
-        """Lapse every customer whose lapse date has come; batched, safe with several instances."""
-        moved = 0
-        async with pool.acquire() as conn:
-            tenants = await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id")
-        for row in tenants:
-            while True:
-                async with pool.acquire() as conn, conn.transaction():
-                    tenant = await self.tenant(conn, row["tenant_id"])
-                    today = today_in(tenant.time_zone, self.settings)
-                    due = await store.due_states(
-                        conn, tenant.tenant_id, today, self.settings.sweep_batch_size
-                    )
-                    if not due:
-                        break
-                    await self._apply_each(
-                        conn, tenant, due, partial(_lapse_until, today=today, rules=tenant.rules)
-                    )
-                    moved += len(due)
-                    metrics.LAPSES.inc(len(due))
-        return moved
-
-    async def apply_rules(self, pool: asyncpg.Pool) -> int:
-        """Re-classify the customers of tenants whose borders changed (cause ``rules``)."""
-        done = 0
-        async with pool.acquire() as conn:
-            pending = await conn.fetch(
-                "SELECT tenant_id, rules_version FROM tenants WHERE applied_rules_version < rules_version"
-            )
-        for row in pending:
-            while True:
-                async with pool.acquire() as conn, conn.transaction():
-                    tenant = await self.tenant(conn, row["tenant_id"])
-                    today = today_in(tenant.time_zone, self.settings)
-                    batch = await store.states_before_rules(
-                        conn, tenant.tenant_id, tenant.rules_version, self.settings.sweep_batch_size
-                    )
-                    if not batch:
-                        await conn.execute(
-                            "UPDATE tenants SET applied_rules_version = $2 WHERE tenant_id = $1"
-                            " AND applied_rules_version < $2",
-                            tenant.tenant_id,
-                            tenant.rules_version,
-                        )
-                        break
-                    await self._apply_each(
-                        conn,
-                        tenant,
-                        batch,
-                        partial(
-                            _reclassify,
-                            today=today,
-                            rules=tenant.rules,
-                            version=tenant.rules_version,
-                        ),
-                    )
-                    done += len(batch)
-        return done
-
-    async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
-        outbox: list = []
-        changed = {}
-        for customer, scope, state in rows:
-            after, change = fn(state, scope)
-            if after is not None:
-                changed[(customer, scope)] = after
-            if change is not None:
-                _emit(outbox, tenant.tenant_id, customer, [change])
-        await store.save_states(conn, tenant.tenant_id, changed)
-        await write_outbox(conn, outbox)
-        count_changes(outbox)

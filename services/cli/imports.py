@@ -26,8 +26,10 @@ from typing import Any, TextIO
 
 import httpx
 
-from services.importer import open_reader, options_of, preview_dict
-from shared.csvimport import MappingError, preview
+from services.ingest.imports.headers import MappingError
+from services.ingest.imports.preview import preview
+from services.ingest.imports.runner import open_reader, options_of
+from services.ingest.imports.views import preview_dict
 from shared.settings import Settings
 
 EXIT_OK, EXIT_REJECTED, EXIT_MAPPING, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -15,7 +15,7 @@
   ``POST /v1/imports/{id}/cancel`` — stop a running import (resumable).
 
 The import runs in this process (:class:`ImportRunner`), on a database connection that holds
-the import's advisory lock; progress and checkpoint live in PostgreSQL (services/importer.py).
+the import's advisory lock; progress and checkpoint live in PostgreSQL (runner.py).
 """
 
 from __future__ import annotations
@@ -33,14 +33,17 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from services import importer
-from services import importer_store as store
 from shared import http
-from shared.csvimport import MappingError, preview
+from shared.http import Pool, TenantId
+
+from . import store, views
+from .headers import MappingError
+from .preview import preview
+from .runner import ImportRequest, ImportRunner, remove_file
 
 log = logging.getLogger("kizuna.ingest.imports")
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
@@ -50,87 +53,6 @@ UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
 PREVIEW_ROWS = 10
 INLINE_REJECTIONS = 100
 PAGE = 5000
-
-Tenant = Annotated[str, Depends(http.tenant_header)]
-
-
-class ImportRunner:
-    """The imports running in this process: each a task with its own database connection
-    (holding the import's lock). Stopping the service interrupts them; they resume when the
-    file is imported again."""
-
-    def __init__(self, pool: asyncpg.Pool, publisher: importer.PurchasePublisher):
-        self.pool = pool
-        self.publisher = publisher
-        self.tasks: dict[int, asyncio.Task] = {}
-
-    async def start(
-        self, path: Path, request: importer.ImportRequest, sha256: str, size: int
-    ) -> tuple[dict[str, Any], str]:
-        """Claim and start the import of a spooled file (the runner then owns the file).
-        Returns the import row and how it started: ``new``, ``resumed`` or ``already_running``
-        (another runner has it; the file is not needed)."""
-        try:
-            conn = await self.pool.acquire(timeout=10)
-        except TimeoutError as exc:
-            raise http.ApiError(
-                503, "busy", "every database connection of ingest is in use; try again shortly"
-            ) from exc
-        try:
-            claim, reader = await importer.claim_import(conn, path, request, sha256, size)
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        if reader is None:
-            await self.pool.release(conn)
-            _remove(path)
-            return claim.row, "already_running"
-        task = asyncio.create_task(self._run(conn, claim, reader, path), name=f"import-{claim.id}")
-        self.tasks[claim.id] = task
-        return claim.row, "resumed" if claim.resumed else "new"
-
-    async def _run(self, conn, claim: store.Claim, reader, path: Path) -> None:
-        try:
-            row = await importer.run_import(conn, claim, reader, publisher=self.publisher)
-            log.info(
-                "import %s done: %s rows, %s accepted, %s rejected",
-                claim.id,
-                row["rows"],
-                row["accepted"],
-                row["rejected"],
-            )
-        except importer.ImportFailed as exc:
-            log.warning("import %s failed: %s", claim.id, exc)
-        except asyncio.CancelledError:
-            log.info("import %s interrupted", claim.id)
-        except Exception:  # noqa: BLE001 - recorded in the imports row; keep ingest serving
-            log.exception("import %s ended unexpectedly", claim.id)
-        finally:
-            with contextlib.suppress(Exception):
-                await store.release(conn, claim.id)
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-            _remove(path)
-            self.tasks.pop(claim.id, None)
-
-    async def cancel(self, import_id: int) -> bool:
-        task = self.tasks.get(import_id)
-        if task is None:
-            return False
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return True
-
-    async def close(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 def sweep_spool(max_age: float = 86400) -> None:
@@ -188,7 +110,7 @@ async def receive(request: Request) -> Upload:
             await asyncio.to_thread(out.close)
         return Upload(path, digest.hexdigest(), size, None)
     except BaseException:
-        _remove(path)
+        remove_file(path)
         raise
 
 
@@ -251,7 +173,7 @@ def _truthy(value: str | None) -> bool:
 async def post_import(
     kind: Literal["sales", "customers"],
     request: Request,
-    tenant_id: Tenant,
+    tenant_id: TenantId,
     branch: Annotated[str | None, Query(description="for a file without a branch column")] = None,
     mapping: Annotated[
         list[str], Query(alias="map", description="COLUMN=field, repeatable; '-' ignores")
@@ -287,12 +209,12 @@ async def post_import(
                 mapping_overrides=mapping or None,
             )
             return JSONResponse(
-                {**importer.preview_dict(p, name), "file_sha256": upload.sha256}, status_code=200
+                {**views.preview_dict(p, name), "file_sha256": upload.sha256}, status_code=200
             )
         runner: ImportRunner = request.app.state.imports
         if kind == "sales":
             await runner.publisher.partitions()  # 503 now rather than a failed import
-        job = importer.ImportRequest(
+        job = ImportRequest(
             kind, tenant_id, branch, tuple(mapping), file_name=name, resume_id=resume
         )
         try:
@@ -303,12 +225,12 @@ async def post_import(
             raise http.ApiError(exc.status, exc.code, str(exc)) from exc
         owned = True
         return JSONResponse(
-            {**importer.import_view(row), "started": started, **_links(row["id"])},
+            {**views.import_view(row), "started": started, **_links(row["id"])},
             status_code=202,
         )
     finally:
         if not owned:
-            _remove(upload.path)
+            remove_file(upload.path)
 
 
 def _links(import_id: int) -> dict[str, str]:
@@ -318,12 +240,8 @@ def _links(import_id: int) -> dict[str, str]:
     }
 
 
-def _pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool
-
-
-async def _import_or_404(request: Request, tenant_id: str, import_id: int) -> dict[str, Any]:
-    row = await store.get_import(_pool(request), tenant_id, import_id)
+async def _import_or_404(pool: asyncpg.Pool, tenant_id: str, import_id: int) -> dict[str, Any]:
+    row = await store.get_import(pool, tenant_id, import_id)
     if row is None:
         raise http.ApiError(404, "not_found", f"no import {import_id} for this tenant")
     return row
@@ -331,32 +249,31 @@ async def _import_or_404(request: Request, tenant_id: str, import_id: int) -> di
 
 @router.get("")
 async def list_imports(
-    request: Request, tenant_id: Tenant, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    pool: Pool, tenant_id: TenantId, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ):
     """The tenant's most recent imports, newest first."""
-    rows = await store.list_imports(_pool(request), tenant_id, limit)
-    return {"items": [importer.import_view(r) for r in rows]}
+    rows = await store.list_imports(pool, tenant_id, limit)
+    return {"items": [views.import_view(r) for r in rows]}
 
 
 @router.get("/{import_id}")
-async def get_import(import_id: int, request: Request, tenant_id: Tenant):
+async def get_import(import_id: int, pool: Pool, tenant_id: TenantId):
     """Progress: rows read, accepted, rejected, rows/s, ETA, status; the first rejected rows."""
-    row = await _import_or_404(request, tenant_id, import_id)
-    rejections = await store.rejections(_pool(request), import_id, limit=INLINE_REJECTIONS)
-    return {**importer.import_view(row), "rejections": rejections, **_links(import_id)}
+    row = await _import_or_404(pool, tenant_id, import_id)
+    rejections = await store.rejections(pool, import_id, limit=INLINE_REJECTIONS)
+    return {**views.import_view(row), "rejections": rejections, **_links(import_id)}
 
 
 @router.get("/{import_id}/rejections")
 async def get_rejections(
     import_id: int,
-    request: Request,
-    tenant_id: Tenant,
+    pool: Pool,
+    tenant_id: TenantId,
     format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002 - the API's name
 ):
     """Every rejected row: line, column, value, reason (CSV: one line per problem, UTF-8 with
     a BOM so that Excel shows Japanese; JSON: one item per row with all its problems)."""
-    await _import_or_404(request, tenant_id, import_id)
-    pool = _pool(request)
+    await _import_or_404(pool, tenant_id, import_id)
 
     async def pages():
         after = 0
@@ -381,9 +298,9 @@ async def get_rejections(
         return StreamingResponse(body(), media_type="application/json")
 
     async def csv_body():
-        yield "\ufeff".encode() + importer.rejections_csv([], header=True).encode()
+        yield "\ufeff".encode() + views.rejections_csv([], header=True).encode()
         async for page in pages():
-            yield importer.rejections_csv(page, header=False).encode()
+            yield views.rejections_csv(page, header=False).encode()
 
     return StreamingResponse(
         csv_body(),
@@ -395,14 +312,14 @@ async def get_rejections(
 
 
 @router.post("/{import_id}/cancel")
-async def cancel_import(import_id: int, request: Request, tenant_id: Tenant):
+async def cancel_import(import_id: int, request: Request, pool: Pool, tenant_id: TenantId):
     """Stop a running import; what was acknowledged stays, and importing the same file again
     resumes after the checkpoint."""
-    row = await _import_or_404(request, tenant_id, import_id)
+    row = await _import_or_404(pool, tenant_id, import_id)
     if not await request.app.state.imports.cancel(import_id):
         if row["status"] == "running":
             raise http.ApiError(
                 409, "running_elsewhere", f"import {import_id} runs in another ingest process"
             )
         raise http.ApiError(409, "not_running", f"import {import_id} is {row['status']}")
-    return importer.import_view(await _import_or_404(request, tenant_id, import_id))
+    return views.import_view(await _import_or_404(pool, tenant_id, import_id))

@@ -2,9 +2,9 @@
 rows of the ``customers`` table; both with every rejected row recorded (line, column, value,
 reason) and with progress and a checkpoint in PostgreSQL (``imports``).
 
-Reading is shared/csvimport.py (pure, streaming). This module is the orchestration; the SQL is
-in services/importer_store.py; the HTTP routes in services/ingest/imports.py; the command line
-client in services/importer_cli.py.
+Reading is dialect.py, headers.py, cells.py, reader.py, sales.py and customers.py (pure,
+streaming). This module is the orchestration; the SQL is in store.py; the HTTP routes in
+routes.py; the command line client in services/cli/imports.py.
 
 A sales file goes in two phases, so that its history reaches the classifier as it would have
 streamed live — each customer's events in date order, whatever the order of the file's rows (the
@@ -27,7 +27,8 @@ Why nothing is dropped or doubled:
   event ids need the whole file: see below) and staging only the rows after the checkpoint.
 - Every staged row up to the publish checkpoint is acknowledged by the broker; a resumed
   publish goes on after it. At most the page in flight is published twice, which is harmless:
-  csvimport's event ids are stable and the classifier's event store ignores an id it has seen.
+  the sales reader's event ids are stable and the classifier's event store ignores an id it
+  has seen.
   The staging table is unlogged (the file can rebuild it): if a database crash emptied it, the
   resumed import finds fewer rows than it counted and reads the file again from the start.
 - Importing the same file again publishes the same event ids: nothing changes downstream.
@@ -42,23 +43,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import functools
 import hashlib
-import io
 import logging
 import os
-import random
-import shutil
 import struct
-import tempfile
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,20 +61,15 @@ import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
-from prometheus_client import Counter
 
-from services import importer_store as store
-from shared.csvimport import (
-    CustomerRow,
-    Preview,
-    Rejection,
-    SaleRow,
-    read_customers,
-    read_sales,
-)
-from shared.customers import upsert_customers
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
+
+from .. import metrics
+from . import store
+from .customers import CustomerRow, read_customers
+from .reader import Rejection
+from .sales import SaleRow, read_sales
 
 log = logging.getLogger("kizuna.importer")
 
@@ -90,14 +80,6 @@ SKIP_ROWS = 50_000  # rows passed over per read while resuming (keeps progress m
 PUBLISH_TRIES = 5  # a batch the broker did not acknowledge is retried, then the import fails
 PUBLISH_TIMEOUT = 30.0
 RETRY_BACKOFF = 0.5
-
-IMPORT_ROWS = Counter(
-    "kizuna_import_rows_total", "CSV rows imported or rejected", ["kind", "result"]
-)
-IMPORTS_ENDED = Counter("kizuna_imports_total", "CSV imports ended, by status", ["kind", "status"])
-IMPORT_EVENTS = Counter(
-    "kizuna_import_events_published_total", "Imported sales events acknowledged by the broker"
-)
 
 
 class ImportFailed(Exception):
@@ -135,7 +117,7 @@ class ImportRequest:
 
 
 def open_reader(path: str | os.PathLike, kind: Kind, tenant: str, options: dict[str, Any]):
-    """A csvimport reader with the header mapped; raises ``MappingError``."""
+    """A reader (sales.py, customers.py) with the header mapped; raises ``MappingError``."""
     read = read_sales if kind == "sales" else read_customers
     return read(
         path, tenant=tenant, branch=options.get("branch"), mapping_overrides=options.get("map")
@@ -317,8 +299,8 @@ def publish_records(
 
 
 def check_sale(row: SaleRow) -> None:
-    """The contract, checked on the first event of each batch: csvimport builds events that
-    ingest would accept; if that ever breaks, fail the import loudly rather than feed the
+    """The contract, checked on the first event of each batch: the sales reader builds events
+    that ingest would accept; if that ever breaks, fail the import loudly rather than feed the
     classifier's dead-letter topic a whole file."""
     try:
         PurchaseEvent.model_validate(row.event)
@@ -572,7 +554,7 @@ async def run_import(
             )
             if kind == "sales":
                 await store.drop_staging(conn, import_id)
-        IMPORTS_ENDED.labels(kind, "done").inc()
+        metrics.IMPORTS_ENDED.labels(kind, "done").inc()
     except asyncio.CancelledError:
         await _record_end(conn, import_id, kind, "interrupted", "stopped before the end")
         raise
@@ -634,7 +616,7 @@ async def _read(
                 items = batch.items
 
                 async def also(c, items=items):
-                    await upsert_customers(c, tenant, items, columns, import_id=import_id)
+                    await store.upsert_customers(c, tenant, items, columns, import_id=import_id)
 
             last_line = max(last_line, batch.last_line)
             taken += batch.processed
@@ -649,8 +631,8 @@ async def _read(
                 eta,
             )
             await store.checkpoint(conn, import_id, progress, batch.rejections, also)
-            IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
-            IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
+            metrics.IMPORT_ROWS.labels(kind, "accepted").inc(len(batch.items))
+            metrics.IMPORT_ROWS.labels(kind, "rejected").inc(len(batch.rejections))
             if on_progress is not None:
                 on_progress(progress)
             if batch.done:
@@ -701,7 +683,7 @@ async def _publish(
         sent += len(page)
         speed, eta = rate.update(len(page), done)
         await store.published(conn, import_id, done, after, speed, eta)
-        IMPORT_EVENTS.inc(len(page))
+        metrics.IMPORT_EVENTS.inc(len(page))
         if on_progress is not None:
             on_progress(
                 store.Checkpoint(
@@ -721,7 +703,7 @@ async def _publish(
 
 
 async def _record_end(conn, import_id: int, kind: str, status: str, error: str) -> None:
-    IMPORTS_ENDED.labels(kind, status).inc()
+    metrics.IMPORTS_ENDED.labels(kind, status).inc()
     try:
         async with asyncio.timeout(10):
             await store.finish(
@@ -768,312 +750,83 @@ async def import_file(
                 await store.release(conn, claim.id)
 
 
-# --------------------------------------------------------------------------------------------
-# What the API and the command line show
+class ImportRunner:
+    """The imports running in this process: each a task with its own database connection
+    (holding the import's lock). Stopping the service interrupts them; they resume when the
+    file is imported again."""
 
+    def __init__(self, pool: asyncpg.Pool, publisher: PurchasePublisher):
+        self.pool = pool
+        self.publisher = publisher
+        self.tasks: dict[int, asyncio.Task] = {}
 
-def result_dict(result: Any) -> dict[str, Any]:
-    """A reader result as JSON: an accepted sale (``event``), customer (``customer``) or a
-    rejection (``column``, ``value``, ``reason``, ``problems``)."""
-    if isinstance(result, SaleRow):
-        return {"line": result.line, "ok": True, "event": result.event}
-    if isinstance(result, CustomerRow):
-        return {"line": result.line, "ok": True, "customer": result.as_dict()}
-    return rejection_dict(result)
-
-
-def rejection_dict(r: Rejection) -> dict[str, Any]:
-    problems = r.problems or ((r.column, r.value, r.reason),)
-    return {
-        "line": r.line,
-        "ok": False,
-        "column": r.column,
-        "value": r.value,
-        "reason": r.reason,
-        "problems": [{"column": c, "value": v, "reason": why} for c, v, why in problems],
-    }
-
-
-def preview_dict(p: Preview, file_name: str | None = None) -> dict[str, Any]:
-    """The dry run: detected encoding and delimiter, the mapping, notes, the first rows."""
-    return {
-        "kind": p.kind,
-        "file_name": file_name,
-        "encoding": p.encoding,
-        "delimiter": p.delimiter,
-        "header_line": p.header_line,
-        "columns": p.columns,
-        "mapping": p.mapping,
-        "notes": p.notes,
-        "warnings": p.warnings,
-        "error": p.error,
-        "total_bytes": p.total_bytes,
-        "rows": [result_dict(r) for r in p.rows],
-    }
-
-
-REJECTION_COLUMNS = ("line", "column", "value", "reason")
-
-
-def rejection_lines(rejections: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
-    """One CSV line per problem (a row with two bad cells gives two lines with its number)."""
-    for r in rejections:
-        for p in r.get("problems") or [r]:
-            yield [
-                r["line"],
-                p.get("column") or "",
-                "" if p.get("value") is None else p["value"],
-                p["reason"],
-            ]
-
-
-def rejections_csv(rejections: Iterable[dict[str, Any]], *, header: bool = True) -> str:
-    """The rejected rows as CSV text (callers write it as UTF-8 with a BOM, for Excel)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    if header:
-        writer.writerow(REJECTION_COLUMNS)
-    writer.writerows(rejection_lines(rejections))
-    return out.getvalue()
-
-
-def import_view(row: dict[str, Any]) -> dict[str, Any]:
-    """An ``imports`` row as the API shows it. ``progress`` is the current phase's: the
-    fraction of the file's bytes read (phase ``read``), then of the staged events published
-    (phase ``publish``, sales only); ``rows_per_second`` and ``eta_seconds`` are the phase's
-    too."""
-    size = row.get("size_bytes")
-    done = row["status"] == "done"
-    phase = row.get("phase") or "read"
-    sales = row["kind"] == "sales"
-    published = row.get("published") or 0
-    if done:
-        progress = 1.0
-    elif phase == "publish":
-        progress = round(published / row["accepted"], 4) if row["accepted"] else 1.0
-    else:
-        progress = round(row["bytes_read"] / size, 4) if size else None
-    return {
-        "id": row["id"],
-        "tenant_id": row["tenant_id"],
-        "kind": row["kind"],
-        "file_name": row["file_name"],
-        "file_sha256": row["file_sha256"],
-        "size_bytes": size,
-        "options": row["options"],
-        "status": row["status"],
-        "resumable": row["status"] in ("failed", "interrupted"),
-        "phase": phase,
-        "rows": row["rows"],
-        "accepted": row["accepted"],
-        "rejected": row["rejected"],
-        "published": published if sales else None,
-        "bytes_read": row["bytes_read"],
-        "progress": progress,
-        "rows_per_second": row["rows_per_second"],
-        "eta_seconds": row["eta_seconds"],
-        "last_line": row["last_line"],
-        "runs": row["runs"],
-        "resumed_from_line": row["resumed_from_line"],
-        "resumed_from_published": row.get("resumed_from_published") if sales else None,
-        "encoding": row["encoding"],
-        "delimiter": row["delimiter"],
-        "mapping": row["mapping"],
-        "notes": row["notes"],
-        "started_at": row["started_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-        "error": row["error"],
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Benchmark
-
-
-SAMPLE_ITEMS = (
-    ("K-01", "黒酢にんにく", 3000),
-    ("K-02", "青汁 30包", 2000),
-    ("K-03", "有機煎茶 100g", 1620),
-    ("K-04", "ｺｰﾋｰ豆 200g", 1200),
-    ("K-05", "はちみつ", 2500),
-    ("K-06", "梅干し 特選", 1800),
-)
-SAMPLE_BRANCHES = ("shibuya", "shinjuku", "umeda", "sakae", "tenjin", "online")
-SAMPLE_START, SAMPLE_DAYS = date(2021, 1, 1), 1095  # three years of sales: 2021 to 2023
-SAMPLE_HEADER = (
-    "伝票番号\t受注日\t顧客コード\t店舗コード\t商品コード\t商品名\t単価\t数量\t消費税\t売上金額"
-)
-
-
-def write_sample_sales(
-    path: str | os.PathLike, rows: int, *, customers: int = 200_000, seed: int = 7
-) -> int:
-    """A CP932, tab-separated sales export with Japanese headers as order software writes it
-    (dates like 2003/3/30, amounts like 6,480, one row per line item, 1–3 items per order).
-    Returns the file size."""
-    rnd = random.Random(seed)
-    start = SAMPLE_START
-    with open(path, "w", encoding="cp932", newline="") as f:
-        f.write(SAMPLE_HEADER + "\r\n")
-        written, order = 0, 100000
-        while written < rows:
-            order += 1
-            customer = f"C{rnd.randrange(customers):06d}"
-            day = start + timedelta(days=rnd.randrange(SAMPLE_DAYS))
-            branch = rnd.choice(SAMPLE_BRANCHES)
-            for _ in range(min(rnd.choice((1, 1, 2, 3)), rows - written)):
-                sku, name, price = rnd.choice(SAMPLE_ITEMS)
-                quantity = rnd.choice((1, 1, 2))
-                tax = price * quantity * 8 // 100
-                f.write(
-                    f"{order}\t{day.year}/{day.month}/{day.day}\t{customer}\t{branch}\t{sku}\t"
-                    f"{name}\t{price:,}\t{quantity}\t{tax}\t{price * quantity + tax:,}\r\n"
-                )
-                written += 1
-    return os.path.getsize(path)
-
-
-async def bench_import(
-    rows: int,
-    *,
-    partitions: int = 8,
-    batch_rows: int = BATCH_ROWS,
-    parse_only: bool = True,
-    work_dir: str | os.PathLike | None = None,
-    then: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """Measure the bulk path on this machine: a generated CP932 tab file of ``rows`` rows
-    imported end to end to "published and acknowledged" (checkpoints included; the read and the
-    publish phase timed apart, the importing process's peak RSS sampled) on its own embedded
-    broker and a fresh database; then ``then(database_url, bootstrap, figures)`` while both
-    still run (the benchmark starts a classifier there and waits for it; what it returns is
-    added to the figures); then, for scale, reading and parsing alone (``parse_only``), and
-    PostgreSQL's own ``COPY`` of the same file into a plain table of text columns. Returns the
-    figures (seconds and rows per second of each)."""
-    import psutil
-
-    from shared.db import _with_database, create_pool, migrate, resolve_database_url
-    from shared.embedded import EmbeddedBroker
-    from shared.kafka import ensure_topics, high_watermarks, new_producer
-    from shared.settings import Settings
-
-    base = Path(work_dir or tempfile.gettempdir()) / f"kizuna-bench-import-{uuid.uuid4().hex[:6]}"
-    base.mkdir(parents=True)
-    path = base / "sales.tsv"
-    server_url, embedded = await resolve_database_url(Settings())
-    database = f"kizuna_bench_import_{uuid.uuid4().hex[:6]}"
-    url = _with_database(server_url, database)
-    broker = EmbeddedBroker(_free_port(), log_file=None)
-    result: dict[str, Any] = {"rows": rows, "partitions": partitions, "batch_rows": batch_rows}
-    me = psutil.Process()
-    rss = [0]
-
-    async def sample_rss() -> None:
-        while True:
-            rss[0] = max(rss[0], me.memory_info().rss)
-            await asyncio.sleep(0.05)
-
-    try:
-        result["file_bytes"] = await asyncio.to_thread(write_sample_sales, path, rows)
-        await migrate(url)
-        await broker.start()
-        await ensure_topics(broker.bootstrap, partitions)
-        pool = await create_pool(url, max_size=2)
-        producer = new_producer(broker.bootstrap)
-        await producer.start()
-        read_until = [0.0]
-
-        def progress(checkpoint: store.Checkpoint) -> None:
-            if checkpoint.phase == "read":
-                read_until[0] = time.perf_counter()
-
+    async def start(
+        self, path: Path, request: ImportRequest, sha256: str, size: int
+    ) -> tuple[dict[str, Any], str]:
+        """Claim and start the import of a spooled file (the runner then owns the file).
+        Returns the import row and how it started: ``new``, ``resumed`` or ``already_running``
+        (another runner has it; the file is not needed)."""
         try:
-            rss_before = me.memory_info().rss
-            sampler = asyncio.create_task(sample_rss())
-            started = time.perf_counter()
-            try:
-                row = await import_file(
-                    pool,
-                    path,
-                    ImportRequest("sales", "bench", file_name=path.name),
-                    publisher=PurchasePublisher.for_producer(producer),
-                    batch_rows=batch_rows,
-                    on_progress=progress,
-                )
-                seconds = time.perf_counter() - started
-            finally:
-                sampler.cancel()
+            conn = await self.pool.acquire(timeout=10)
+        except TimeoutError as exc:
+            raise ApiError(
+                503, "busy", "every database connection of ingest is in use; try again shortly"
+            ) from exc
+        try:
+            claim, reader = await claim_import(conn, path, request, sha256, size)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if reader is None:
+            await self.pool.release(conn)
+            remove_file(path)
+            return claim.row, "already_running"
+        task = asyncio.create_task(self._run(conn, claim, reader, path), name=f"import-{claim.id}")
+        self.tasks[claim.id] = task
+        return claim.row, "resumed" if claim.resumed else "new"
+
+    async def _run(self, conn, claim: store.Claim, reader, path: Path) -> None:
+        try:
+            row = await run_import(conn, claim, reader, publisher=self.publisher)
+            log.info(
+                "import %s done: %s rows, %s accepted, %s rejected",
+                claim.id,
+                row["rows"],
+                row["accepted"],
+                row["rejected"],
+            )
+        except ImportFailed as exc:
+            log.warning("import %s failed: %s", claim.id, exc)
+        except asyncio.CancelledError:
+            log.info("import %s interrupted", claim.id)
+        except Exception:  # noqa: BLE001 - recorded in the imports row; keep ingest serving
+            log.exception("import %s ended unexpectedly", claim.id)
         finally:
-            await producer.stop()
-        marks = await high_watermarks(broker.bootstrap, [PURCHASES])
-        result.update(
-            accepted=row["accepted"],
-            rejected=row["rejected"],
-            published=sum(marks.values()),
-            import_seconds=round(seconds, 2),
-            import_rows_per_second=round(rows / seconds),
-            read_seconds=round(read_until[0] - started, 2),
-            publish_seconds=round(seconds - (read_until[0] - started), 2),
-            import_peak_rss_mb=round(max(rss[0], rss_before) / 2**20),
-            rss_before_import_mb=round(rss_before / 2**20),
-        )
-        if then is not None:
-            result.update(await then(url, broker.bootstrap, result))
-        if parse_only:
-            started = time.perf_counter()
-            n = await asyncio.to_thread(_parse_only, path)
-            seconds = time.perf_counter() - started
-            result.update(parse_seconds=round(seconds, 2), parse_rows_per_second=round(n / seconds))
-        headers = SAMPLE_HEADER.split("\t")
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE bench_copy ("
-                + ", ".join(f"c{i} text" for i in range(len(headers)))
-                + ")"
-            )
-            started = time.perf_counter()
-            status = await conn.copy_to_table(
-                "bench_copy",
-                source=path,
-                format="csv",
-                delimiter="\t",
-                header=True,
-                encoding="SJIS",
-            )
-            seconds = time.perf_counter() - started
-        result.update(
-            copy_rows=int(status.split()[-1]),
-            copy_seconds=round(seconds, 2),
-            copy_rows_per_second=round(rows / seconds),
-        )
-        await pool.close()
-    finally:
-        broker.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            admin = await asyncpg.connect(_with_database(server_url, "postgres"))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            finally:
-                await admin.close()
-        del embedded
-    return result
+            with contextlib.suppress(Exception):
+                await store.release(conn, claim.id)
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+            remove_file(path)
+            self.tasks.pop(claim.id, None)
+
+    async def cancel(self, import_id: int) -> bool:
+        task = self.tasks.get(import_id)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _parse_only(path: Path) -> int:
-    n = 0
-    for _ in read_sales(path, tenant="bench"):
-        n += 1
-    return n
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def remove_file(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 __all__ = [
@@ -1081,20 +834,16 @@ __all__ = [
     "Batch",
     "ImportFailed",
     "ImportRequest",
+    "ImportRunner",
     "Partitioner",
     "PurchasePublisher",
     "Rate",
-    "bench_import",
     "claim_import",
     "customer_columns",
     "file_digest",
     "import_file",
-    "import_view",
     "open_reader",
     "options_of",
-    "preview_dict",
-    "rejections_csv",
     "run_import",
     "take",
-    "write_sample_sales",
 ]

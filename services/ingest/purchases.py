@@ -1,0 +1,183 @@
+"""``POST /v1/purchases``: one event, ``{"events": [...]}`` or NDJSON; checked all or nothing,
+202 only after the broker acknowledged every event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import suppress
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from shared import http
+from shared.events import PURCHASES, PurchaseEvent, message_key
+from shared.http import TenantId
+from shared.kafka import ensure_topics, new_producer
+
+from . import metrics
+
+log = logging.getLogger("kizuna.ingest")
+router = APIRouter(tags=["purchases"])
+MAX_EVENTS = 20000
+
+
+class Publisher:
+    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down."""
+
+    def __init__(self, bootstrap: str, partitions: int):
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.producer = None
+        self.lock = asyncio.Lock()
+
+    async def get(self):
+        async with self.lock:
+            if self.producer is None:
+                producer = new_producer(
+                    self.bootstrap, request_timeout_ms=5000, retry_backoff_ms=200
+                )
+                try:
+                    await ensure_topics(self.bootstrap, self.partitions)
+                    await producer.start()
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    with suppress(Exception):
+                        await producer.stop()
+                    raise http.ApiError(
+                        503, "broker_unavailable", f"Kafka is not reachable: {exc}"
+                    ) from exc
+                self.producer = producer
+            return self.producer
+
+    async def reset(self) -> None:
+        async with self.lock:
+            if self.producer is not None:
+                with suppress(Exception):
+                    await self.producer.stop()
+                self.producer = None
+
+    async def publish(self, events: list[PurchaseEvent]) -> None:
+        producer = await self.get()
+        try:
+            async with asyncio.timeout(15):
+                futures = [
+                    await producer.send(
+                        PURCHASES,
+                        key=message_key(e.tenant_id, e.customer_id),
+                        value=e.model_dump_json(exclude_none=True).encode(),
+                    )
+                    for e in events
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self.reset()
+            raise http.ApiError(
+                503,
+                "broker_unavailable",
+                "Kafka did not acknowledge the events; nothing is confirmed. Resending is safe.",
+                cause=str(exc) or type(exc).__name__,
+            ) from exc
+
+    async def close(self) -> None:
+        await self.reset()
+
+
+def _items(body: bytes, content_type: str) -> list:
+    text = body.decode("utf-8-sig")
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        items = []
+        for n, line in lines:
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise http.ApiError(
+                    400,
+                    "invalid_json",
+                    f"line {n} is not JSON: {exc.msg}",
+                    line=n,
+                    column=exc.colno,
+                ) from exc
+        return items
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise http.ApiError(
+            400,
+            "invalid_json",
+            f"the body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+        ) from exc
+    if isinstance(data, dict) and "events" in data:
+        data = data["events"]
+    if isinstance(data, dict):
+        return [data]
+    if isinstance(data, list):
+        return data
+    raise http.ApiError(
+        422, "invalid_request", 'send one event object, {"events": [...]} or NDJSON'
+    )
+
+
+def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dict]]:
+    """Every item checked; problems named by index, field and reason."""
+    events, problems = [], []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(
+                {"index": index, "field": "", "reason": "an event must be a JSON object"}
+            )
+            continue
+        item = {**item}
+        given = item.setdefault("tenant_id", tenant_id)
+        if given != tenant_id:
+            problems.append(
+                {
+                    "index": index,
+                    "field": "tenant_id",
+                    "reason": f"tenant_id {given!r} does not match the caller's tenant {tenant_id!r}",
+                }
+            )
+            continue
+        try:
+            events.append(PurchaseEvent.model_validate(item))
+        except ValidationError as exc:
+            for e in exc.errors():
+                problems.append(
+                    {
+                        "index": index,
+                        "event_id": item.get("event_id"),
+                        "field": ".".join(str(p) for p in e["loc"]),
+                        "reason": e["msg"],
+                    }
+                )
+    return events, problems
+
+
+@router.post("/v1/purchases", status_code=202)
+async def post_purchases(request: Request, tenant_id: TenantId):
+    """Accept events; 202 only after the broker acknowledged every one. All or nothing: when
+    any item is invalid, nothing is sent and the 422 names each problem."""
+    items = _items(await request.body(), request.headers.get("content-type", ""))
+    if not items:
+        raise http.ApiError(422, "invalid_request", "no events in the request")
+    if len(items) > MAX_EVENTS:
+        raise http.ApiError(
+            413, "too_many_events", f"at most {MAX_EVENTS} events per request", received=len(items)
+        )
+    events, problems = validate(items, tenant_id)
+    if problems:
+        metrics.INGEST_REJECTED.inc(len({p["index"] for p in problems}))
+        return JSONResponse(
+            http.error_body(
+                "invalid_events",
+                f"{len({p['index'] for p in problems})} of {len(items)} events are invalid; nothing was accepted",
+                problems=problems,
+            ),
+            status_code=422,
+        )
+    await request.app.state.publisher.publish(events)
+    metrics.INGEST_ACCEPTED.inc(len(events))
+    return {"accepted": len(events)}

@@ -1,0 +1,270 @@
+"""What the dashboard needs beyond the documented reports API: the day's news, a customer's
+whole page, searchable and sortable segment lists, the rules page's distributions, a suggested
+set of borders and a preview of a change of borders, and the tenant's 初回→よちよち target."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.cpm import SEGMENT_NAMES_JA, Rules
+from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.settings import Settings, today_in
+from shared.tenants import load_tenant
+
+from .. import analysis, domain, store
+from .. import dashboard_domain as dash
+from .. import dashboard_store as dstore
+
+router = APIRouter(tags=["dashboard"])
+
+
+Scope = Annotated[
+    str,
+    Query(min_length=1, max_length=100, description="A branch_id, or 'all' for the whole chain."),
+]
+DEFAULT_TARGET = Decimal("0.5")
+NEWS_LIST = 20
+
+
+async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
+    tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
+    return today_in(tenant.time_zone, settings)
+
+
+@router.get("/v1/dashboard/news")
+async def news(
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    as_of: Annotated[date | None, Query(description="YYYY-MM-DD; default today")] = None,
+) -> dict:
+    """The day's news for the home page: new first-time customers, comebacks and newly lapsed
+    customers on ``as_of``, each with how many and the most valuable first (up to 20)."""
+    async with pool.acquire() as conn:
+        day = as_of or await _today(conn, tenant_id, settings)
+        rows = await dstore.day_changes(conn, tenant_id, scope, day)
+    lists: dict[str, list] = {kind: [] for kind in dash.NEWS_KINDS}
+    for r in rows:
+        kind = dash.news_kind(r["before"], r["after"])
+        if kind:
+            lists[kind].append(
+                {
+                    "customer_id": r["customer_id"],
+                    "from_segment": r["before"],
+                    "to_segment": r["after"],
+                    "total_amount": str(r["total_amount"]),
+                }
+            )
+    return {
+        "scope": scope,
+        "as_of": day.isoformat(),
+        **{k: {"count": len(v), "items": v[:NEWS_LIST]} for k, v in lists.items()},
+    }
+
+
+@router.get("/v1/dashboard/customers/{customer_id}")
+async def customer_page(
+    customer_id: str,
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    limit: Annotated[int, Query(ge=1, le=5000, description="purchases shown")] = 500,
+) -> dict:
+    """One customer: figures, RFM ranks, every purchase (newest first, up to ``limit``) and
+    every segment change with its cause. 404 when unknown in the scope."""
+    async with pool.acquire() as conn:
+        row = await store.customer(conn, tenant_id, scope, customer_id)
+        if row is None:
+            raise ApiError(
+                404,
+                "customer_not_found",
+                f"customer {customer_id!r} is not in scope {scope!r}",
+                customer_id=customer_id,
+                scope=scope,
+            )
+        today = await _today(conn, tenant_id, settings)
+        stored = await store.rfm_thresholds(conn, tenant_id)
+        entries = await dstore.timeline(conn, tenant_id, scope, customer_id)
+        bought = await dstore.purchases(conn, tenant_id, scope, customer_id, limit)
+    thresholds = (
+        analysis.RfmThresholds.model_validate_json(stored) if stored else analysis.DEFAULT_RFM
+    )
+    body = (
+        analysis.rfm_item(row, scope, today, thresholds)
+        if row["segment"]
+        else domain.customer_body(row, scope, today)
+    )
+    return {
+        "customer": body,
+        "changes": dash.timeline_changes(entries),
+        "purchases": [
+            {
+                "event_id": p["event_id"],
+                "kind": p["kind"],
+                "branch_id": p["branch_id"],
+                "occurred_at": p["occurred_at"].isoformat(),
+                "occurred_on": p["occurred_on"].isoformat(),
+                "amount": str(p["amount"]),
+                "order_id": p["order_id"],
+                "lines": json.loads(p["lines"]) if p["lines"] else [],
+            }
+            for p in bought
+        ],
+    }
+
+
+@router.get("/v1/dashboard/segments/{segment}/customers")
+async def segment_list(
+    segment: str,
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    q: Annotated[str | None, Query(max_length=100, description="customer_id starts with")] = None,
+    sort: Literal["-total", "total", "-last", "last", "-count", "count", "id"] = "-total",
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+    size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict:
+    """A page of a segment's customers for the list screen: search by id prefix, sort, numbered
+    pages and the number that match (the CSV download is ``/v1/segments/{segment}/customers``)."""
+    if segment not in domain.KNOWN_SEGMENTS:
+        raise ApiError(404, "unknown_segment", f"no segment {segment!r}")
+    async with pool.acquire() as conn:
+        today = await _today(conn, tenant_id, settings)
+        total, rows = await dstore.segment_search(
+            conn, tenant_id, scope, segment, q or None, sort, (page - 1) * size, size
+        )
+    return {
+        "segment": segment,
+        "name_ja": SEGMENT_NAMES_JA[segment],
+        "scope": scope,
+        "total": total,
+        "page": page,
+        "size": size,
+        "items": [domain.customer_body(r, scope, today) for r in rows],
+    }
+
+
+def _percentile(values: list, share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(share * len(ordered)))])
+
+
+async def _data_figures(conn, tenant_id: str, scope: str) -> dict:
+    gaps = await dstore.repurchase_gaps(conn, tenant_id, scope)
+    seconds = await dstore.second_purchase_gaps(conn, tenant_id, scope)
+    rows = await dstore.customer_figures(conn, tenant_id, scope)
+    repeat = [r for r in rows if r["purchase_count"] >= 2]
+    return {
+        "gaps": gaps,
+        "seconds": seconds,
+        "totals": [float(r["total_amount"]) for r in rows],
+        "repeat_totals": [r["total_amount"] for r in repeat],
+        "repeat_tenures": [(r["last_purchase_on"] - r["first_purchase_on"]).days for r in repeat],
+    }
+
+
+@router.get("/v1/rules/distribution", tags=["rules"])
+async def rules_distribution(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
+) -> dict:
+    """What the borders cut: the distribution of repurchase gaps (days between a customer's
+    consecutive purchase days) and of customers' totals, with the current borders."""
+    async with pool.acquire() as conn:
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
+        figures = await _data_figures(conn, tenant_id, scope)
+    return {
+        "scope": scope,
+        "rules": tenant.rules.model_dump(mode="json"),
+        "repurchase_gaps": dash.histogram(figures["gaps"], dash.GAP_EDGES),
+        "totals": dash.histogram(figures["totals"], dash.TOTAL_EDGES),
+    }
+
+
+@router.get("/v1/rules/suggestion", tags=["rules"])
+async def rules_suggestion(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
+) -> dict:
+    """Borders computed from the tenant's data (see dashboard_domain.suggest_rules for how),
+    each with the figure it came from; nothing is saved."""
+    async with pool.acquire() as conn:
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
+        f = await _data_figures(conn, tenant_id, scope)
+    p80 = _percentile(f["repeat_totals"], 0.8)
+    rules, reasons = dash.suggest_rules(
+        tenant.rules,
+        gap_p90=_percentile(f["gaps"], 0.9),
+        second_purchase_p75=_percentile(f["seconds"], 0.75),
+        repeat_total_p80=Decimal(str(p80)) if p80 is not None else None,
+        repeat_tenure_median=_percentile(f["repeat_tenures"], 0.5),
+    )
+    return {"scope": scope, "rules": rules.model_dump(mode="json"), "basis": reasons}
+
+
+def _rules(payload: Any) -> Rules:
+    try:
+        return Rules.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_rules", "the borders are not valid", problems=domain.problems(exc)
+        ) from None
+
+
+@router.post("/v1/rules/preview", tags=["rules"])
+async def rules_preview(
+    pool: Pool,
+    tenant_id: TenantId,
+    settings: AppSettings,
+    scope: Scope = "all",
+    payload: Annotated[Any, Body()] = None,
+) -> dict:
+    """How many customers of the scope would move between segments if these borders were
+    saved now: each customer's figures classified by the same function the classifier uses,
+    against the segment they are in. Nothing is saved."""
+    rules = _rules(payload)
+    async with pool.acquire() as conn:
+        today = await _today(conn, tenant_id, settings)
+        rows = await dstore.customer_figures(conn, tenant_id, scope)
+    moves: Counter = dash.preview_moves(rows, today, rules)
+    return dash.preview_body(scope, today, rules, moves)
+
+
+class DashboardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first_to_fledgling_target: Decimal = Field(
+        gt=0, le=1, description="Target of the monthly 初回→よちよち rate (0.5 = 50 %)."
+    )
+
+
+@router.get("/v1/dashboard/settings")
+async def get_dashboard_settings(pool: Pool, tenant_id: TenantId) -> dict:
+    async with pool.acquire() as conn:
+        value = await dstore.target(conn, tenant_id)
+    return {"first_to_fledgling_target": str(value if value is not None else DEFAULT_TARGET)}
+
+
+@router.put("/v1/dashboard/settings")
+async def put_dashboard_settings(
+    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
+    try:
+        body = DashboardSettings.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_settings", "the settings are not valid", problems=domain.problems(exc)
+        ) from None
+    async with pool.acquire() as conn:
+        await dstore.save_target(conn, tenant_id, body.first_to_fledgling_target)
+    return {"first_to_fledgling_target": str(body.first_to_fledgling_target)}

@@ -1,0 +1,79 @@
+"""The dashboard's way to the notifier (tasks, alerts, sequences, notification settings) and
+to ingest (CSV imports): ``/notifier/v1/…`` and ``/ingest/v1/…`` on reports are forwarded as
+they are, credentials included. The browser stays on one origin, so the session cookie and its
+CSRF token work without CORS; each service still checks the caller itself."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from shared.http import ApiError
+from shared.settings import get_settings
+
+router = APIRouter(include_in_schema=False)
+
+# What a caller's request carries that the service behind must see, and what of its answer the
+# browser needs; nothing else crosses (no Host, no hop-by-hop headers).
+REQUEST_HEADERS = (
+    "authorization",
+    "cookie",
+    "x-csrf-token",
+    "x-kizuna-tenant",
+    "content-type",
+    "content-length",
+    "accept",
+)
+RESPONSE_HEADERS = ("content-type", "content-disposition", "set-cookie", "location")
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _base(service: str) -> str:
+    settings = get_settings()
+    if service == "notifier":
+        return settings.notifier_url or f"http://{settings.host}:{settings.notifier_port}"
+    return settings.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
+
+
+async def _forward(service: str, path: str, request: Request) -> StreamingResponse:
+    if not path.startswith("v1/"):
+        raise ApiError(404, "not_found", f"no {service} path {path!r}")
+    client = httpx.AsyncClient(base_url=_base(service), timeout=httpx.Timeout(60, connect=5))
+    headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
+    outgoing = client.build_request(
+        request.method,
+        "/" + path,
+        params=request.query_params,
+        headers=headers,
+        content=request.stream() if request.method in ("POST", "PUT", "PATCH") else None,
+    )
+    try:
+        answer = await client.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise ApiError(
+            503, "service_unavailable", f"the {service} service does not answer: {exc}"
+        ) from None
+
+    async def close() -> None:
+        await answer.aclose()
+        await client.aclose()
+
+    return StreamingResponse(
+        answer.aiter_raw(),
+        status_code=answer.status_code,
+        headers={k: v for k, v in answer.headers.items() if k.lower() in RESPONSE_HEADERS},
+        background=BackgroundTask(close),
+    )
+
+
+@router.api_route("/notifier/{path:path}", methods=METHODS)
+async def to_notifier(path: str, request: Request) -> StreamingResponse:
+    return await _forward("notifier", path, request)
+
+
+@router.api_route("/ingest/{path:path}", methods=METHODS)
+async def to_ingest(path: str, request: Request) -> StreamingResponse:
+    return await _forward("ingest", path, request)

@@ -1,0 +1,159 @@
+"""The SQL of the dashboard's own endpoints (services/reports/api/dashboard.py). Every read is
+bounded by an index range or pages on the server, so pages on a million customers answer as
+fast as the API, except the rules page's distributions, which read every repeat purchase of
+the scope (a page opened when borders are reviewed, not every morning).
+
+(Target room after the reports split: services/reports/store/dashboard.py.)"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+
+from .store import CUSTOMER_COLUMNS
+
+
+async def day_changes(conn: asyncpg.Connection, tenant_id: str, scope: str, day: date) -> list:
+    """Each customer with a timeline entry on ``day``: their segment at the day's end and on its
+    eve (null: in no segment), with their total. An index range on (tenant, scope, day), then
+    one key lookup per customer for the eve."""
+    return await conn.fetch(
+        "WITH d AS ("
+        "  SELECT DISTINCT ON (customer_id) customer_id, segment, total_amount"
+        "  FROM report_timeline WHERE tenant_id = $1 AND scope = $2 AND effective_on = $3"
+        "  ORDER BY customer_id, seq DESC)"
+        " SELECT d.customer_id, d.segment AS after, d.total_amount,"
+        "  (SELECT t.segment FROM report_timeline t WHERE t.tenant_id = $1 AND t.scope = $2"
+        "   AND t.customer_id = d.customer_id AND t.effective_on < $3"
+        "   ORDER BY t.effective_on DESC, t.seq DESC LIMIT 1) AS before"
+        " FROM d ORDER BY d.total_amount DESC, d.customer_id",
+        tenant_id,
+        scope,
+        day,
+    )
+
+
+async def timeline(conn: asyncpg.Connection, tenant_id: str, scope: str, customer_id: str):
+    """A customer's timeline in the scope, oldest first (a primary-key range)."""
+    return await conn.fetch(
+        "SELECT effective_on, seq, segment, purchase_count, total_amount FROM report_timeline"
+        " WHERE tenant_id = $1 AND scope = $2 AND customer_id = $3 ORDER BY effective_on, seq",
+        tenant_id,
+        scope,
+        customer_id,
+    )
+
+
+async def purchases(
+    conn: asyncpg.Connection, tenant_id: str, scope: str, customer_id: str, limit: int
+) -> list:
+    """A customer's purchase events, newest first (voids count everywhere, like cpm.in_scope)."""
+    return await conn.fetch(
+        "SELECT event_id, kind, branch_id, occurred_at, occurred_on, amount, order_id,"
+        " payload->'lines' AS lines FROM purchases"
+        " WHERE tenant_id = $1 AND customer_id = $2"
+        "  AND ($3 = 'all' OR branch_id = $3 OR kind = 'void')"
+        " ORDER BY occurred_at DESC, event_id LIMIT $4",
+        tenant_id,
+        customer_id,
+        scope,
+        limit,
+    )
+
+
+SORTS = {
+    "-total": "r.total_amount DESC, r.customer_id",
+    "total": "r.total_amount, r.customer_id",
+    "-last": "r.last_purchase_on DESC, r.customer_id",
+    "last": "r.last_purchase_on, r.customer_id",
+    "-count": "r.purchase_count DESC, r.customer_id",
+    "count": "r.purchase_count, r.customer_id",
+    "id": "r.customer_id",
+}
+
+
+async def segment_search(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    scope: str,
+    segment: str,
+    query: str | None,
+    sort: str,
+    offset: int,
+    limit: int,
+) -> tuple[int, list]:
+    """One page of a segment's customers whose id starts with ``query``, in ``sort`` order
+    (a key of SORTS), and how many match. Walks the segment's index; the default order
+    (most valuable first) is that index's own."""
+    where = "r.tenant_id = $1 AND r.scope = $2 AND r.segment = $3"
+    args: list = [tenant_id, scope, segment]
+    if query:
+        args.append(query)
+        where += f" AND starts_with(r.customer_id, ${len(args)})"
+    total = await conn.fetchval(f"SELECT count(*) FROM report_customers r WHERE {where}", *args)
+    columns = ", ".join(f"r.{c.strip()}" for c in CUSTOMER_COLUMNS.split(","))
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM report_customers r WHERE {where}"
+        f" ORDER BY {SORTS[sort]} OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
+        *args,
+        offset,
+        limit,
+    )
+    return total, rows
+
+
+async def repurchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list[int]:
+    """Days between consecutive purchase days of each customer (sales; same-day purchases are
+    one visit), for the rules page's distribution."""
+    rows = await conn.fetch(
+        "SELECT gap FROM ("
+        "  SELECT occurred_on - lag(occurred_on) OVER (PARTITION BY customer_id ORDER BY occurred_on)"
+        "   AS gap FROM (SELECT DISTINCT customer_id, occurred_on FROM purchases"
+        "    WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)) v) g"
+        " WHERE gap IS NOT NULL",
+        tenant_id,
+        scope,
+    )
+    return [r["gap"] for r in rows]
+
+
+async def second_purchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list[int]:
+    """Days from each customer's first purchase day to their second."""
+    rows = await conn.fetch(
+        "SELECT occurred_on - first_on AS gap FROM ("
+        "  SELECT occurred_on, min(occurred_on) OVER w AS first_on,"
+        "   dense_rank() OVER (PARTITION BY customer_id ORDER BY occurred_on) AS n"
+        "  FROM purchases WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)"
+        "  WINDOW w AS (PARTITION BY customer_id)) v WHERE n = 2",
+        tenant_id,
+        scope,
+    )
+    return [r["gap"] for r in rows]
+
+
+async def customer_figures(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list:
+    """Every customer of the scope in a segment, with the figures a classification needs."""
+    return await conn.fetch(
+        "SELECT segment, purchase_count, total_amount, first_purchase_on, last_purchase_on"
+        " FROM report_customers WHERE tenant_id = $1 AND scope = $2 AND segment IS NOT NULL",
+        tenant_id,
+        scope,
+    )
+
+
+async def target(conn: asyncpg.Connection, tenant_id: str) -> Decimal | None:
+    return await conn.fetchval(
+        "SELECT fledgling_target FROM dashboard_settings WHERE tenant_id = $1", tenant_id
+    )
+
+
+async def save_target(conn: asyncpg.Connection, tenant_id: str, value: Decimal) -> None:
+    await conn.execute(
+        "INSERT INTO dashboard_settings (tenant_id, fledgling_target) VALUES ($1, $2)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET fledgling_target = EXCLUDED.fledgling_target,"
+        " updated_at = now()",
+        tenant_id,
+        value,
+    )
