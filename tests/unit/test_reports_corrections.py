@@ -299,8 +299,10 @@ def test_corrected_delivery_equals_in_order_delivery_and_a_recompute(history):
     assert got.nonzero_moves() == in_order.nonzero_moves()
     last_month = add_months(TODAY, 7)
     assert got.nonzero_moves() == recomputed_moves(got.timelines, START, last_month)
-    assert {k: (r.segment, r.total_amount) for k, r in got.rows.items()} == {
-        k: (r.segment, r.total_amount) for k, r in in_order.rows.items()
+    # The same customers' rows in a segment (a customer whose only sale was voided on its day
+    # has a row in no segment when the sale arrived first, and none in date order).
+    assert {k: (r.segment, r.total_amount) for k, r in got.rows.items() if r.segment} == {
+        k: (r.segment, r.total_amount) for k, r in in_order.rows.items() if r.segment
     }
 
     # And both equal classifying the events from scratch.
