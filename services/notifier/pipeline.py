@@ -37,6 +37,7 @@ from .domain import (
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
+SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -55,8 +56,10 @@ class Applied:
 
 
 def contract_problem(change: SegmentChange) -> str | None:
-    """Why a well-formed message still breaks the contract, or ``None``. Versions 1 and 2 are
-    read alike (the model refuses others)."""
+    """Why a well-formed message still breaks the contract, or ``None``."""
+    if change.schema_version > SCHEMA_VERSION:
+        # A newer version may mean something else; dead-lettered rather than guessed at.
+        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
     for field in ("from_segment", "to_segment"):
         value = getattr(change, field)
         if value is not None and value not in SEGMENTS:

@@ -44,6 +44,7 @@ from shared.events import CustomerState
 
 ZERO = Decimal(0)
 KNOWN_SEGMENTS = frozenset(SEGMENTS)
+SUPPORTED_SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 
 # --- folding customer states -----------------------------------------------------------------
@@ -109,7 +110,9 @@ class Folded:
 
 def problem_with(state: CustomerState) -> str | None:
     """Why a decoded state cannot be applied (it goes to the dead-letter topic), or ``None``.
-    Versions 1 and 2 of the contract are read alike (the model refuses others)."""
+    Versions 1 and 2 of the contract are read alike."""
+    if state.schema_version > SUPPORTED_SCHEMA_VERSION:
+        return f"schema_version {state.schema_version} is newer than this service reads"
     for name in ("from_segment", "to_segment"):
         value = getattr(state, name)
         if value is not None and value not in KNOWN_SEGMENTS:

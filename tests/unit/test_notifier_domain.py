@@ -21,6 +21,7 @@ from services.notifier.domain import (
     priority,
     withdrawal,
 )
+from services.notifier.pipeline import contract_problem
 from shared.cpm import SEGMENTS
 from shared.events import SegmentChange
 
@@ -398,3 +399,11 @@ def test_cursor_round_trip(key):
 def test_cursor_rejects_what_it_did_not_make(bad):
     with pytest.raises(ValueError):
         decode_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [(1, None), (2, None), (3, "schema_version: 3 is not supported (up to 2)")],
+)
+def test_versions_1_and_2_are_read_alike(version, problem):
+    assert contract_problem(change().model_copy(update={"schema_version": version})) == problem

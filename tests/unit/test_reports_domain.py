@@ -454,7 +454,7 @@ def seq_of(e: Entry) -> int:
         ({}, None),
         ({"to_segment": "vip_active"}, "to_segment: unknown segment 'vip_active'"),
         ({"from_segment": "loyal"}, "from_segment: unknown segment 'loyal'"),
-        ({"schema_version": 2}, None),
+        ({"schema_version": 3}, "schema_version 3 is newer than this service reads"),
         ({"seq": 0}, "seq: must be positive"),
         ({"customer_id": ""}, "tenant_id, scope and customer_id must not be empty"),
     ],
