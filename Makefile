@@ -21,6 +21,7 @@ demo: install
 test: install
 	bash deploy/install-test-tools.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 lint: install

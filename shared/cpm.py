@@ -115,7 +115,8 @@ def compute_figures(
     when no purchase counts (a customer in no segment).
 
     The classifier's hot path (once per customer, scope and day): one pass to find voids and
-    the scope's events, one over those; tests/unit checks it against the plain definition.
+    the scope's events, one over those; tests/shared/test_cpm.py checks it against the plain
+    definition.
     """
     everywhere = scope == "all"
     voided: set[str] = set()

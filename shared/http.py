@@ -11,10 +11,11 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import metrics
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("kizuna.http")
@@ -56,8 +57,16 @@ TenantId = Annotated[str, Depends(tenant_header)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
-def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:
-    """Add /healthz, /readyz, /metrics and the JSON error shape to a service's app."""
+def install(
+    app: FastAPI,
+    ready: Callable[[], Awaitable[dict[str, bool]]],
+    *,
+    service: str,
+    observe: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Add /healthz, /readyz, /metrics, the AsyncAPI document (/asyncapi for people,
+    /asyncapi.json for tools) and the JSON error shape to a service's app. ``observe`` sets the
+    service's gauges that are read at scrape time."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:
@@ -71,7 +80,27 @@ def install(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> No
 
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint() -> Response:
+        # Readiness as a metric, so an alert can say which check of which service fails.
+        for check, ok in (await ready()).items():
+            metrics.READY.labels(service, check).set(1 if ok else 0)
+        if observe is not None:
+            try:
+                await observe()
+            except Exception:  # noqa: BLE001 - a scrape must not fail on a gauge it cannot read
+                log.warning("%s: reading the scrape-time gauges failed", service, exc_info=True)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of the Kafka topics")
+    async def asyncapi_json() -> JSONResponse:
+        from shared.events import asyncapi  # faststream's generator: imported when asked
+
+        return JSONResponse(asyncapi.document())
+
+    @app.get("/asyncapi", tags=["ops"], summary="The Kafka topics, for people (AsyncAPI)")
+    async def asyncapi_html() -> HTMLResponse:
+        from shared.events import asyncapi
+
+        return HTMLResponse(asyncapi.html())
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import asyncpg
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import metrics
 from shared.events import ALL_TOPICS, DEADLETTER, DeadLetter
+from shared.logs import record_context
 
 log = logging.getLogger("kizuna.kafka")
 
@@ -98,14 +100,6 @@ def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[s
     return DEADLETTER, key, letter.model_dump_json()
 
 
-def count_changes(rows: Sequence[tuple[str, str, str]]) -> None:
-    counts: dict[str, int] = {}
-    for topic, _, _ in rows:
-        counts[topic] = counts.get(topic, 0) + 1
-    for topic, n in counts.items():
-        metrics.CHANGES_OUT.labels(topic).inc(n)
-
-
 def decode_records(
     records: Sequence[ConsumerRecord],
     model: type[BaseModel],
@@ -128,9 +122,14 @@ def decode_records(
                 values.append(value)
                 continue
         dead.append(deadletter_row(service, record, reason))
-        metrics.DEADLETTERS.labels(service).inc()
+        metrics.DEADLETTERS.labels(service, record.topic).inc()
         log.warning(
-            "dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            "dead-lettered %s[%s]@%s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            extra=record_context(record.topic, record.partition, record.offset, record.key),
         )
     return values, dead
 
@@ -190,6 +189,11 @@ async def write_outbox(
     records, packed one row at a time as COPY streams them (a batch's records are megabytes;
     packing them all at once held them twice more)."""
     if rows:
+        counts: dict[str, int] = {}
+        for topic, _, _ in rows:
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, n in counts.items():  # inside ``metrics.counted``: once they commit
+            metrics.OUTBOX_WRITTEN.labels(topic).inc(n)
         step = OUTBOX_RECORDS_PER_ROW
         await conn.copy_records_to_table(
             "outbox",
@@ -216,7 +220,7 @@ class _SeekFromDatabase(ConsumerRebalanceListener):
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked):
-        pass
+        self.owner.forget(revoked)
 
     async def on_partitions_assigned(self, assigned):
         await self.owner.seek_assigned(assigned)
@@ -275,6 +279,10 @@ class PgOffsetConsumer:
         self.assigned_once = asyncio.Event()
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
+        metrics.declare(metrics.EVENTS_IN, (service,))
+        metrics.declare(metrics.BATCH_FAILURES, (service,))
+        metrics.declare(metrics.BROKER_RESETS, (service,))
+        metrics.declare(metrics.DEADLETTERS, *((service, t) for t in self.topics))
         # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
         # first fetch (a consumer that has not looked yet does not know it is caught up).
         self.backlog: int | None = None
@@ -299,9 +307,24 @@ class PgOffsetConsumer:
                         self.cluster,
                         row["cluster_id"],
                         tp,
+                        extra={
+                            "group": self.group_id,
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                        },
                     )
+                    metrics.BROKER_RESETS.labels(self.service).inc()
                 await self.consumer.seek_to_beginning(tp)
         self.assigned_once.set()
+
+    def forget(self, revoked) -> None:
+        """Partitions this member no longer reads: their lag is another member's to report."""
+        for tp in revoked:
+            self.positions.pop(tp, None)
+            with suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(
+                    self.service, self.group_id, tp.topic, str(tp.partition)
+                )
 
     async def start(self) -> None:
         self.cluster = await cluster_id(self.bootstrap)
@@ -323,31 +346,35 @@ class PgOffsetConsumer:
             if not records:
                 self.healthy = True
                 continue
-            started = time.perf_counter()
             failed = await self._process_in_groups(batches)
             if failed:
                 # Database or network trouble heals; a bug in a handler does not, but retrying
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
                 self.healthy = False
-                exc = failed[0][1]
-                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
-                log.warning(
-                    "%s: batch failed (%r); retrying in %.1fs",
-                    self.group_id,
-                    exc,
-                    backoff,
-                    exc_info=exc if not expected else None,
-                )
-                for group, _ in failed:
-                    for tp, part in group.items():
-                        self.consumer.seek(tp, part[0].offset)
+                for group, exc in failed:
+                    metrics.BATCH_FAILURES.labels(self.service).inc()
+                    expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
+                    starts = {tp: part[0].offset for tp, part in group.items()}
+                    log.warning(
+                        "%s: batch failed (%r); retrying %s in %.1fs",
+                        self.group_id,
+                        exc,
+                        ", ".join(f"{partition_of(tp)}@{o}" for tp, o in starts.items()),
+                        backoff,
+                        exc_info=exc if not expected else None,
+                        extra={
+                            "group": self.group_id,
+                            "topic": ",".join(sorted({tp.topic for tp in starts})),
+                            "offsets": {partition_of(tp): o for tp, o in starts.items()},
+                        },
+                    )
+                    for tp, offset in starts.items():
+                        self.consumer.seek(tp, offset)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
                 continue
             backoff = 0.5
             self.healthy = True
-            metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-            metrics.EVENTS_IN.labels(self.service).inc(len(records))
             try:  # for lag tooling only; the truth is in PostgreSQL
                 await self.consumer.commit(
                     {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -375,7 +402,9 @@ class PgOffsetConsumer:
 
     async def _process(self, batches) -> None:
         records = [r for part in batches.values() for r in part]
-        async with self.pool.acquire() as conn, conn.transaction():
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn, metrics.counted(conn):
+            metrics.EVENTS_IN.labels(self.service).inc(len(records))
             await self.handle(conn, records)
             await conn.executemany(
                 "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id)"
@@ -387,6 +416,8 @@ class PgOffsetConsumer:
                     for tp, part in batches.items()
                 ],
             )
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        metrics.BATCH_RECORDS.labels(self.service).observe(len(records))
         if self.committed is not None:
             self.committed()  # after the commit: what the batch wrote is visible now
 
@@ -399,7 +430,9 @@ class PgOffsetConsumer:
             if high is not None and position is not None:
                 lag = max(0, high - position)
                 backlog += lag
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(
+                    self.service, self.group_id, tp.topic, str(tp.partition)
+                ).set(lag)
         self.backlog = backlog
 
 

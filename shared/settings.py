@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     )
     session_timeout_ms: int = Field(6000, ge=1000)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object per line with tenant, topic, partition and offset "
+        "as fields where they apply (for a log pipeline); `text`: lines for a terminal.",
+    )
 
     # --- Notifier: alert delivery (e-mail over SMTP, webhooks) and the at-risk scan ----------
     # docker-compose points smtp_host/port at Mailpit; the defaults suit a local Mailpit or a

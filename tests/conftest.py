@@ -8,29 +8,19 @@ Services under test read their configuration from the environment, so the fixtur
 from __future__ import annotations
 
 import os
-import socket
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from shared import service
-from shared.db import _with_database, migrate, resolve_database_url
+from shared.db import resolve_database_url
 from shared.embedded import EmbeddedBroker
 from shared.kafka import ensure_topics
 from shared.settings import Settings, get_settings
+from tests.helpers import TMP, free_port, scratch_database
 
 service.exit_on_failure = False  # services run in-process here: fail the test, not pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-TMP = ROOT / ".kizuna" / "test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +29,10 @@ async def database_url():
     TMP.mkdir(parents=True, exist_ok=True)
     base = Settings(data_dir=TMP, database_url=os.environ.get("DATABASE_URL"))
     server_url, embedded = await resolve_database_url(base)
-    name = f"kizuna_test_{uuid.uuid4().hex[:8]}"
-    url = _with_database(server_url, name)
-    await migrate(url)
-    os.environ["DATABASE_URL"] = url
-    get_settings.cache_clear()
-    yield url
-    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(server_url, "test") as url:
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
+        yield url
     del embedded
 
 

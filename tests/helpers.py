@@ -1,16 +1,32 @@
-"""Helpers for tests."""
+"""Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
+running a consumer in-process."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from shared.db import _with_database, database_name, migrate
 from shared.kafka import PgOffsetConsumer
+
+ROOT = Path(__file__).resolve().parent.parent
+TMP = ROOT / ".kizuna" / "test"  # logs and data of what the tests start
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # sample CSV files
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a broker, a service or a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -42,6 +58,14 @@ async def scratch_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def unavailable(reason: str):
+    """Skip where a tool cannot be had; under CI (root, registries reachable) that is a failure:
+    `make test` installs it (deploy/install-test-tools.sh)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it)")
+    pytest.skip(reason)
 
 
 class RunningConsumer:

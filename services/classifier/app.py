@@ -17,6 +17,7 @@ from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings
 
+from . import metrics, store
 from .clock import Clock, clock_loop
 from .consumer import SERVICE, Classifier
 from .relay import Relay
@@ -93,4 +94,12 @@ async def _ready() -> dict[str, bool]:
     }
 
 
-http.install(app, _ready)
+async def _observe() -> None:
+    """The outbox gauges, read from the table at scrape time: they keep rising while the relay
+    is stuck, which is when they matter."""
+    records, age = await store.outbox_waiting(app.state.pool)
+    metrics.OUTBOX_BACKLOG.set(records)
+    metrics.OUTBOX_AGE.set(age)
+
+
+http.install(app, _ready, service=SERVICE, observe=_observe)

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 from functools import partial
 
 import asyncpg
 
-from shared import metrics
-from shared.kafka import PgOffsetConsumer, count_changes
+from shared.kafka import PgOffsetConsumer
+from shared.metrics import counted
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, load_tenant
 
-from . import store
+from . import metrics, store
 from .consumer import emit
 from .domain import lapse, reclassify
 from .relay import Relay
@@ -40,12 +41,12 @@ class Clock:
 
     async def sweep(self, pool: asyncpg.Pool) -> int:
         """Lapse every customer whose lapse date has come; batched, safe with several instances."""
-        moved = 0
+        moved, started = 0, time.perf_counter()
         async with pool.acquire() as conn:
             tenants = await store.tenant_ids(conn)
         for tenant_id in tenants:
             while True:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, counted(conn):
                     tenant = await self.tenant(conn, tenant_id)
                     today = today_in(tenant.time_zone, self.settings)
                     due = await store.due_states(
@@ -58,6 +59,7 @@ class Clock:
                     )
                     moved += len(due)
                     metrics.LAPSES.inc(len(due))
+        metrics.LAPSE_SWEEP_SECONDS.observe(time.perf_counter() - started)
         return moved
 
     async def apply_rules(self, pool: asyncpg.Pool) -> int:
@@ -67,7 +69,7 @@ class Clock:
             pending = await store.tenants_with_new_rules(conn)
         for tenant_id in pending:
             while True:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, counted(conn):
                     tenant = await self.tenant(conn, tenant_id)
                     today = today_in(tenant.time_zone, self.settings)
                     batch = await store.states_before_rules(
@@ -88,6 +90,7 @@ class Clock:
                         ),
                     )
                     done += len(batch)
+                    metrics.RECLASSIFIED.inc(len(batch))
         return done
 
     async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
@@ -101,7 +104,6 @@ class Clock:
                 emit(outbox, tenant.tenant_id, customer, [change])
         await store.save_states(conn, tenant.tenant_id, changed)
         await store.queue_outbox(conn, outbox)
-        count_changes(outbox)
 
 
 async def clock_loop(

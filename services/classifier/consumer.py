@@ -12,7 +12,7 @@ import asyncpg
 from aiokafka import ConsumerRecord
 
 from shared.events import PurchaseEvent
-from shared.kafka import count_changes, decode_records
+from shared.kafka import decode_records
 from shared.settings import Settings
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
@@ -74,7 +74,6 @@ class Classifier:
         for tenant_id, customers in new_by_tenant.items():
             await self._classify(conn, tenants[tenant_id], customers, outbox)
         await store.queue_outbox(conn, outbox)
-        count_changes(outbox)
 
     async def _classify(
         self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list

@@ -11,10 +11,9 @@ import zlib
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from shared import metrics
 from shared.kafka import new_producer, unpack_outbox
 
-from . import store
+from . import metrics, store
 
 log = logging.getLogger("kizuna.relay")
 
@@ -74,7 +73,6 @@ class Relay:
         heads = await store.outbox_heads(self.pool)
         if not heads:
             self.backlog = 0
-            metrics.OUTBOX_BACKLOG.set(0)
             return 0
         ids, total = [], 0
         for head in heads:
@@ -90,7 +88,6 @@ class Relay:
         await store.delete_outbox(self.pool, ids)
         metrics.OUTBOX_PUBLISHED.inc(sent)
         self.backlog = await store.outbox_backlog(self.pool)
-        metrics.OUTBOX_BACKLOG.set(self.backlog)
         return sent
 
     async def _send(self, producer, rows) -> int:

@@ -204,6 +204,15 @@ async def delete_outbox(pool: asyncpg.Pool, ids: list[int]) -> None:
     await pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
 
 
+async def outbox_waiting(pool: asyncpg.Pool) -> tuple[int, float]:
+    """Records not yet published, and the age in seconds of the oldest (0 when none)."""
+    row = await pool.fetchrow(
+        "SELECT coalesce(sum(record_count), 0) AS records,"
+        " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age FROM outbox"
+    )
+    return row["records"], float(row["age"])
+
+
 async def outbox_backlog(pool: asyncpg.Pool) -> int:
     return await pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
 

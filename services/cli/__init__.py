@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from datetime import date
 
+from shared import logs
 from shared.settings import Settings, get_settings, today_in
 
 SERVICES = ("ingest", "classifier", "reports", "notifier")
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiokafka narrates every join and rebalance at INFO; keep the console for what matters
-    logging.getLogger("aiokafka").setLevel(
-        max(logging.WARNING, logging.getLevelName(level.upper()))
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_serve(args, settings: Settings) -> int:
@@ -42,6 +31,7 @@ def cmd_serve(args, settings: Settings) -> int:
         host=settings.host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # the process's logging (shared.logs), JSON included, not uvicorn's own
         access_log=False,
         timeout_graceful_shutdown=30,
     )
@@ -319,5 +309,5 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if getattr(args, "tenant", "x") is None:
         args.tenant = settings.default_tenant
-    _logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format, getattr(args, "service", None))
     return args.func(args, settings) or 0

@@ -70,4 +70,4 @@ app.include_router(purchases.router)
 app.include_router(imports.router)
 
 
-http.install(app, _ready)
+http.install(app, _ready, service="ingest")

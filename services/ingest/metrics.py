@@ -1,7 +1,7 @@
 """Ingest's own Prometheus metrics, on its ``/metrics`` (what every service reports is in
 shared/metrics.py)."""
 
-from prometheus_client import Counter
+from shared.metrics import Counter
 
 INGEST_ACCEPTED = Counter(
     "kizuna_ingest_accepted_total", "Purchase events acknowledged by the broker"

@@ -257,7 +257,7 @@ async def _ready() -> dict[str, bool]:
     }
 
 
-http.install(app, _ready)
+http.install(app, _ready, service=SERVICE)
 
 
 def _problems(exc: ValidationError) -> list[dict[str, str]]:

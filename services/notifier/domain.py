@@ -3,8 +3,8 @@ which alerts go where, the tenant's notification settings and follow-up sequence
 active customer's silence is already long for them.
 
 Pure: no I/O and no clock (``today`` and ``now`` are arguments), so the rules are table-tested
-in tests/unit. Only the chain-wide scope (``all``) makes work: a customer who stopped buying at
-one branch but still buys at another has not left the company.
+in tests/notifier/. Only the chain-wide scope (``all``) makes work: a customer who stopped buying
+at one branch but still buys at another has not left the company.
 """
 
 from __future__ import annotations

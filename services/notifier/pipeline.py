@@ -144,8 +144,7 @@ class Notifier:
             conn, [s for c in changes if (s := stop_sequence(c)) is not None]
         )
         comebacks = await store.reactivate(conn, [a for a in actions if isinstance(a, Reactivated)])
-        # Counted before the commit: a batch that then fails and is retried counts twice,
-        # which a counter of work created can bear (the tasks themselves are exact).
+        # Counted when the consumer's transaction commits (shared.metrics.counted).
         if opened:
             metrics.FOLLOWUPS_OPENED.labels(LAPSED).inc(opened)
         if raised:

@@ -584,7 +584,8 @@ async def customer_names(
     """Customers' names for templates, from the customer master data (`kizuna import
     customers`); a customer without one is absent, and templates show the id instead."""
     rows = await conn.fetch(
-        "SELECT customer_id, name FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
+        "SELECT customer_id, name FROM customer_details"
+        " WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
         " AND name IS NOT NULL AND name <> ''",
         tenant_id,
         list(customer_ids),
@@ -944,27 +945,25 @@ async def at_risk_candidates(
     days: one per order (sales sharing an order_id are one order, dated by the earliest),
     voided orders left out, as ``shared.cpm.compute_figures`` counts them.
 
-    Why the notifier reads the classifier's ``customer_states`` (scope 'all') and
-    ``purchases`` here, read-only, instead of consuming a topic: both services share the
-    database; the silence looked for is the *absence* of events, so no event carries it; and a
-    customer's rhythm (the median gap between their purchase days) needs their whole purchase
-    history, which the classifier already keeps. A topic would only copy that table. Nothing
-    here writes to those tables; should the services ever get databases of their own, this
-    query (and ``close_at_risk``) is what a read model must replace."""
+    Why the notifier reads the classifier's state here, through its views
+    ``chain_customer_states`` and ``counted_sales`` (015_views.sql), instead of consuming a
+    topic: both services share the database; the silence looked for is the *absence* of events,
+    so no event carries it; and a customer's rhythm (the median gap between their purchase days)
+    needs their whole purchase history, which the classifier already keeps. A topic would only
+    copy that table. Should the services ever get databases of their own, this query (and
+    ``close_at_risk``) is what a read model must replace."""
     rows = await conn.fetch(
         "SELECT s.customer_id, s.segment, s.home_branch_id, s.total_amount, s.last_purchase_on,"
         "   s.lapse_due_on,"
-        # One index range over the customer's purchases: group by order (a sale without an
-        # order id is its own); an order with a void is cancelled; dated by its earliest sale.
+        # A purchase day is the day of an order's earliest sale; counted_sales leaves voided
+        # orders out (the rule of compute_figures, held to it by a test).
         "   ARRAY(SELECT DISTINCT o.on_ FROM ("
-        "     SELECT min(p.occurred_on) FILTER (WHERE p.kind = 'sale') AS on_ FROM purchases p"
-        "     WHERE p.tenant_id = s.tenant_id AND p.customer_id = s.customer_id"
-        "       AND p.occurred_on <= $4 AND p.kind IN ('sale', 'void')"
-        "     GROUP BY coalesce('o:' || p.order_id, 'e:' || p.event_id)"
-        "     HAVING NOT bool_or(p.kind = 'void')) o"
-        "   WHERE o.on_ IS NOT NULL ORDER BY o.on_) AS order_dates"
-        " FROM customer_states s"
-        " WHERE s.tenant_id = $1 AND s.customer_id > $5 AND s.scope = 'all'"
+        "     SELECT min(c.occurred_on) AS on_ FROM counted_sales c"
+        "     WHERE c.tenant_id = s.tenant_id AND c.customer_id = s.customer_id"
+        "     GROUP BY c.order_key) o"
+        "   WHERE o.on_ <= $4 ORDER BY o.on_) AS order_dates"
+        " FROM chain_customer_states s"
+        " WHERE s.tenant_id = $1 AND s.customer_id > $5"
         "   AND s.segment = ANY($2::text[]) AND s.last_purchase_on <= $3"
         "   AND NOT EXISTS (SELECT 1 FROM followups f WHERE f.tenant_id = $1"
         "     AND f.dedupe_key = 'at_risk:' || s.customer_id || ':'"
@@ -999,9 +998,9 @@ async def close_at_risk(conn: asyncpg.Connection, tenant_id: str, on: date) -> i
         "UPDATE followups f SET status = 'done', done_on = $2, updated_at = now(),"
         "   outcome = CASE WHEN s.last_purchase_on > f.last_purchase_on THEN 'bought'"
         "     WHEN s.segment LIKE '%\\_lapsed' THEN 'lapsed' ELSE 'left' END"
-        " FROM customer_states s"
+        " FROM chain_customer_states s"
         " WHERE f.tenant_id = $1 AND f.reason = 'at_risk' AND f.status = 'open'"
-        "   AND s.tenant_id = f.tenant_id AND s.customer_id = f.customer_id AND s.scope = 'all'"
+        "   AND s.tenant_id = f.tenant_id AND s.customer_id = f.customer_id"
         "   AND (s.last_purchase_on > f.last_purchase_on OR s.segment IS NULL"
         "     OR s.segment NOT LIKE '%\\_active')",
         tenant_id,

@@ -98,7 +98,12 @@ class EmailChannel:
         except (smtplib.SMTPException, OSError) as exc:
             return SendResult(False, f"{type(exc).__name__}: {exc}")
         if refused:
-            log.warning("delivery %s: some recipients refused: %s", delivery.id, refused)
+            log.warning(
+                "delivery %s: some recipients refused: %s",
+                delivery.id,
+                refused,
+                extra={"tenant": delivery.tenant_id, "delivery": delivery.id},
+            )
         return SendResult(True)
 
     def _send(self, message, recipients: list[str]) -> dict:
@@ -214,7 +219,9 @@ class DeliveryWorker:
                         self.settings.delivery_backoff_max_seconds,
                     ),
                 )
-        metrics.DELIVERIES.labels(delivery.channel, "retry" if status == "pending" else status).inc()
+        metrics.DELIVERIES.labels(
+            delivery.channel, "retry" if status == "pending" else status
+        ).inc()
         if status == "dead":
             log.warning(
                 "delivery %s (%s to %s) is dead after %d tries: %s",
@@ -223,6 +230,7 @@ class DeliveryWorker:
                 delivery.target,
                 attempts,
                 result.error,
+                extra={"tenant": delivery.tenant_id, "delivery": delivery.id},
             )
 
     async def assemble_digests(self) -> int:

@@ -1,5 +1,5 @@
 """The reports service's pure logic for analyses built on the portfolio: the owner's questions,
-RFM ranks, the LTV projection and DM response tracking. No I/O; table-tested in tests/unit.
+RFM ranks, the LTV projection and DM response tracking. No I/O; table-tested in tests/reports/.
 
 Where the figures come from (all per tenant and scope):
 

@@ -100,7 +100,7 @@ async def _ready() -> dict[str, bool]:
     return checks
 
 
-http.install(app, _ready)
+http.install(app, _ready, service=SERVICE)
 app.include_router(dashboard_api.router)
 app.include_router(gateway.router)
 

@@ -53,48 +53,38 @@ def change_cause(previous: Mapping | None, entry: Mapping) -> str:
 
 
 def timeline_changes(entries: Sequence[Mapping]) -> list[dict]:
-    """A customer's timeline (oldest first) as the list of changes shown on their page, newest
-    first, each with the segment before and after and its cause."""
+    """A customer's timeline (oldest first) as the segment changes shown on their page, newest
+    first: each entry whose segment differs from the one before, with its cause and figures
+    (purchases that left the segment as it was are on the page's purchase list)."""
     out, previous = [], None
     for entry in entries:
-        out.append(
-            {
-                "effective_on": entry["effective_on"].isoformat(),
-                "from_segment": previous["segment"] if previous else None,
-                "to_segment": entry["segment"],
-                "cause": change_cause(previous, entry),
-                "purchase_count": entry["purchase_count"],
-                "total_amount": str(entry["total_amount"]),
-            }
-        )
+        if previous is None or entry["segment"] != previous["segment"]:
+            out.append(
+                {
+                    "effective_on": entry["effective_on"].isoformat(),
+                    "from_segment": previous["segment"] if previous else None,
+                    "to_segment": entry["segment"],
+                    "cause": change_cause(previous, entry),
+                    "purchase_count": entry["purchase_count"],
+                    "total_amount": str(entry["total_amount"]),
+                }
+            )
         previous = entry
     return out[::-1]
 
 
-def histogram(values: Iterable[float], edges: Sequence[float]) -> list[dict]:
-    """Counts per bucket ``[edges[i], edges[i+1])``; the last bucket is open above."""
-    counts = [0] * len(edges)
-    for v in values:
-        i = _bucket(v, edges)
-        if i is not None:
-            counts[i] += 1
+def histogram(edges: Sequence[float], counts: Mapping[int, int]) -> list[dict]:
+    """Buckets ``[edges[i], edges[i+1])`` (the last open above) from counts keyed by
+    PostgreSQL's ``width_bucket(value, edges)`` index: ``i + 1`` for bucket ``i``, 0 below the
+    first edge (left out)."""
     return [
-        {"from": edges[i], "to": edges[i + 1] if i + 1 < len(edges) else None, "count": counts[i]}
+        {
+            "from": edges[i],
+            "to": edges[i + 1] if i + 1 < len(edges) else None,
+            "count": int(counts.get(i + 1, 0)),
+        }
         for i in range(len(edges))
     ]
-
-
-def _bucket(value: float, edges: Sequence[float]) -> int | None:
-    if value < edges[0]:
-        return None
-    lo, hi = 0, len(edges) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if edges[mid] <= value:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 GAP_EDGES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330, 365, 450, 540, 730]
@@ -165,11 +155,13 @@ def suggest_rules(
     return rules, reasons
 
 
-def preview_moves(rows: Iterable[Mapping], today: date, rules: Rules) -> Counter:
+def preview_moves(
+    rows: Iterable[Mapping], today: date, rules: Rules, moves: Counter | None = None
+) -> Counter:
     """(current segment, segment under ``rules`` as of ``today``) → customers, for customer
-    rows with their figures: what saving the borders would do, by the same function the
-    classifier re-classifies with."""
-    moves: Counter = Counter()
+    rows with their figures, added to ``moves``: what saving the borders would do, by the same
+    function the classifier re-classifies with."""
+    moves = Counter() if moves is None else moves
     for row in rows:
         if row["segment"] is None or row["first_purchase_on"] is None:
             continue

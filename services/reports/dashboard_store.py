@@ -7,6 +7,7 @@ the scope (a page opened when borders are reviewed, not every morning).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 
@@ -52,7 +53,7 @@ async def purchases(
     """A customer's purchase events, newest first (voids count everywhere, like cpm.in_scope)."""
     return await conn.fetch(
         "SELECT event_id, kind, branch_id, occurred_at, occurred_on, amount, order_id,"
-        " payload->'lines' AS lines FROM purchases"
+        " lines FROM purchase_events"
         " WHERE tenant_id = $1 AND customer_id = $2"
         "  AND ($3 = 'all' OR branch_id = $3 OR kind = 'void')"
         " ORDER BY occurred_at DESC, event_id LIMIT $4",
@@ -104,43 +105,71 @@ async def segment_search(
     return total, rows
 
 
-async def repurchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list[int]:
-    """Days between consecutive purchase days of each customer (sales; same-day purchases are
-    one visit), for the rules page's distribution."""
-    rows = await conn.fetch(
-        "SELECT gap FROM ("
-        "  SELECT occurred_on - lag(occurred_on) OVER (PARTITION BY customer_id ORDER BY occurred_on)"
-        "   AS gap FROM (SELECT DISTINCT customer_id, occurred_on FROM purchases"
-        "    WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)) v) g"
-        " WHERE gap IS NOT NULL",
+# Days between consecutive purchase days of each customer (sales; same-day purchases are one
+# visit), and days from each customer's first purchase day to their second.
+_GAPS = (
+    "SELECT occurred_on - lag(occurred_on) OVER (PARTITION BY customer_id ORDER BY occurred_on)"
+    " AS gap, row_number() OVER (PARTITION BY customer_id ORDER BY occurred_on) AS n"
+    " FROM (SELECT DISTINCT customer_id, occurred_on FROM purchase_events"
+    "  WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)) v"
+)
+
+
+async def gap_figures(conn: asyncpg.Connection, tenant_id: str, scope: str, edges: list[int]):
+    """The repurchase gaps counted per bucket of ``edges`` (``width_bucket`` index → count),
+    their 90th percentile, and the 75th percentile of the gap to the second purchase: one pass
+    over the scope's sales, aggregated in PostgreSQL."""
+    return await conn.fetchrow(
+        f"WITH g AS ({_GAPS})"
+        " SELECT (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY gap) FROM g"
+        "          WHERE gap IS NOT NULL) AS gap_p90,"
+        "  (SELECT percentile_disc(0.75) WITHIN GROUP (ORDER BY gap) FROM g WHERE n = 2)"
+        "   AS second_p75,"
+        "  (SELECT coalesce(jsonb_object_agg(b, c), '{}') FROM (SELECT width_bucket(gap, $3::int[])"
+        "    AS b, count(*) AS c FROM g WHERE gap IS NOT NULL GROUP BY 1) x) AS buckets",
         tenant_id,
         scope,
+        edges,
     )
-    return [r["gap"] for r in rows]
 
 
-async def second_purchase_gaps(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list[int]:
-    """Days from each customer's first purchase day to their second."""
-    rows = await conn.fetch(
-        "SELECT occurred_on - first_on AS gap FROM ("
-        "  SELECT occurred_on, min(occurred_on) OVER w AS first_on,"
-        "   dense_rank() OVER (PARTITION BY customer_id ORDER BY occurred_on) AS n"
-        "  FROM purchases WHERE tenant_id = $1 AND kind = 'sale' AND ($2 = 'all' OR branch_id = $2)"
-        "  WINDOW w AS (PARTITION BY customer_id)) v WHERE n = 2",
+async def total_figures(conn: asyncpg.Connection, tenant_id: str, scope: str, edges: list[int]):
+    """Customers' totals counted per bucket of ``edges``, and for repeat customers the 80th
+    percentile of totals and the median tenure: one aggregate over the scope's customers."""
+    return await conn.fetchrow(
+        "WITH c AS (SELECT purchase_count, total_amount, last_purchase_on - first_purchase_on"
+        "  AS tenure FROM report_customers WHERE tenant_id = $1 AND scope = $2"
+        "  AND segment IS NOT NULL)"
+        " SELECT (SELECT percentile_disc(0.8) WITHIN GROUP (ORDER BY total_amount) FROM c"
+        "          WHERE purchase_count >= 2) AS repeat_total_p80,"
+        "  (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY tenure) FROM c"
+        "    WHERE purchase_count >= 2) AS repeat_tenure_median,"
+        "  (SELECT coalesce(jsonb_object_agg(b, n), '{}') FROM (SELECT"
+        "    width_bucket(total_amount, $3::numeric[]) AS b, count(*) AS n FROM c GROUP BY 1) x)"
+        "   AS buckets",
         tenant_id,
         scope,
+        edges,
     )
-    return [r["gap"] for r in rows]
 
 
-async def customer_figures(conn: asyncpg.Connection, tenant_id: str, scope: str) -> list:
-    """Every customer of the scope in a segment, with the figures a classification needs."""
-    return await conn.fetch(
+PREVIEW_BATCH = 10_000
+
+
+async def customer_figures(
+    conn: asyncpg.Connection, tenant_id: str, scope: str
+) -> AsyncIterator[list]:
+    """Every customer of the scope in a segment, with the figures a classification needs, in
+    batches from a server-side cursor (a million customers never sit in memory at once).
+    ``conn`` must be in a transaction."""
+    cursor = await conn.cursor(
         "SELECT segment, purchase_count, total_amount, first_purchase_on, last_purchase_on"
         " FROM report_customers WHERE tenant_id = $1 AND scope = $2 AND segment IS NOT NULL",
         tenant_id,
         scope,
     )
+    while rows := await cursor.fetch(PREVIEW_BATCH):
+        yield rows
 
 
 async def target(conn: asyncpg.Connection, tenant_id: str) -> Decimal | None:

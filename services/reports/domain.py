@@ -1,5 +1,5 @@
 """The reports service's pure logic: folding customer states into per-customer rows, timelines and
-portfolio deltas, and shaping what the HTTP API returns. No I/O; table-tested in tests/unit.
+portfolio deltas, and shaping what the HTTP API returns. No I/O; table-tested in tests/reports/.
 
 How a customer state becomes portfolio numbers: reports keep, per (tenant, scope, customer), the
 last applied state (``CustomerRow``) and the customer's timeline: every applied state as an

@@ -1,7 +1,7 @@
 """The reports service's own Prometheus metrics, on its ``/metrics`` (what every service
 reports is in shared/metrics.py)."""
 
-from prometheus_client import Counter
+from shared.metrics import Counter
 
 STATES_APPLIED = Counter(
     "kizuna_reports_states_applied_total", "Customer states applied to the portfolio"

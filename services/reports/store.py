@@ -361,7 +361,7 @@ LIST_COLUMNS = (
     " c.postal_code, concat_ws(' ', c.address1, c.address2) AS address, c.mail_consent"
 )
 LIST_FROM = (
-    "report_customers r LEFT JOIN customers c"
+    "report_customers r LEFT JOIN customer_details c"
     " ON c.tenant_id = r.tenant_id AND c.customer_id = r.customer_id"
 )
 
@@ -700,17 +700,16 @@ async def top_products(
     per_customer: int = 3,
 ) -> dict[str, list[dict]]:
     """⑧ What each of these customers buys most: their sales' line items in the classifier's
-    event store (the shared database; customer states carry no line items), by quantity, voided
-    orders left out. A customer whose purchases carried no lines has none."""
+    event store (customer states carry no line items), read through its view ``counted_sales``
+    (015_views.sql, voided orders left out), by quantity. A customer whose purchases carried no
+    lines has none."""
     rows = await conn.fetch(
-        "SELECT p.customer_id, coalesce(l->>'sku', l->>'name') AS sku, max(l->>'name') AS name,"
+        "SELECT c.customer_id, coalesce(l->>'sku', l->>'name') AS sku, max(l->>'name') AS name,"
         " sum(coalesce((l->>'quantity')::numeric, 1)) AS quantity,"
-        " count(DISTINCT coalesce(p.order_id, p.event_id)) AS orders"
-        " FROM purchases p CROSS JOIN LATERAL jsonb_array_elements(coalesce(p.payload->'lines', '[]')) l"
-        " WHERE p.tenant_id = $1 AND p.customer_id = ANY($2::text[]) AND p.kind = 'sale'"
-        " AND ($3 = 'all' OR p.branch_id = $3)"
-        " AND NOT EXISTS (SELECT 1 FROM purchases v WHERE v.tenant_id = p.tenant_id"
-        "   AND v.customer_id = p.customer_id AND v.kind = 'void' AND v.order_id = p.order_id)"
+        " count(DISTINCT c.order_key) AS orders"
+        " FROM counted_sales c CROSS JOIN LATERAL jsonb_array_elements(c.lines) l"
+        " WHERE c.tenant_id = $1 AND c.customer_id = ANY($2::text[])"
+        " AND ($3 = 'all' OR c.branch_id = $3)"
         " AND coalesce(l->>'sku', l->>'name') IS NOT NULL"
         " GROUP BY 1, 2 ORDER BY 1, quantity DESC, orders DESC, sku",
         tenant_id,

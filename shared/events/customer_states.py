@@ -11,13 +11,28 @@ from shared.events.segment_changes import SegmentChange
 
 
 class FiguresBefore(BaseModel):
-    segment: str | None
-    purchase_count: int
-    total_amount: Decimal
-    first_purchase_on: date | None
-    last_purchase_on: date | None
-    tenure_days: int | None
-    lapse_days: int | None
+    """The customer's figures in this scope just before the change."""
+
+    segment: str | None = Field(
+        description="Segment before the change (null when the customer was in none).",
+        examples=["first_active"],
+    )
+    purchase_count: int = Field(description="Purchases counted (an order is one).", examples=[1])
+    total_amount: Decimal = Field(
+        description="Spending, tax included, returns subtracted.", examples=["10800"]
+    )
+    first_purchase_on: date | None = Field(
+        description="Day of the first counted purchase (tenant's zone).", examples=["2026-05-02"]
+    )
+    last_purchase_on: date | None = Field(
+        description="Day of the last counted purchase (tenant's zone).", examples=["2026-05-02"]
+    )
+    tenure_days: int | None = Field(
+        description="Days from the first to the last purchase.", examples=[0]
+    )
+    lapse_days: int | None = Field(
+        description="Days since the last purchase, as of the change.", examples=[201]
+    )
 
 
 class CustomerState(SegmentChange):

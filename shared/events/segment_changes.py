@@ -26,9 +26,11 @@ class SegmentChange(BaseModel):
         "`corrects_from`, and a reader of version 1 that ignores it would keep changes a "
         "correction withdrew.",
     )
-    tenant_id: str = Field(examples=["demo"])
+    tenant_id: str = Field(description="The retail chain or mail-order company.", examples=["demo"])
     scope: str = Field(description="A branch_id, or 'all' for the whole chain.", examples=["all"])
-    customer_id: str = Field(examples=["C000123"])
+    customer_id: str = Field(
+        description="The member or customer number, as in the purchases.", examples=["C000123"]
+    )
     seq: int = Field(
         description="Per customer and scope, strictly increasing in publish order; the message "
         "with the highest seq carries the customer's current figures and segment.",
@@ -53,12 +55,26 @@ class SegmentChange(BaseModel):
         "clock, or new borders (`rules`).",
         examples=["lapse"],
     )
-    purchase_count: int = Field(description="Purchases (orders) counted, after the change.")
-    total_amount: Decimal = Field(description="Sales after returns and voids, tax included.")
-    first_purchase_on: date | None
-    last_purchase_on: date | None
-    tenure_days: int | None = Field(description="Days from the first to the last purchase.")
-    lapse_days: int | None = Field(description="Days from the last purchase to `effective_on`.")
+    purchase_count: int = Field(
+        description="Purchases (orders) counted, after the change.", examples=[12]
+    )
+    total_amount: Decimal = Field(
+        description="Sales after returns and voids, tax included.", examples=["186400"]
+    )
+    first_purchase_on: date | None = Field(
+        description="Day of the first counted purchase (tenant's zone; null: none counted).",
+        examples=["2024-03-09"],
+    )
+    last_purchase_on: date | None = Field(
+        description="Day of the last counted purchase (tenant's zone; null: none counted).",
+        examples=["2026-04-04"],
+    )
+    tenure_days: int | None = Field(
+        description="Days from the first to the last purchase.", examples=[756]
+    )
+    lapse_days: int | None = Field(
+        description="Days from the last purchase to `effective_on`.", examples=[230]
+    )
     home_branch_id: str | None = Field(
         None, description="Branch with most of the customer's spending (extension)."
     )

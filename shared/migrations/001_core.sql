@@ -1,3 +1,9 @@
+-- Owners. tenants, tenant_rules: shared (shared/tenants.py writes them: reports' PUT /v1/rules
+--   adds a version, the classifier marks it applied); every service may read a tenant's time
+--   zone and borders. purchases (the event store) and customer_states: the classifier; another
+--   service reads them only through the views of 015_views.sql. outbox, consumer_offsets:
+--   shared/kafka.py (each consumer writes its rows in its batch's transaction; the
+--   classifier's relay publishes and deletes outbox rows).
 -- Tenants, their versioned borders, the event store, classifier state, outbox, consumer offsets.
 CREATE TABLE tenants (
     tenant_id             text PRIMARY KEY,

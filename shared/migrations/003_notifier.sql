@@ -1,3 +1,4 @@
+-- Owner: the notifier (services/notifier/store.py); no other service reads these.
 -- Notifier: follow-up tasks (one per customer and lapse) and comebacks.
 CREATE TABLE followups (
     id            bigserial PRIMARY KEY,

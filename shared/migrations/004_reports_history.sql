@@ -1,3 +1,4 @@
+-- Owner: the reports service (services/reports/store.py); no other service reads these.
 -- Reports (issue 6): history, transitions, the owner's questions, RFM, DM response tracking.
 -- Design and reasons: services/reports/history.py (timeline and monthly moves) and
 -- services/reports/analysis.py. Invariants kept by services/reports, in the consumer's

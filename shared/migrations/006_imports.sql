@@ -1,5 +1,8 @@
+-- Owner: ingest (services/ingest/imports/store.py). customers (master data) is read by reports
+--   and the notifier only through the view customer_details of 015_views.sql.
 -- CSV imports (issue 5): one row per import with its progress and checkpoint, the rejected rows
--- with line/column/value/reason, and the customers' master data. Design: services/importer.py.
+-- with line/column/value/reason, and the customers' master data. Design:
+-- services/ingest/imports/runner.py.
 
 -- An import of one file. `last_line` is the checkpoint: every data row starting on or before it
 -- is acknowledged by the broker (sales), stored (customers) or recorded as rejected, so a resumed

@@ -1,3 +1,4 @@
+-- Owner: shared/kafka.py (written by every consumer; published by the classifier's relay).
 -- The outbox holds one row per transaction with all of its records packed together
 -- (one line per record: topic TAB key-as-JSON TAB payload). The classifier writes thousands of
 -- records per batch; as single rows they were the largest PostgreSQL cost of a batch (COPY,

@@ -1,9 +1,10 @@
+-- Owner: ingest (services/ingest/imports/store.py).
 -- Sales imports publish in date order (issue 5, "history gives history"). Design:
--- services/importer.py. An import of sales now runs in two phases:
+-- services/ingest/imports/runner.py. An import of sales now runs in two phases:
 --
 -- 'read'    the file is parsed and every accepted row is copied (COPY) into the import's own
 --           staging table, import_staged_<id> (UNLOGGED; created, indexed and dropped by
---           services/importer_store.py), in the same transaction as the checkpoint that covers
+--           services/ingest/imports/store.py), in the same transaction as the checkpoint that covers
 --           it: `last_line`, the counts and the rejected rows, as before.
 -- 'publish' the staged rows are published ORDER BY occurred_at, line, a page at a time; after
 --           each page the broker acknowledged, the checkpoint is the number published and the

@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import TMP, free_port, wait_for
 
 
 class ServiceProcess:

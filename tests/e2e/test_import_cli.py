@@ -18,8 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from services.cli.bench.imports import write_sample_sales
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES
-from tests.conftest import TMP, free_port
-from tests.helpers import wait_for
+from tests.helpers import TMP, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 

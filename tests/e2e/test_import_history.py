@@ -21,8 +21,7 @@ from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES
 from shared.kafka import ensure_topics, group_lag
-from tests.conftest import TMP, free_port
-from tests.helpers import scratch_database, wait_for
+from tests.helpers import TMP, free_port, scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -45,27 +45,6 @@ class CustomerReader(_Reader):
 
     kind = "customers"
 
-    def __init__(
-        self,
-        source: Source,
-        *,
-        tenant: str,
-        branch: str | None = None,
-        mapping_overrides: MappingABC[str, str] | Iterable[str] | None = None,
-        on_progress: Callable[[Any], None] | None = None,
-        progress_every: int = 10_000,
-        raise_mapping: bool = True,
-    ):
-        super().__init__(
-            source,
-            tenant=tenant,
-            branch=branch,
-            mapping_overrides=mapping_overrides,
-            on_progress=on_progress,
-            progress_every=progress_every,
-            raise_mapping=raise_mapping,
-        )
-
     def _prepare(self) -> None:
         assert self.mapping is not None
         self._idx = dict(self.mapping.fields)

@@ -310,10 +310,10 @@ class _Reader:
         source: Source,
         *,
         tenant: str,
-        branch: str | None,
-        mapping_overrides: MappingABC[str, str] | Iterable[str] | None,
-        on_progress: Callable[[Any], None] | None,
-        progress_every: int,
+        branch: str | None = None,
+        mapping_overrides: MappingABC[str, str] | Iterable[str] | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        progress_every: int = 10_000,
         raise_mapping: bool = True,
     ):
         if not tenant:

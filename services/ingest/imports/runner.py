@@ -786,6 +786,7 @@ class ImportRunner:
         return claim.row, "resumed" if claim.resumed else "new"
 
     async def _run(self, conn, claim: store.Claim, reader, path: Path) -> None:
+        context = {"tenant": claim.row.get("tenant_id"), "import_id": claim.id}
         try:
             row = await run_import(conn, claim, reader, publisher=self.publisher)
             log.info(
@@ -794,13 +795,14 @@ class ImportRunner:
                 row["rows"],
                 row["accepted"],
                 row["rejected"],
+                extra=context,
             )
         except ImportFailed as exc:
-            log.warning("import %s failed: %s", claim.id, exc)
+            log.warning("import %s failed: %s", claim.id, exc, extra=context)
         except asyncio.CancelledError:
-            log.info("import %s interrupted", claim.id)
+            log.info("import %s interrupted", claim.id, extra=context)
         except Exception:  # noqa: BLE001 - recorded in the imports row; keep ingest serving
-            log.exception("import %s ended unexpectedly", claim.id)
+            log.exception("import %s ended unexpectedly", claim.id, extra=context)
         finally:
             with contextlib.suppress(Exception):
                 await store.release(conn, claim.id)

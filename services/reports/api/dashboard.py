@@ -155,25 +155,8 @@ async def segment_list(
     }
 
 
-def _percentile(values: list, share: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(share * len(ordered)))])
-
-
-async def _data_figures(conn, tenant_id: str, scope: str) -> dict:
-    gaps = await dstore.repurchase_gaps(conn, tenant_id, scope)
-    seconds = await dstore.second_purchase_gaps(conn, tenant_id, scope)
-    rows = await dstore.customer_figures(conn, tenant_id, scope)
-    repeat = [r for r in rows if r["purchase_count"] >= 2]
-    return {
-        "gaps": gaps,
-        "seconds": seconds,
-        "totals": [float(r["total_amount"]) for r in rows],
-        "repeat_totals": [r["total_amount"] for r in repeat],
-        "repeat_tenures": [(r["last_purchase_on"] - r["first_purchase_on"]).days for r in repeat],
-    }
+def _buckets(raw) -> dict[int, int]:
+    return {int(k): v for k, v in json.loads(raw).items()}
 
 
 @router.get("/v1/rules/distribution", tags=["rules"])
@@ -181,15 +164,17 @@ async def rules_distribution(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
     """What the borders cut: the distribution of repurchase gaps (days between a customer's
-    consecutive purchase days) and of customers' totals, with the current borders."""
+    consecutive purchase days) and of customers' totals, with the current borders. Counted in
+    PostgreSQL (one pass over the scope's sales, one over its customers)."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
-        figures = await _data_figures(conn, tenant_id, scope)
+        gaps = await dstore.gap_figures(conn, tenant_id, scope, dash.GAP_EDGES)
+        totals = await dstore.total_figures(conn, tenant_id, scope, dash.TOTAL_EDGES)
     return {
         "scope": scope,
         "rules": tenant.rules.model_dump(mode="json"),
-        "repurchase_gaps": dash.histogram(figures["gaps"], dash.GAP_EDGES),
-        "totals": dash.histogram(figures["totals"], dash.TOTAL_EDGES),
+        "repurchase_gaps": dash.histogram(dash.GAP_EDGES, _buckets(gaps["buckets"])),
+        "totals": dash.histogram(dash.TOTAL_EDGES, _buckets(totals["buckets"])),
     }
 
 
@@ -201,14 +186,14 @@ async def rules_suggestion(
     each with the figure it came from; nothing is saved."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
-        f = await _data_figures(conn, tenant_id, scope)
-    p80 = _percentile(f["repeat_totals"], 0.8)
+        gaps = await dstore.gap_figures(conn, tenant_id, scope, dash.GAP_EDGES)
+        totals = await dstore.total_figures(conn, tenant_id, scope, dash.TOTAL_EDGES)
     rules, reasons = dash.suggest_rules(
         tenant.rules,
-        gap_p90=_percentile(f["gaps"], 0.9),
-        second_purchase_p75=_percentile(f["seconds"], 0.75),
-        repeat_total_p80=Decimal(str(p80)) if p80 is not None else None,
-        repeat_tenure_median=_percentile(f["repeat_tenures"], 0.5),
+        gap_p90=gaps["gap_p90"],
+        second_purchase_p75=gaps["second_p75"],
+        repeat_total_p80=totals["repeat_total_p80"],
+        repeat_tenure_median=totals["repeat_tenure_median"],
     )
     return {"scope": scope, "rules": rules.model_dump(mode="json"), "basis": reasons}
 
@@ -234,10 +219,12 @@ async def rules_preview(
     saved now: each customer's figures classified by the same function the classifier uses,
     against the segment they are in. Nothing is saved."""
     rules = _rules(payload)
+    moves: Counter = Counter()
     async with pool.acquire() as conn:
         today = await _today(conn, tenant_id, settings)
-        rows = await dstore.customer_figures(conn, tenant_id, scope)
-    moves: Counter = dash.preview_moves(rows, today, rules)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async for rows in dstore.customer_figures(conn, tenant_id, scope):
+                dash.preview_moves(rows, today, rules, moves)
     return dash.preview_body(scope, today, rules, moves)
 
 

@@ -123,7 +123,7 @@ async def stack(broker, database_url):
         "KIZUNA_SWEEP_INTERVAL_SECONDS": "0.2",
         "KIZUNA_DEFAULT_TENANT": tenant,
     }
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     ports = {name: free_port() for name in ("ingest", "classifier", "reports", "notifier")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

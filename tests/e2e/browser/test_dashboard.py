@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+from collections import defaultdict
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -81,14 +84,14 @@ async def test_every_page_fits_the_screen_without_errors(page_at, stack, name, s
         top = await stack.api("/v1/segments/loyal_active/customers", limit=1)
         route = f"#/customer/{top['items'][0]['customer_id']}"
     page = await page_at(WIDTHS[size], route, height=HEIGHTS[size])
+    if os.environ.get("KIZUNA_SCREENSHOTS") and size != "phone":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / f"{name}-{size}.png")
     assert await page.get_attribute("main", "data-page") == name
     assert not await page.locator("main .message.error").count(), await page.inner_text("main")
     assert page.errors == []
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= WIDTHS[size], f"{name} is {width}px wide at {WIDTHS[size]}px"
-    if os.environ.get("KIZUNA_SCREENSHOTS") and size != "phone":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=SCREENSHOTS / f"{name}-{size}.png")
 
 
 async def test_the_matrix_equals_the_api_and_follows_branch_and_date(page_at, stack):
@@ -162,6 +165,16 @@ async def test_marking_a_task_done_removes_it_from_todays_list(page_at, stack):
         ).json()
         done = (await c.get(stack.notifier + "/v1/followups", params={"status": "done"})).json()
     assert task_id not in {str(i["id"]) for i in open_today["items"]}
+
+    # a task left from yesterday is still today's work, marked as carried over
+    carried = ids[0]
+    await stack.pool.execute("UPDATE followups SET due_on = due_on - 1 WHERE id = $1", int(carried))
+    await page.reload()
+    await drawn(page)
+    marked = await page.eval_on_selector_all(
+        "#tasks .task:has(.carried)", "ts => ts.map(t => t.dataset.id)"
+    )
+    assert marked == [carried]
     [item] = [i for i in done["items"] if str(i["id"]) == task_id]
     assert (item["staff_outcome"], item["staff_note"]) == ("reached", "電話でお礼、来週来店予定")
 
@@ -229,6 +242,81 @@ async def test_customer_list_searches_sorts_and_pages_on_the_server(page_at, sta
         "table.changes tbody tr td:nth-child(3)", "tds => tds.map(t => t.innerText)"
     )
     assert causes[0] == "離脱期間の経過" and causes[-1] == "購入"
+
+
+async def test_an_import_shows_what_was_detected_then_its_progress_and_rejected_rows(
+    page_at, stack, tmp_path
+):
+    sales = tmp_path / "売上.csv"
+    sales.write_bytes(
+        "日付,顧客番号,金額,店舗\r\n"
+        '2026/11/20,IMP-1,"12,960",umeda\r\n'
+        "2026/11/21,IMP-2,abc,umeda\r\n"
+        "2026/11/22,IMP-3,5400,umeda\r\n".encode("cp932")
+    )
+    page = await page_at(1440, "#/imports")
+    await page.set_input_files("input[name=file]", str(sales))
+    await page.get_by_role("button", name="内容を確認").click()
+    await page.wait_for_selector("#detected")
+    detected = await page.inner_text("#detected")
+    assert "cp932" in detected.lower() or "shift" in detected.lower(), detected
+    mapped = await page.eval_on_selector_all(
+        "#detected table.mapping tbody tr",
+        "rs => rs.map(r => [...r.cells].map(c => c.innerText))",
+    )
+    assert [row[1:3] for row in mapped] == [
+        ["日付", "date"],
+        ["顧客番号", "customer_id"],
+        ["金額", "amount"],
+        ["店舗", "branch"],
+    ]
+
+    await page.get_by_role("button", name="取込開始").click()
+    await page.wait_for_selector("#import-result dl[data-status=done]", timeout=60_000)
+    progress = await page.inner_text("#import-result")
+    assert "2 ✓ / 1 ✗" in progress
+    async with page.expect_download() as info:
+        await page.click("#import-result a")
+    rejected = tmp_path / "rejected.csv"
+    await (await info.value).save_as(rejected)
+    rows = list(csv.reader(io.StringIO(rejected.read_bytes().decode("utf-8-sig"))))
+    assert [r[:3] for r in rows[1:]] == [["3", "金額", "abc"]]  # the line of the file, as typed
+    await stack.settle()
+
+
+def percentile_disc(values: list, share: float):
+    """PostgreSQL's percentile_disc: the first value whose cumulative share reaches ``share``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+async def test_the_rules_figures_follow_their_plain_definition(stack):
+    rows = await stack.pool.fetch(
+        "SELECT customer_id, occurred_on FROM purchases WHERE tenant_id = $1 AND kind = 'sale'",
+        stack.tenant,
+    )
+    days = defaultdict(set)
+    for r in rows:
+        days[r["customer_id"]].add(r["occurred_on"])
+    gaps, seconds = [], []
+    for visits in days.values():
+        ordered = sorted(visits)
+        gaps += [(b - a).days for a, b in pairwise(ordered)]
+        if len(ordered) > 1:
+            seconds.append((ordered[1] - ordered[0]).days)
+    body = await stack.api("/v1/rules/distribution")
+    for b in body["repurchase_gaps"]:
+        inside = [g for g in gaps if g >= b["from"] and (b["to"] is None or g < b["to"])]
+        assert b["count"] == len(inside), b
+    assert sum(b["count"] for b in body["repurchase_gaps"]) == len(gaps)
+    listed = await stack.api("/v1/portfolio", scope="all")
+    assert sum(b["count"] for b in body["totals"]) == listed["total_customers"]
+
+    suggested = (await stack.api("/v1/rules/suggestion"))["rules"]
+    assert suggested["lapse_days"] == max(30, math.ceil(percentile_disc(gaps, 0.9) / 30) * 30)
+    assert suggested["fledgling_tenure_days"] == max(
+        30, math.ceil(percentile_disc(seconds, 0.75) / 30) * 30
+    )
 
 
 async def test_the_rules_preview_matches_what_saving_does(page_at, stack):

@@ -19,6 +19,13 @@ const PAGES = {
   imports: () => import("./pages/imports.js"),
 };
 const MENU = ["home", "trends", "customers", "followups", "rules", "rfm", "ltv", "dm", "questions", "imports"];
+// What each page needs of the login (shared/access Permission values; GET /v1/session lists the
+// login's). Staff, who may see tasks and customers only, start the day on their task list.
+const NEEDS = {
+  home: "reports", trends: "reports", customers: "lists", customer: "customers",
+  followups: "followups", rules: "reports", rfm: "reports", ltv: "reports", dm: "reports",
+  questions: "reports", imports: "ingest",
+};
 // Pages whose numbers are "as of a day" show the date control.
 const DATED = new Set(["home"]);
 
@@ -30,7 +37,9 @@ export const ctx = {
   get scope() { return parseHash().params.get("scope") || ctx.scopes[0]; },
   get asOf() { return parseHash().params.get("as_of") || ""; },
   reload: () => render(),
-  isOwner: () => !session.who || session.who.role === "owner",
+  // Whether the login may do this (a development stack without accounts may do everything).
+  may: (permission) => !session.who || !session.who.permissions || session.who.permissions.includes(permission),
+  isOwner: () => ctx.may("settings"),
   // Changes the hash (and so the page) keeping the branch and date unless given.
   go(page, arg = "", params = {}) {
     const q = new URLSearchParams({ scope: ctx.scope });
@@ -44,12 +53,14 @@ function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, search = ""] = raw.split("?");
   const [page, ...rest] = path.split("/");
-  return { page: PAGES[page] ? page : "home", arg: rest.length ? decodeURIComponent(rest.join("/")) : "", params: new URLSearchParams(search) };
+  const allowed = (p) => PAGES[p] && ctx.may(NEEDS[p]);
+  const fallback = MENU.find(allowed) || "followups";
+  return { page: allowed(page) ? page : fallback, arg: rest.length ? decodeURIComponent(rest.join("/")) : "", params: new URLSearchParams(search) };
 }
 
 function drawMenu(current) {
   const nav = $("menu");
-  nav.replaceChildren(...MENU.map((p) =>
+  nav.replaceChildren(...MENU.filter((p) => ctx.may(NEEDS[p])).map((p) =>
     el("a", { href: `#/${p}?scope=${encodeURIComponent(ctx.scope)}${ctx.asOf ? `&as_of=${ctx.asOf}` : ""}`, class: p === current || (p === "customers" && current === "customer") ? "current" : "", "data-page": p, onclick: () => document.body.classList.remove("menu-open") }, t(p))));
 }
 

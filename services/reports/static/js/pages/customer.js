@@ -4,6 +4,7 @@ import { getJSON, notifier, query } from "../api.js";
 import { day, num, yen } from "../fmt.js";
 import { segmentName, t } from "../i18n.js";
 import { card, el, message, table } from "../ui.js";
+import { ctx } from "../app.js";
 
 export async function render({ scope, arg }) {
   let body;
@@ -13,7 +14,7 @@ export async function render({ scope, arg }) {
     if (e.status === 404) return card(`${t("customer")} ${arg}`, message(t("not_found"), "error"));
     throw e;
   }
-  const tasks = await getJSON(notifier(`/v1/customers/${encodeURIComponent(arg)}/followups`)).catch(() => ({ items: [] }));
+  const tasks = ctx.may("followups") ? await getJSON(notifier(`/v1/customers/${encodeURIComponent(arg)}/followups`)) : { items: [] };
   const c = body.customer;
   const kv = (pairs) => el("dl", { class: "kv" }, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const open = tasks.items.filter((x) => x.status === "open");

@@ -47,7 +47,7 @@ function tableView(body, scope) {
       { label: t("response_rate"), value: (r) => pct(r.response_rate), num: true },
     ], body.by_segment),
     el("div", { class: "row" }, el("a", { class: "button", href: `/v1/dm-tables/${body.id}${query({ format: "csv" })}`, download: "" }, "CSV")),
-    form, status);
+    ctx.may("edit_lists") ? form : null, status);
 }
 
 export async function render({ scope, params }) {
@@ -64,6 +64,6 @@ export async function render({ scope, params }) {
   const picker = list.items.length ? el("select", { "aria-label": t("dm_tables"), onchange: (e) => ctx.go("dm", "", { table: e.target.value }) },
     list.items.map((x) => el("option", { value: x.id, selected: x === chosen }, x.name))) : null;
   return el("div", { class: "grid" },
-    card(t("dm_tables"), el("div", { class: "row" }, picker), create, status),
+    card(t("dm_tables"), el("div", { class: "row" }, picker), ctx.may("edit_lists") ? create : null, status),
     chosen ? tableView(await getJSON(`/v1/dm-tables/${chosen.id}`), scope) : message(t("nothing")));
 }

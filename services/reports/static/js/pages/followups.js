@@ -29,7 +29,7 @@ function task(item, today, scope) {
   el("select", { name: "outcome", "aria-label": t("outcome") }, el("option", { value: "" }, `${t("outcome")}…`), OUTCOMES.map((o) => el("option", { value: o }, t(`outcome_${o}`)))),
   el("input", { name: "note", placeholder: t("note"), "aria-label": t("note"), maxlength: 2000 }),
   el("button", { type: "submit", name: "done" }, t("mark_done")));
-  const node = el("article", { class: "task", dataset: { id: item.id, customer: item.customer_id } },
+  const node = el("article", { class: "task", dataset: { id: item.id, customer: item.customer_id, branch: item.branch_id || "" } },
     el("div", { class: "top" },
       customerLink(item.customer_id, scope),
       el("strong", {}, segmentName(item.segment)),

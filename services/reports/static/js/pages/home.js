@@ -48,7 +48,7 @@ export async function render({ scope, asOf }) {
   const [portfolio, news, atRisk] = await Promise.all([
     getJSON(`/v1/portfolio${q}`),
     getJSON(`/v1/dashboard/news${q}`),
-    getJSON(notifier(`/v1/followups${query({ scope, reason: "at_risk", limit: 100 })}`)).catch(() => ({ items: [], next: null })),
+    getJSON(notifier(`/v1/followups${query({ scope, reason: "at_risk", limit: 100 })}`)),
   ]);
   document.getElementById("as-of").placeholder = day(portfolio.as_of);
   const shares = (key) => Object.fromEntries(portfolio.segments.map((s) => [s.segment, Number(s[key])]));

@@ -20,7 +20,7 @@ function detected(p) {
       { label: t("file"), value: (c) => c.header },
       { label: "→", value: (c) => c.field || "—" },
       { label: t("note"), value: (c) => c.note || "" },
-    ], p.columns),
+    ], p.columns, { class: "mapping" }),
     ...(p.notes || []).map((n) => el("p", { class: "muted" }, n)),
     ...(p.warnings || []).map((n) => message(n, "error")),
     p.error ? message(p.error, "error") : null,
@@ -29,7 +29,7 @@ function detected(p) {
       { label: "line", value: (r) => r.line, num: true },
       { label: "ok", value: (r) => (r.ok ? "✓" : "✗") },
       { label: t("reason"), value: (r) => (r.ok ? "" : `${r.column}: ${r.reason}`) },
-    ], p.rows || []));
+    ], p.rows || [], { class: "rows" }));
 }
 
 function progress(row) {

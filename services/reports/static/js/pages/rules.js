@@ -5,6 +5,7 @@ import { getJSON, query, sendJSON } from "../api.js";
 import { num, yen } from "../fmt.js";
 import { segmentName, t } from "../i18n.js";
 import { card, chart, el, message, table } from "../ui.js";
+import { ctx } from "../app.js";
 
 const FIELDS = [["amount_border", "amount_border"], ["fledgling_tenure_days", "fledgling_tenure_days"], ["loyal_tenure_days", "loyal_tenure_days"], ["lapse_days", "lapse_days_rule"]];
 
@@ -67,14 +68,14 @@ export async function render({ scope }) {
       el("p", { class: "muted", id: "rules-version", dataset: { version: current.version, applied: current.applied_version } },
         `${t("version")} ${current.version} · ${current.applied_version === current.version ? t("applied") : t("applying")}`),
       form,
-      el("div", { class: "row" },
+      ctx.may("settings") ? el("div", { class: "row" },
         el("button", { type: "button", class: "secondary", id: "preview-button", onclick: preview }, t("preview")),
-        el("button", { type: "button", id: "save-rules", onclick: save }, t("save"))),
+        el("button", { type: "button", id: "save-rules", onclick: save }, t("save"))) : el("p", { class: "muted" }, t("owners_only")),
       previewBox, status),
     card(t("suggestion"),
       el("dl", { class: "kv" }, FIELDS.flatMap(([name, label]) => [el("dt", {}, t(label)), el("dd", { dataset: { field: name } }, name === "amount_border" ? yen(suggestion.rules[name]) : num(suggestion.rules[name]))])),
       el("ul", { class: "muted" }, basis.map((b) => el("li", {}, b))),
-      el("button", { type: "button", class: "secondary", id: "use-suggestion", onclick: () => {
+      ctx.may("settings") && el("button", { type: "button", class: "secondary", id: "use-suggestion", onclick: () => {
         for (const [name] of FIELDS) form.elements[name].value = suggestion.rules[name];
         preview();
       } }, t("use_suggestion"))),
