@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from services.classifier.domain import ScopeState, advance, on_new_events
 from services.classifier.store import outbox_rows
-from services.reports.domain import Entry, fold, sum_deltas
+from services.reports.domain import Entry
 from services.reports.history import (
     NEW,
     NONE,
@@ -30,7 +30,6 @@ from services.reports.history import (
     entry_at,
     headline,
     history_body,
-    load_since,
     month_end,
     month_moves,
     months,
@@ -41,12 +40,11 @@ from services.reports.history import (
     transition_cells,
     transition_months,
     transitions_body,
-    updated,
 )
-from services.reports.pipeline import lowest_change
 from shared.cpm import DEFAULT_RULES, SEGMENTS, Purchase, classify, compute_figures, tier_part
 from shared.events import CUSTOMER_STATES, CustomerState
 from shared.timeline import Borders
+from tests.reports.fold import Folder, recomputed_moves
 
 # --- a realistic stream of customer states: the classifier's own domain over random events ------
 
@@ -150,65 +148,6 @@ def classifier_stream(
     return Stream(dict(store), out, start, today, stats=stats)
 
 
-# --- what the consumer does, without a database ----------------------------------------------------
-
-
-class Folder:
-    """The consumer's fold for one tenant in memory: rows, daily deltas, timelines, moves."""
-
-    def __init__(self):
-        self.rows: dict = {}
-        self.timelines: dict = defaultdict(list)
-        self.daily: Counter = Counter()
-        self.moves: dict = {}
-
-    def batch(self, states: list[CustomerState]) -> None:
-        by_key = defaultdict(list)
-        for s in states:
-            by_key[(s.scope, s.customer_id)].append(s)
-        for key, key_states in by_key.items():
-            stored = self.rows.get(key)
-            folded = fold(stored, key_states)
-            if not folded.applied:
-                continue
-            self.rows[key] = folded.row
-            lowest = lowest_change(stored, folded)
-            since = load_since(lowest)
-            full = self.timelines[key]
-            # What the store reads: entries from ``since`` and the one in force before it.
-            before = [e for e in full if e.effective_on < since]
-            loaded = [e for e in full if e.effective_on >= since]
-            if before:
-                loaded.append(max(before, key=lambda e: e.seq))
-            loaded.sort(key=lambda e: e.seq)
-            new_loaded = updated(loaded, folded.removed, folded.added)
-            for k, (c, s, b) in moves_delta(loaded, new_loaded, lowest).items():
-                acc = self.moves.setdefault((key[0], *k), [0, Decimal(0), 0])
-                acc[0] += c
-                acc[1] += s
-                acc[2] += b
-            self.timelines[key] = updated(full, folded.removed, folded.added)
-            for d in sum_deltas([("t", key[0], d) for d in folded.deltas]).daily.items():
-                (_, scope, day, segment), (c, s) = d
-                self.daily[(scope, day, segment, "c")] += c
-                self.daily[(scope, day, segment, "s")] += s
-
-    def nonzero_moves(self) -> dict:
-        return {k: tuple(v) for k, v in self.moves.items() if any(v)}
-
-
-def recomputed_moves(timelines: dict, first: date, last: date) -> dict:
-    """``report_moves`` computed from whole timelines: what the maintained table must equal."""
-    out: dict = {}
-    for (scope, _), entries in timelines.items():
-        for k, (c, s, b) in month_moves(entries, first, last).items():
-            acc = out.setdefault((scope, *k), [0, Decimal(0), 0])
-            acc[0] += c
-            acc[1] += s
-            acc[2] += b
-    return {k: tuple(v) for k, v in out.items() if any(v)}
-
-
 def truth(stream: Stream, scope: str, day: date) -> dict[str, tuple[str, Decimal]]:
     """Every customer's segment and total on ``day``, classified from the event store."""
     out = {}
@@ -269,14 +208,8 @@ def test_fold_builds_a_timeline_whose_moves_equal_a_recompute(stream):
         assert days == sorted(days)
 
 
-# Reports withdraw what a correction withdraws on branch histc (issue 11); until that lands,
-# folding the classifier's corrections as plain changes keeps entries that no longer hold.
-AWAITS_CORRECTIONS = pytest.mark.xfail(
-    strict=False, reason="reports apply corrections (corrects_from): branch histc"
-)
 
 
-@AWAITS_CORRECTIONS
 def test_timeline_and_daily_history_equal_classifying_the_event_store(stream):
     folder = Folder()
     folder.batch(stream.states)
@@ -312,7 +245,6 @@ def test_timeline_and_daily_history_equal_classifying_the_event_store(stream):
                 } == expected, (scope, day)
 
 
-@AWAITS_CORRECTIONS
 def test_transition_tables_equal_classifying_the_event_store(stream):
     folder = Folder()
     folder.batch(stream.states)
@@ -376,17 +308,15 @@ def test_month_moves_of_one_customer():
     }
 
 
-def test_moves_delta_of_a_superseded_lapse():
+def test_moves_delta_of_a_withdrawn_lapse():
     jan5 = date(2025, 1, 5)
     lapse_on = jan5 + timedelta(days=240)
     old = [
         entry(1, jan5, "first_active"),
         entry(2, lapse_on, "first_lapsed", first=jan5, last=jan5),
     ]
-    new = updated(
-        old, [2], [entry(3, date(2025, 3, 1), "fledgling_active", 20000, 2, jan5, date(2025, 3, 1))]
-    )
-    assert [e.seq for e in new] == [1, 3]
+    # a correction from March 1st: the lapse withdrawn, a second purchase that day
+    new = [old[0], entry(3, date(2025, 3, 1), "fledgling_active", 20000, 2, jan5, date(2025, 3, 1))]
     delta = moves_delta(old, new, date(2025, 3, 1))
     span1 = {k: v for k, v in delta.items() if k[0] == 1}
     assert span1 == {
@@ -523,7 +453,8 @@ def test_period_defaults_and_errors():
 @st.composite
 def customer_states(draw):
     """One customer's states with arbitrary segments, dates moving forward (sometimes backward:
-    late history), lapses sometimes superseded."""
+    late history), some opening a correction from their day, some undoing the change before
+    (the old contract's ``supersedes_seq``)."""
     n = draw(st.integers(1, 7))
     states, on = [], date(2024, 1, 1)
     for seq in range(1, n + 1):
@@ -531,7 +462,8 @@ def customer_states(draw):
         on = on + timedelta(days=step)
         segment = draw(st.sampled_from((*SEGMENTS, None)))
         total = draw(st.integers(0, 200_000)) if segment else 0
-        supersedes = seq - 1 if seq > 1 and draw(st.booleans()) else None
+        kind = draw(st.sampled_from(("plain", "correction", "supersedes")))
+        supersedes = seq - 1 if seq > 1 and kind == "supersedes" else None
         states.append(
             CustomerState(
                 tenant_id="t",
@@ -549,6 +481,7 @@ def customer_states(draw):
                 tenure_days=None,
                 lapse_days=None,
                 supersedes_seq=supersedes,
+                corrects_from=on if kind == "correction" else None,
             )
         )
     cuts = draw(st.lists(st.integers(1, n), max_size=4))
