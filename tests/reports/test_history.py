@@ -208,8 +208,6 @@ def test_fold_builds_a_timeline_whose_moves_equal_a_recompute(stream):
         assert days == sorted(days)
 
 
-
-
 def test_timeline_and_daily_history_equal_classifying_the_event_store(stream):
     folder = Folder()
     folder.batch(stream.states)
