@@ -37,7 +37,7 @@ from tests.e2e.test_import_history import (
     scrambled_csv,
     segments_of,
 )
-from tests.helpers import wait_for
+from tests.helpers import api_key, wait_for
 from tests.timelines import (
     held,
     read_changes,
@@ -125,21 +125,42 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
 
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
+        keys = {t: await api_key(pool, t) for t in [*orders, two_files, one_file]}
         for tenant, ordered in orders.items():
             for i in range(0, len(ordered), 200):
                 r = await http.post(
                     ingest + "/v1/purchases",
                     json={"events": [live_event(r) for r in ordered[i : i + 200]]},
-                    headers={"X-Kizuna-Tenant": tenant},
+                    headers=keys[tenant],
                 )
                 assert r.status_code == 202, r.text
         for branch in BRANCHES[:2]:
             path = tmp_path / f"{branch}.csv"
             path.write_bytes(scrambled_csv([r for r in rows if r.branch == branch]))
-            await kizuna("import", "sales", str(path), "--tenant", two_files, "--url", ingest)
+            await kizuna(
+                "import",
+                "sales",
+                str(path),
+                "--tenant",
+                two_files,
+                "--url",
+                ingest,
+                "--key",
+                keys[two_files]["Authorization"].removeprefix("Bearer "),
+            )
         path = tmp_path / "both.csv"
         path.write_bytes(scrambled_csv(a_and_b))
-        await kizuna("import", "sales", str(path), "--tenant", one_file, "--url", ingest)
+        await kizuna(
+            "import",
+            "sales",
+            str(path),
+            "--tenant",
+            one_file,
+            "--url",
+            ingest,
+            "--key",
+            keys[one_file]["Authorization"].removeprefix("Bearer "),
+        )
 
         expected_counts = {t: len(rows) for t in orders} | {
             two_files: len(a_and_b),
@@ -171,7 +192,7 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
         await wait_for(settled, timeout=300, interval=0.5, what="every tenant classified")
 
         async def get(base, tenant, path, **params):
-            r = await http.get(base + path, params=params, headers={"X-Kizuna-Tenant": tenant})
+            r = await http.get(base + path, params=params, headers=keys[tenant])
             assert r.status_code == 200, r.text
             return r.json()
 
@@ -261,6 +282,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
         await p.ready()
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
+        key = await api_key(pool, tenant)
         for i in range(0, len(shuffled), 100):
             if i == len(shuffled) // 200 * 100:
                 second.start()
@@ -268,7 +290,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
             r = await http.post(
                 ingest.url + "/v1/purchases",
                 json={"events": [live_event(r) for r in shuffled[i : i + 100]]},
-                headers={"X-Kizuna-Tenant": tenant},
+                headers=key,
             )
             assert r.status_code == 202, r.text
 
