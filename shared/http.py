@@ -5,10 +5,11 @@ pool, settings are read once at start-up, and a handler gets both as parameters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 import asyncpg
+import orjson
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -57,16 +58,118 @@ TenantId = Annotated[str, Depends(tenant_header)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:,} bytes"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body passed its limit while it streamed in (413)."""
+
+    def __init__(self, limit: int, path: str):
+        self.limit, self.path = limit, path
+        super().__init__(413, f"the request body is larger than {_size(limit)}")
+
+    def body(self) -> dict:
+        return error_body(
+            "body_too_large",
+            f"the request body to {self.path} is larger than {_size(self.limit)}; "
+            "nothing of it was accepted",
+            limit_bytes=self.limit,
+        )
+
+
+class BodyLimit:
+    """ASGI middleware: refuses a request body larger than its limit with 413.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body
+    without one (chunked) is counted as it streams and refused as soon as it passes the limit:
+    the handler's next read raises :class:`BodyTooLarge`, so no handler ever holds more than the
+    limit. Paths under an ``uploads`` prefix (CSV files) have the larger ``upload_limit``."""
+
+    def __init__(
+        self, app, limit: int, upload_limit: int | None = None, uploads: Sequence[str] = ()
+    ):
+        self.app, self.limit = app, limit
+        self.upload_limit = upload_limit or limit
+        self.uploads = tuple(uploads)
+
+    def limit_for(self, path: str) -> int:
+        return self.upload_limit if path.startswith(self.uploads) and self.uploads else self.limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.limit_for(path)
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_too_large(send, BodyTooLarge(limit, path))
+            return
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit, path)
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge as exc:  # raised where no exception handler saw it
+            if started:
+                raise
+            await _send_too_large(send, exc)
+
+
+async def _send_too_large(send, exc: BodyTooLarge) -> None:
+    body = orjson.dumps(exc.body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            # the rest of the body is not read: the connection cannot carry another request
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def install(
     app: FastAPI,
     ready: Callable[[], Awaitable[dict[str, bool]]],
     *,
     service: str,
     observe: Callable[[], Awaitable[None]] | None = None,
+    uploads: Sequence[str] = (),
 ) -> None:
     """Add /healthz, /readyz, /metrics, the AsyncAPI document (/asyncapi for people,
-    /asyncapi.json for tools) and the JSON error shape to a service's app. ``observe`` sets the
-    service's gauges that are read at scrape time."""
+    /asyncapi.json for tools), the JSON error shape and the body limits (413, see
+    :class:`BodyLimit`; ``uploads`` are the path prefixes that take files) to a service's app.
+    ``observe`` sets the service's gauges that are read at scrape time."""
+    settings = get_settings()
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        upload_limit=settings.max_upload_bytes,
+        uploads=uploads,
+    )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:
@@ -118,6 +221,10 @@ def install(
             error_body("invalid_request", "the request is not valid", problems=problems),
             status_code=422,
         )
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

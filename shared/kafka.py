@@ -50,6 +50,17 @@ async def cluster_id(bootstrap: str) -> str:
         await client.close()
 
 
+async def cluster_of(client: AIOKafkaClient) -> str:
+    """The cluster id of the broker an open client talks to (a metadata request naming no
+    topic: one small round trip on its connection)."""
+    node = client.get_random_node()
+    if node is None:
+        await client.force_metadata_update()
+        node = client.get_random_node()
+    response = await client.send(node, MetadataRequest([]))
+    return getattr(response, "cluster_id", None) or "unknown"
+
+
 async def ensure_topics(
     bootstrap: str, partitions: int, topics: Sequence[str] = ALL_TOPICS
 ) -> None:
@@ -277,6 +288,7 @@ class PgOffsetConsumer:
             fetch_max_bytes=32 << 20,
         )
         self.assigned_once = asyncio.Event()
+        self.reset_seen = False
         self.healthy = False
         self.positions: dict[TopicPartition, int] = {}
         metrics.declare(metrics.EVENTS_IN, (service,))
@@ -288,12 +300,24 @@ class PgOffsetConsumer:
         self.backlog: int | None = None
 
     async def seek_assigned(self, assigned) -> None:
-        rows = await self.pool.fetch(
-            "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
-            " WHERE group_id = $1 AND topic = ANY($2::text[])",
-            self.group_id,
-            self.topics,
-        )
+        # the broker may have been restarted (a new, empty log) since this consumer started
+        self.cluster = await cluster_of(self.consumer._client)
+        wait = 0.5
+        while True:
+            # Until PostgreSQL answers: without the stored offsets, reading would start where
+            # the broker's own group offsets say, which are not the truth.
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
+                    " WHERE group_id = $1 AND topic = ANY($2::text[])",
+                    self.group_id,
+                    self.topics,
+                )
+                break
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("%s: cannot read the stored offsets (%s); retrying", self.group_id, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5)
         stored = {(r["topic"], r["partition"]): r for r in rows}
         for tp in assigned:
             row = stored.get((tp.topic, tp.partition))
@@ -346,7 +370,16 @@ class PgOffsetConsumer:
             if not records:
                 self.healthy = True
                 continue
-            failed = await self._process_in_groups(batches)
+            broker = await self._same_broker()
+            if broker is None:
+                if self.reset_seen:  # where the new broker's offsets say (its beginning)
+                    self.reset_seen = False
+                    await self.seek_assigned(self.consumer.assignment())
+                else:  # not processed: fetched again
+                    for tp, part in batches.items():
+                        self.consumer.seek(tp, part[0].offset)
+                continue
+            failed = await self._process_in_groups(batches, broker)
             if failed:
                 # Database or network trouble heals; a bug in a handler does not, but retrying
                 # keeps the records (never skipped) and readiness reports the service unhealthy.
@@ -375,6 +408,8 @@ class PgOffsetConsumer:
                 continue
             backoff = 0.5
             self.healthy = True
+            if broker != self.cluster:
+                continue  # the batch came from a broker that has since been replaced
             try:  # for lag tooling only; the truth is in PostgreSQL
                 await self.consumer.commit(
                     {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -382,7 +417,36 @@ class PgOffsetConsumer:
             except KafkaError as exc:
                 log.debug("kafka commit skipped: %s", exc)
 
-    async def _process_in_groups(self, batches) -> list[tuple[dict, BaseException]]:
+    async def _same_broker(self) -> str | None:
+        """The broker the records just fetched came from, or None when that is not certain.
+
+        The cluster id was known (``self.cluster``) before the fetch; the same id after it
+        means the same broker throughout. A different one: the broker was restarted with an
+        empty log, and its offsets mean other records — the batch is dropped and every
+        partition is read again from where the new broker's offsets say (its beginning).
+
+        The batch's offsets are stored under the id returned here, not under ``self.cluster``
+        as it is at commit time: a rebalance onto a new broker while the batch is processed
+        changes ``self.cluster``, and the old broker's offsets must not pass for the new one's
+        (the replay log in PostgreSQL is pruned by them)."""
+        try:
+            now = await cluster_of(self.consumer._client)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("%s: cannot ask the broker its cluster id (%s)", self.group_id, exc)
+            await asyncio.sleep(0.5)
+            return None
+        if now == self.cluster:
+            return now
+        log.warning(
+            "%s: the broker was reset (%s -> %s): reading the new log from its start",
+            self.group_id,
+            self.cluster,
+            now,
+        )
+        self.reset_seen = True
+        return None
+
+    async def _process_in_groups(self, batches, broker: str) -> list[tuple[dict, BaseException]]:
         """Process a fetched batch as ``parallel`` transactions over disjoint partitions.
 
         Partitions are keyed by customer, so the groups touch disjoint customers: while one
@@ -391,7 +455,9 @@ class PgOffsetConsumer:
         """
         parts = sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition))
         groups = [dict(parts[i :: self.parallel]) for i in range(min(self.parallel, len(parts)))]
-        results = await asyncio.gather(*(self._process(g) for g in groups), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._process(g, broker) for g in groups), return_exceptions=True
+        )
         failed = [
             (g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)
         ]
@@ -400,7 +466,7 @@ class PgOffsetConsumer:
                 raise r
         return failed
 
-    async def _process(self, batches) -> None:
+    async def _process(self, batches, broker: str) -> None:
         records = [r for part in batches.values() for r in part]
         started = time.perf_counter()
         async with self.pool.acquire() as conn, metrics.counted(conn):
@@ -412,7 +478,7 @@ class PgOffsetConsumer:
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE"
                 " SET next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()",
                 [
-                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, self.cluster)
+                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, broker)
                     for tp, part in batches.items()
                 ],
             )

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     reports_port: int = 8002
     notifier_port: int = 8003
     classifier_port: int = 8004
+    stack_port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        description="`kizuna up`'s own /readyz and /metrics (its processes, restarts, what "
+        "keeps dying); 0: not served.",
+    )
     # The dashboard (served by reports) reaches the notifier's and ingest's APIs through reports
     # (same origin: one session cookie, no CORS); unset: http://{host}:{port} of each.
     notifier_url: str | None = Field(None, description="Base URL of the notifier for reports.")
@@ -68,6 +75,22 @@ class Settings(BaseSettings):
         "loaded) is recorded but opens no follow-up task.",
     )
     session_timeout_ms: int = Field(6000, ge=1000)
+    broker_replay: bool | None = Field(
+        None,
+        description="Keep what the broker acknowledged in PostgreSQL until its consumers have "
+        "applied it, and publish it again after a broker reset (shared/replay.py). Unset: on "
+        "when `kizuna up` runs the embedded broker (its log is memory only), off with "
+        "KAFKA_BOOTSTRAP_SERVERS (Apache Kafka's replicated log is the durable copy).",
+    )
+    max_body_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="Largest request body any service reads (413 beyond; refused while it "
+        "streams in, never read whole).",
+    )
+    max_upload_bytes: int = Field(
+        4 << 30, ge=1024, description="Largest CSV upload (`POST /v1/imports/...`)."
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         "text",

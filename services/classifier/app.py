@@ -33,7 +33,12 @@ async def lifespan(app: FastAPI):
     pool = await create_pool(settings.database_url, max_size=6)
     await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions)
     classifier = Classifier(settings)
-    relay = Relay(pool, settings.kafka_bootstrap_servers, settings.relay_batch_size)
+    relay = Relay(
+        pool,
+        settings.kafka_bootstrap_servers,
+        settings.relay_batch_size,
+        keep_until_consumed=bool(settings.broker_replay),
+    )
 
     consumer = PgOffsetConsumer(
         service=SERVICE,

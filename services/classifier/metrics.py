@@ -25,3 +25,8 @@ OUTBOX_AGE = Gauge(
     "kizuna_outbox_oldest_age_seconds",
     "Age of the oldest outbox record not yet published; 0 when the outbox is empty",
 )
+REPLAYED = Counter(
+    "kizuna_broker_replayed_records_total",
+    "Records the relay published again: the broker that had acknowledged them is gone, or it"
+    " did not keep them (broker replay, shared/replay.py)",
+)

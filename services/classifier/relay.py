@@ -1,16 +1,25 @@
-"""The outbox relay: publishes outbox rows in id order, deletes them once the broker has
-acknowledged them, and retries with back-off while it cannot. One relay is active at a time
-(a PostgreSQL advisory lock), so several classifier instances keep the per-key order."""
+"""The outbox relay: publishes outbox rows in id order and retries with back-off while it
+cannot. One relay is active at a time (a PostgreSQL advisory lock), so several classifier
+instances keep the per-key order.
+
+A row the broker acknowledged is deleted at once — or, with ``KIZUNA_BROKER_REPLAY`` (the
+embedded broker), kept until its consumers have applied it, and published again when the broker
+that took it is gone (shared/replay.py; ingest and the importer keep the purchases they sent the
+same way, and this relay replays those too)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
+from shared import replay
+from shared.events import PURCHASES
 from shared.kafka import new_producer, unpack_outbox
 
 from . import metrics, store
@@ -19,10 +28,21 @@ log = logging.getLogger("kizuna.relay")
 
 
 class Relay:
-    def __init__(self, pool: asyncpg.Pool, bootstrap: str, batch_size: int = 5000):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bootstrap: str,
+        batch_size: int = 5000,
+        keep_until_consumed: bool = False,
+        upkeep_interval: float = 1.0,
+    ):
         self.pool = pool
         self.bootstrap = bootstrap
         self.batch_size = batch_size
+        self.keep = keep_until_consumed
+        self.upkeep_interval = upkeep_interval
+        self.next_upkeep = 0.0
+        self.watch = replay.BrokerWatch()
         self.wake = asyncio.Event()
         self.healthy = False
         self.partition_counts: dict[str, int] = {}
@@ -54,8 +74,12 @@ class Relay:
 
     async def _publish_until_stopped(self, producer, stop: asyncio.Event) -> None:
         backoff = 0.2
+        if not self.keep:
+            await replay.forget_sent(self.pool)
         while not stop.is_set():
             try:
+                if self.keep and time.monotonic() >= self.next_upkeep:
+                    await self.upkeep(producer)
                 sent = await self.publish_once(producer)
             except (TimeoutError, KafkaError, asyncpg.PostgresError, OSError) as exc:
                 self.healthy = False
@@ -67,6 +91,23 @@ class Relay:
             self.healthy = True
             if not sent or not self.backlog:
                 await self._nap(stop, 0.2)
+
+    async def upkeep(self, producer) -> None:
+        """Publish again what a broker that is gone had taken; forget what was consumed."""
+        broker = await self.watch.current(producer.client)
+        again = await replay.resend_other_brokers(self.pool, broker)
+        if again:
+            log.warning(
+                "relay: broker %s does not hold %s records an earlier broker acknowledged;"
+                " publishing them again",
+                broker,
+                again,
+            )
+            metrics.REPLAYED.inc(again)
+        _, resent = await replay.prune(self.pool)
+        if resent:
+            metrics.REPLAYED.inc(resent)
+        self.next_upkeep = time.monotonic() + self.upkeep_interval
 
     async def publish_once(self, producer) -> int:
         """Publish the oldest outbox rows (whole packs, about ``batch_size`` records)."""
@@ -81,42 +122,61 @@ class Relay:
             ids.append(head["id"])
             total += head["record_count"]
         packs = await store.outbox_packs(self.pool, ids)
-        sent = await self._send(
+        before = self.watch.last
+        sent, marks = await self._send(
             producer, (record for p in packs for record in unpack_outbox(p["records"]))
         )
         # Exact ids: a row with a lower id may commit later; it must not be deleted unsent.
-        await store.delete_outbox(self.pool, ids)
+        if self.keep:
+            broker = await self.watch.confirm(producer.client, before)
+            await replay.mark_sent(self.pool, ids, broker, marks)
+        else:
+            await store.delete_outbox(self.pool, ids)
         metrics.OUTBOX_PUBLISHED.inc(sent)
         self.backlog = await store.outbox_backlog(self.pool)
         return sent
 
-    async def _send(self, producer, rows) -> int:
-        """Publish rows as whole record batches per partition, in id order within each.
+    async def _send(self, producer, rows) -> tuple[int, replay.Marks]:
+        """Publish rows as whole record batches per partition, in id order within each; returns
+        how many were sent and the last offset each partition gave them.
 
         Building batches ourselves skips aiokafka's per-message path (a pure-Python murmur2
         and a future per record), which capped the relay at about 40,000 records/s. Keys are
         placed by CRC-32 (C speed): Kizuna's relay is the only producer of the topics it writes,
-        so every record of a customer still lands in one partition, in order.
+        so every record of a customer still lands in one partition, in order. Purchases (sent
+        here only when replayed) go where ingest and the importer put them: Kafka's murmur2.
         """
         builders: dict[tuple[str, int], object] = {}
-        futures = []
+        sends = []
         sent = 0
+
+        async def send(topic, partition, builder):
+            count = builder.record_count()
+            future = await producer.send_batch(builder, topic, partition=partition)
+            sends.append((topic, partition, count, future))
+
         for topic, key, value in rows:
             sent += 1
             count = self.partition_counts.get(topic) or await self._partitions(producer, topic)
-            partition = zlib.crc32(key) % count
+            if topic == PURCHASES:
+                partition = (murmur2(key) & 0x7FFFFFFF) % count
+            else:
+                partition = zlib.crc32(key) % count
             builder = builders.get((topic, partition))
             if builder is None:
                 builder = builders[(topic, partition)] = producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                await send(topic, partition, builder)
                 builder = builders[(topic, partition)] = producer.create_batch()
                 builder.append(key=key, value=value, timestamp=None)
         for (topic, partition), builder in builders.items():
             if builder.record_count():
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
-        await asyncio.gather(*futures)
-        return sent
+                await send(topic, partition, builder)
+        acknowledged = await asyncio.gather(*(future for *_, future in sends))
+        return sent, replay.marks_of(
+            (topic, partition, meta.offset, count)
+            for (topic, partition, count, _), meta in zip(sends, acknowledged, strict=True)
+        )
 
     async def _partitions(self, producer, topic: str) -> int:
         count = self.partition_counts.get(topic)

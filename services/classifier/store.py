@@ -190,8 +190,11 @@ async def release_relay_lock(conn: asyncpg.Connection) -> None:
 
 
 async def outbox_heads(pool: asyncpg.Pool) -> list:
-    """The oldest outbox rows' ids and record counts."""
-    return await pool.fetch("SELECT id, record_count FROM outbox ORDER BY id LIMIT 1000")
+    """The oldest outbox rows still to send: ids and record counts (rows kept after sending
+    for broker replay, shared/replay.py, are not in the partial index this walks)."""
+    return await pool.fetch(
+        "SELECT id, record_count FROM outbox WHERE sent_to IS NULL ORDER BY id LIMIT 1000"
+    )
 
 
 async def outbox_packs(pool: asyncpg.Pool, ids: list[int]) -> list:
@@ -209,12 +212,16 @@ async def outbox_waiting(pool: asyncpg.Pool) -> tuple[int, float]:
     row = await pool.fetchrow(
         "SELECT coalesce(sum(record_count), 0) AS records,"
         " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age FROM outbox"
+        " WHERE sent_to IS NULL"  # rows kept after sending (broker replay) are not waiting
     )
     return row["records"], float(row["age"])
 
 
 async def outbox_backlog(pool: asyncpg.Pool) -> int:
-    return await pool.fetchval("SELECT coalesce(sum(record_count), 0) FROM outbox")
+    """Records still to send."""
+    return await pool.fetchval(
+        "SELECT coalesce(sum(record_count), 0) FROM outbox WHERE sent_to IS NULL"
+    )
 
 
 async def tenant_ids(conn: asyncpg.Connection) -> list[str]:

@@ -93,6 +93,8 @@ async def _up(args, settings: Settings) -> int:
         print(f"  send purchases           POST {stack.url('ingest')}/v1/purchases")
         print(f"  portfolio                {stack.url('reports')}/v1/portfolio?scope=all")
         print(f"  follow-ups フォロー       {stack.url('notifier')}/v1/followups?due=today")
+        if settings.stack_port:
+            print(f"  the stack's health       http://{settings.host}:{settings.stack_port}/readyz")
         print("Ctrl-C で停止 / Ctrl-C stops everything cleanly.", flush=True)
         await stop.wait()
         watcher.cancel()
@@ -256,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["classify", "latency", "lapse", "portfolio", "import"],
+        choices=["classify", "latency", "lapse", "portfolio", "import", "faults"],
         help="classify: the classifier against two baselines; lapse: the lapse clock on one busy "
         "day; latency: HTTP accept to visible in reports; portfolio: GET /v1/portfolio at 10,000 and 1,000,000 customers; import: a CP932 "
-        "sales file beside PostgreSQL's COPY",
+        "sales file beside PostgreSQL's COPY; faults: --events through the whole stack while ten "
+        "faults hit it (SIGKILLs, a PostgreSQL restart, the broker killed), checked from scratch",
     )
     bench.add_argument("--requests", type=int, default=500, help="portfolio: requests per case")
     bench.add_argument("--rate", type=int, default=2000, help="latency: events per second")

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from shared import http
+from shared import http, replay
 from shared.db import create_pool, resolve_database_url
 from shared.settings import get_settings
 
@@ -27,19 +27,27 @@ log = logging.getLogger("kizuna.ingest")
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
-    app.state.publisher = Publisher(settings.kafka_bootstrap_servers, settings.topic_partitions)
-    with suppress(http.ApiError):
-        await app.state.publisher.get()
-    # The imports' progress and checkpoints. min_size=0: ingest starts (and accepts purchases)
-    # while the database is down; readiness says so.
+    # The imports' progress and checkpoints, and (broker replay on) the accepted events until
+    # they are stored. min_size=0: ingest starts while the database is down; readiness says so.
     database_url, embedded_db = settings.database_url, None
     if not database_url:
         database_url, embedded_db = await resolve_database_url(settings)
     app.state.pool = await create_pool(database_url, min_size=0, max_size=8)
+    keep = None
+    if settings.broker_replay:
+
+        async def keep(rows, broker, marks):
+            await replay.keep_sent(app.state.pool, rows, broker, marks)
+
+    app.state.publisher = Publisher(
+        settings.kafka_bootstrap_servers, settings.topic_partitions, keep
+    )
+    with suppress(http.ApiError):
+        await app.state.publisher.get()
     await asyncio.to_thread(imports.sweep_spool)
     app.state.imports = ImportRunner(
         app.state.pool,
-        PurchasePublisher(app.state.publisher.get, app.state.publisher.reset),
+        PurchasePublisher(app.state.publisher.get, app.state.publisher.reset, keep),
     )
     try:
         yield
@@ -70,4 +78,4 @@ app.include_router(purchases.router)
 app.include_router(imports.router)
 
 
-http.install(app, _ready, service="ingest")
+http.install(app, _ready, service="ingest", uploads=(imports.router.prefix,))

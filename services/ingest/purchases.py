@@ -8,12 +8,13 @@ import json
 import logging
 from contextlib import suppress
 
+import asyncpg
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from shared import http
+from shared import http, replay
 from shared.events import PURCHASES, PurchaseEvent, message_key
 from shared.http import TenantId
 from shared.kafka import ensure_topics, new_producer
@@ -26,13 +27,19 @@ MAX_EVENTS = 20000
 
 
 class Publisher:
-    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down."""
+    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down.
 
-    def __init__(self, bootstrap: str, partitions: int):
+    With ``keep`` (KIZUNA_BROKER_REPLAY, the embedded broker) what the broker acknowledged is
+    also written to PostgreSQL before the 202, until the classifier has stored it
+    (shared/replay.py): a broker that dies cannot take accepted events with it."""
+
+    def __init__(self, bootstrap: str, partitions: int, keep=None):
         self.bootstrap = bootstrap
         self.partitions = partitions
         self.producer = None
         self.lock = asyncio.Lock()
+        self.keep = keep  # async (rows, broker, marks) -> None, or None
+        self.watch = replay.BrokerWatch()
 
     async def get(self):
         async with self.lock:
@@ -43,6 +50,8 @@ class Publisher:
                 try:
                     await ensure_topics(self.bootstrap, self.partitions)
                     await producer.start()
+                    if self.keep:
+                        await self.watch.current(producer.client)
                 except (TimeoutError, KafkaError, OSError) as exc:
                     with suppress(Exception):
                         await producer.stop()
@@ -61,23 +70,43 @@ class Publisher:
 
     async def publish(self, events: list[PurchaseEvent]) -> None:
         producer = await self.get()
+        before = self.watch.last
+        rows = [
+            (
+                PURCHASES,
+                message_key(e.tenant_id, e.customer_id),
+                e.model_dump_json(exclude_none=True).encode(),
+            )
+            for e in events
+        ]
         try:
             async with asyncio.timeout(15):
-                futures = [
-                    await producer.send(
-                        PURCHASES,
-                        key=message_key(e.tenant_id, e.customer_id),
-                        value=e.model_dump_json(exclude_none=True).encode(),
+                futures = [await producer.send(t, key=k, value=v) for t, k, v in rows]
+                acknowledged = await asyncio.gather(*futures)
+                if self.keep:
+                    broker = await self.watch.confirm(producer.client, before)
+                    marks = replay.marks_of(
+                        (m.topic, m.partition, m.offset, 1) for m in acknowledged
                     )
-                    for e in events
-                ]
-                await asyncio.gather(*futures)
+                    await self._keep(rows, broker, marks)
         except (KafkaError, OSError, TimeoutError) as exc:
             await self.reset()
             raise http.ApiError(
                 503,
                 "broker_unavailable",
                 "Kafka did not acknowledge the events; nothing is confirmed. Resending is safe.",
+                cause=str(exc) or type(exc).__name__,
+            ) from exc
+
+    async def _keep(self, rows, broker, marks) -> None:
+        try:
+            await self.keep(rows, broker, marks)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise http.ApiError(
+                503,
+                "database_unavailable",
+                "the events could not be recorded until they are counted; nothing is "
+                "confirmed. Resending is safe.",
                 cause=str(exc) or type(exc).__name__,
             ) from exc
 

@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import PURCHASES
 from shared.kafka import new_producer
-from tests.helpers import wait_for
-from tests.unit.test_monitoring import (
+from tests.deploy.test_monitoring import (
     DASHBOARD,
     dashboard_expressions,
     metric_names,
     rule_expressions,
 )
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,7 @@
 with the machine's facts, to docs/BENCHMARKS.md. Each scenario starts its own broker and fresh
 databases, so runs do not disturb each other or a running `kizuna up`.
 
-One module a scenario (classify, portfolio, lapse, latency, imports); what they share is in
+One module a scenario (classify, portfolio, lapse, latency, imports, faults); what they share is in
 common.py, the CPU meter and profiler in profile.py."""
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def main(args) -> int:
         from .lapse import scenario_lapse
 
         text = asyncio.run(scenario_lapse(args.lapse_customers, args.lapsing, args.partitions))
+    elif args.scenario == "faults":
+        from .faults import scenario_faults
+
+        text = asyncio.run(scenario_faults(args.events))
     else:
         print(f"unknown scenario {args.scenario}", file=sys.stderr)
         return 2

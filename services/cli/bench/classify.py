@@ -143,7 +143,7 @@ async def run_classifier(
                 and not await pool.fetchval(
                     "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", BENCH_END
                 )
-                and not await pool.fetchval("SELECT count(*) FROM outbox")
+                and not await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
             ):
                 break
             await asyncio.sleep(0.2)

@@ -97,7 +97,7 @@ class Env:
 async def bench_env(partitions: int):
     settings = Settings()
     server_url, embedded = await resolve_database_url(settings)
-    broker = EmbeddedBroker(free_port(), log_file=None)
+    broker = EmbeddedBroker(free_port(), log_file=None, tied_to_parent=True)
     await broker.start()
     await ensure_topics(broker.bootstrap, partitions)
     env = Env(broker, server_url)

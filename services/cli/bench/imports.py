@@ -241,7 +241,7 @@ async def scenario_import(rows: int, partitions: int) -> str:
                     and not await pool.fetchval(
                         "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", today
                     )
-                    and not await pool.fetchval("SELECT count(*) FROM outbox")
+                    and not await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
                 ):
                     break
                 if run.process.poll() is not None:

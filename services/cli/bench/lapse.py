@@ -50,7 +50,7 @@ async def scenario_lapse(customers: int, lapsing: int, partitions: int) -> str:
                 due = await pool.fetchval(
                     "SELECT count(*) FROM customer_states WHERE lapse_due_on <= $1", lapse_day
                 )
-                backlog = await pool.fetchval("SELECT count(*) FROM outbox")
+                backlog = await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_to IS NULL")
                 if not due and not backlog:
                     break
                 await asyncio.sleep(0.2)

@@ -86,7 +86,8 @@ async def scenario_latency(rate: int, seconds: int, partitions: int, cold: bool 
     env = Env(None, server_url)  # type: ignore[arg-type]
     url = await env.fresh_database("latency")
     ports = {
-        f"{name}_port": free_port() for name in ("ingest", "classifier", "reports", "notifier")
+        f"{name}_port": free_port()
+        for name in ("ingest", "classifier", "reports", "notifier", "stack")
     }
     stack_settings = Settings(
         database_url=url,

@@ -48,7 +48,6 @@ from .runner import ImportRequest, ImportRunner, remove_file
 log = logging.getLogger("kizuna.ingest.imports")
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 
-MAX_UPLOAD_BYTES = 4 << 30
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
 PREVIEW_ROWS = 10
 INLINE_REJECTIONS = 100
@@ -79,12 +78,6 @@ def _new_spool() -> Path:
     return UPLOAD_DIR / f"{uuid.uuid4().hex}.upload"
 
 
-def _too_large() -> http.ApiError:
-    return http.ApiError(
-        413, "file_too_large", f"at most {MAX_UPLOAD_BYTES // (1 << 30)} GiB per file"
-    )
-
-
 async def receive(request: Request) -> Upload:
     """Spool the uploaded file to disk, computing its sha256 on the way."""
     content_type = request.headers.get("content-type", "")
@@ -97,9 +90,7 @@ async def receive(request: Request) -> Upload:
         try:
             buffer = bytearray()
             async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise _too_large()
+                size += len(chunk)  # at most KIZUNA_MAX_UPLOAD_BYTES (http.BodyLimit)
                 digest.update(chunk)
                 buffer += chunk
                 if len(buffer) >= 1 << 20:  # disk writes off the event loop, a MiB at a time
@@ -147,8 +138,6 @@ def _copy(source, path: Path) -> tuple[str, int]:
     with open(path, "wb") as out:
         while chunk := source.read(1 << 20):
             size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                raise _too_large()
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest(), size

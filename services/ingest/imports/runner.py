@@ -62,6 +62,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from shared import replay
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
 
@@ -326,9 +327,14 @@ class PurchasePublisher:
         self,
         get_producer: Callable[[], Awaitable[Any]],
         reset: Callable[[], Awaitable[None]] | None = None,
+        keep: Callable[..., Awaitable[None]] | None = None,
     ):
         self._get = get_producer
         self._reset = reset
+        # With broker replay on: (rows, broker, marks) recorded before a batch counts as
+        # published, so an embedded broker that dies cannot take it along (shared/replay.py).
+        self._keep = keep
+        self._watch = replay.BrokerWatch()
 
     @classmethod
     def for_producer(cls, producer) -> PurchasePublisher:
@@ -343,20 +349,36 @@ class PurchasePublisher:
 
     async def publish(self, records: Sequence[tuple[int, bytes, bytes]]) -> None:
         producer = await self._get()
+        if self._keep and self._watch.last is None:
+            await self._watch.current(producer.client)
+        before = self._watch.last
         builders: dict[int, Any] = {}
-        futures = []
+        sends = []
+
+        async def send(partition, builder):
+            count = builder.record_count()
+            future = await producer.send_batch(builder, PURCHASES, partition=partition)
+            sends.append((partition, count, future))
+
         for partition, key, value in records:
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:  # full
-                futures.append(await producer.send_batch(builder, PURCHASES, partition=partition))
+                await send(partition, builder)
                 builder = builders[partition] = producer.create_batch()
                 builder.append(key=key, value=value, timestamp=None)
         for partition, builder in builders.items():
             if builder.record_count():
-                futures.append(await producer.send_batch(builder, PURCHASES, partition=partition))
-        await asyncio.gather(*futures)
+                await send(partition, builder)
+        acknowledged = await asyncio.gather(*(future for *_, future in sends))
+        if self._keep:
+            broker = await self._watch.confirm(producer.client, before)
+            marks = replay.marks_of(
+                (PURCHASES, partition, meta.offset, count)
+                for (partition, count, _), meta in zip(sends, acknowledged, strict=True)
+            )
+            await self._keep([(PURCHASES, k, v) for _, k, v in records], broker, marks)
 
     async def reset(self) -> None:
         if self._reset is not None:
