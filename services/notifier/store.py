@@ -393,24 +393,30 @@ async def mark_done(
     on: date,
     staff_outcome: str | None = None,
     staff_note: str | None = None,
+    branches: Sequence[str] | None = None,
 ) -> Followup | None:
     """Staff did the follow-up, with what came of it and a note. Idempotent: a closed task is
-    returned as it is. ``None`` when the tenant has no such task."""
+    returned as it is. ``None`` when the tenant has no such task (among ``branches``' tasks,
+    when given)."""
     row = await conn.fetchrow(
         "UPDATE followups SET status = 'done', outcome = 'done', done_on = $3,"
         " staff_outcome = $4, staff_note = $5, updated_at = now()"
-        f" WHERE tenant_id = $1 AND id = $2 AND status = 'open' RETURNING {ITEM_COLUMNS}",
+        " WHERE tenant_id = $1 AND id = $2 AND status = 'open'"
+        f" AND ($6::text[] IS NULL OR branch_id = ANY($6)) RETURNING {ITEM_COLUMNS}",
         tenant_id,
         followup_id,
         on,
         staff_outcome,
         staff_note,
+        None if branches is None else list(branches),
     )
     if row is None:
         row = await conn.fetchrow(
-            f"SELECT {ITEM_COLUMNS} FROM followups WHERE tenant_id = $1 AND id = $2",
+            f"SELECT {ITEM_COLUMNS} FROM followups WHERE tenant_id = $1 AND id = $2"
+            " AND ($3::text[] IS NULL OR branch_id = ANY($3))",
             tenant_id,
             followup_id,
+            None if branches is None else list(branches),
         )
     return _followup(row) if row else None
 

@@ -11,7 +11,8 @@ from shared.events.segment_changes import SegmentChange
 
 
 class FiguresBefore(BaseModel):
-    """The customer's figures in this scope just before the change."""
+    """The customer's figures in this scope on the eve of the change (in a correction: on the
+    eve of its ``effective_on`` in the corrected timeline)."""
 
     segment: str | None = Field(
         description="Segment before the change (null when the customer was in none).",

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.classifier.domain import apply_events, lapse
+from services.classifier.domain import ScopeState, advance, on_new_events
 from services.classifier.store import outbox_rows
 from services.reports.domain import Entry
 from services.reports.history import (
@@ -43,6 +43,7 @@ from services.reports.history import (
 )
 from shared.cpm import DEFAULT_RULES, SEGMENTS, Purchase, classify, compute_figures, tier_part
 from shared.events import CUSTOMER_STATES, CustomerState
+from shared.timeline import Borders
 from tests.reports.fold import Folder, recomputed_moves
 
 # --- a realistic stream of customer states: the classifier's own domain over random events ------
@@ -91,9 +92,10 @@ def random_events(rng: random.Random, customers: int, start: date, days: int) ->
 def classifier_stream(
     seed: int, tenant: str = "t", customers: int = 40, start: date = date(2023, 1, 1)
 ) -> Stream:
-    """Replay random events day by day through ``apply_events`` per customer and scope, as the
-    classifier does, with the lapse sweep running now and then at a "today" up to two years
-    ahead of the history being loaded (as when years of CSV are imported)."""
+    """Replay random events day by day through the classifier's domain (``on_new_events`` per
+    customer, ``advance`` for the clock), with the lapse sweep running now and then at a
+    "today" up to two years ahead of the history being loaded (as when years of CSV are
+    imported)."""
     rng = random.Random(seed)
     days = 640
     today = start + timedelta(days=days + 120)
@@ -101,23 +103,36 @@ def classifier_stream(
     for cid, p in random_events(rng, customers, start, days):
         by_day[p.occurred_on].append((cid, p))
     store: dict[str, list[Purchase]] = defaultdict(list)
-    states: dict[tuple[str, str], object] = {}
+    states: dict[str, dict[str, ScopeState]] = defaultdict(dict)
     out: list[CustomerState] = []
     stats: Counter = Counter()
+    borders = Borders()
 
-    def emit(cid, change):
-        for topic, _, payload in outbox_rows(tenant, cid, change):
-            if topic == CUSTOMER_STATES:
-                out.append(CustomerState.model_validate_json(payload))
-        stats[change.cause] += 1
-        stats["supersedes"] += change.supersedes_seq is not None
+    def emit(cid, done):
+        for scope, (state, changes) in done.items():
+            if state is not None:
+                states[cid][scope] = state
+            for change in changes:
+                for topic, _, payload in outbox_rows(tenant, cid, change):
+                    if topic == CUSTOMER_STATES:
+                        out.append(CustomerState.model_validate_json(payload))
+                stats[change.cause] += 1
+                stats["corrections"] += change.corrects_from is not None
 
     def sweep(until: date):
-        for (cid, scope), state in sorted(states.items()):
-            state, change = lapse(state, scope, until, DEFAULT_RULES)
-            states[(cid, scope)] = state
-            if change:
-                emit(cid, change)
+        for cid in sorted(states):
+            due = {
+                scope: state
+                for scope, state in states[cid].items()
+                if state.lapse_due_on and state.lapse_due_on <= until
+            }
+            emit(
+                cid,
+                {
+                    scope: advance(state, scope, None, None, borders, until, clock=True)
+                    for scope, state in due.items()
+                },
+            )
 
     for day in sorted(by_day):
         if rng.random() < 0.1:
@@ -126,16 +141,9 @@ def classifier_stream(
         for cid, p in by_day[day]:
             new_by_customer[cid].append(p)
         for cid, new in sorted(new_by_customer.items()):
-            known = list(store[cid])
             store[cid] += new
-            for scope in sorted({"all"} | {p.branch_id for p in store[cid]}):
-                state, changes = apply_events(
-                    states.get((cid, scope)), scope, known, new, DEFAULT_RULES, 0
-                )
-                if state is not None:
-                    states[(cid, scope)] = state
-                for change in changes:
-                    emit(cid, change)
+            new_ids = {p.event_id for p in new}
+            emit(cid, on_new_events(dict(states[cid]), store[cid], new_ids, borders, today))
     sweep(today)
     return Stream(dict(store), out, start, today, stats=stats)
 
@@ -173,11 +181,11 @@ def stream(request) -> Stream:
     return classifier_stream(request.param)
 
 
-def test_the_random_streams_exercise_lapses_supersedes_returns_and_voids():
+def test_the_random_streams_exercise_lapses_corrections_returns_and_voids():
     total = Counter()
     for seed in SEEDS:
         total += classifier_stream(seed).stats
-    assert total["lapse"] > 20 and total["supersedes"] > 5, total
+    assert total["lapse"] > 20 and total["corrections"] > 5, total
     assert total["return"] > 0 and total["void"] > 0, total
 
 

@@ -38,6 +38,7 @@ import httpx
 import orjson
 
 from services.classifier.domain import from_scratch
+from services.cli.bench.common import bench_key
 from services.cli.stack import Stack
 from shared.cpm import DEFAULT_RULES, Purchase
 from shared.db import migrate
@@ -132,7 +133,7 @@ class Feeder:
     sent again until it is answered 202. Keeps the event ids that were answered 202."""
 
     url: str
-    tenant: str
+    auth: dict[str, str]  # an ingest key of the tenant, as headers
     accepted: set[str] = field(default_factory=set)
     refused: int = 0
     sent: int = 0
@@ -143,7 +144,7 @@ class Feeder:
             await asyncio.gather(*(self._work(client, requests, pace) for _ in range(workers)))
 
     async def _work(self, client: httpx.AsyncClient, requests: Iterator, pace: float) -> None:
-        headers = {"X-Kizuna-Tenant": self.tenant, "Content-Type": "application/json"}
+        headers = {**self.auth, "Content-Type": "application/json"}
         for events in requests:  # one shared iterator: each request goes to one worker
             body = orjson.dumps({"events": events})
             while True:
@@ -227,7 +228,9 @@ async def run_faults(
         say(f"stack ready in {time.monotonic() - started:.1f}s")
         watcher = asyncio.create_task(stack.watch(stop))
         requests = generate(tenant, customers, events, today, seed, sizes)
-        feeder = Feeder(stack.url("ingest") + "/v1/purchases", tenant)
+        feeder = Feeder(
+            stack.url("ingest") + "/v1/purchases", await bench_key(stack.database_url, tenant)
+        )
         total = events  # the faults' moments: by events sent (duplicates make a few more)
         rnd = random.Random(seed)
         # each fault at a random moment of its own slice of the feed: spread, not bunched
