@@ -90,9 +90,6 @@ async def kizuna(*argv: str) -> None:
     assert proc.returncode == 0, (argv, out.decode(), err.decode())
 
 
-@pytest.mark.xfail(
-    strict=False, reason="reports and notifier apply corrections on branch histc (issue 11)"
-)
 async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
     services, own_broker, own_database, tmp_path
 ):

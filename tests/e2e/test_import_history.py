@@ -156,10 +156,6 @@ def segments_of(body: dict) -> dict[str, tuple[int, Decimal]]:
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the lapse clock running ahead makes corrections; reports apply them on branch histc",
-)
 async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
     services, own_broker, own_database, tmp_path
 ):

@@ -25,7 +25,6 @@ from shared.settings import get_settings
 from tests.helpers import api_key
 from tests.reports import test_service as base
 from tests.reports.test_history import (
-    AWAITS_CORRECTIONS,
     classifier_stream,
     recomputed_moves,
     true_cells,
@@ -122,7 +121,6 @@ async def assert_tables_equal_a_recompute(db, tenant, first: date, last: date) -
 # --- a random stream from the classifier's own domain ------------------------------------------
 
 
-@AWAITS_CORRECTIONS
 @pytest.mark.parametrize("seed", [11, 12])
 async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
     client, producer, db, monkeypatch, seed
@@ -130,8 +128,8 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
     tenant = f"h{uuid.uuid4().hex[:10]}"
     stream = classifier_stream(seed, tenant=tenant)
     assert stream.stats["corrections"] and stream.stats["lapse"] and stream.stats["void"]
-    # In five deliveries, so corrected lapses are often undone in a later batch than the one
-    # that stored them; a slice is delivered twice (redelivery changes nothing).
+    # In five deliveries, so corrections often withdraw entries a batch before stored; a slice
+    # is delivered twice (redelivery changes nothing).
     cuts = [0, *sorted(random.Random(seed).sample(range(1, len(stream.states)), 4))]
     cuts.append(len(stream.states))
     for lo, hi in itertools.pairwise(cuts):
