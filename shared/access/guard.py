@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
@@ -65,6 +66,15 @@ async def _touch(pool, principal: Principal, now: datetime) -> None:
         await store.touch_keys(conn, [principal.subject], now)
 
 
+# The database is down, restarting or dropped the connection mid-query: 503, retry later.
+_DATABASE_DOWN = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 async def _lookup(request: Request, pool) -> Principal:
     now = wall_clock()
     authorization = request.headers.get("authorization")
@@ -84,7 +94,7 @@ async def _lookup(request: Request, pool) -> Principal:
             raise _unauthenticated("log in at /login, or send 'Authorization: Bearer <API key>'")
         async with pool.acquire() as conn:
             principal = await store.session_principal(conn, token, now)
-    except OSError as exc:  # the database is down: we cannot tell who is asking
+    except _DATABASE_DOWN as exc:  # we cannot tell who is asking
         raise ApiError(503, "access_unavailable", "credentials cannot be checked now") from exc
     if principal is None:
         raise _unauthenticated("the session has expired or was closed; log in again at /login")
