@@ -40,7 +40,6 @@ class Classifier:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.fast_path_customers = 0  # customers classified without reading their events
-        self._new: dict[tuple[str, str], Purchase] = {}
 
     async def tenant(self, conn: asyncpg.Connection, tenant_id: str) -> Tenant:
         return await load_tenant(conn, tenant_id, self.settings.default_time_zone)
@@ -76,17 +75,22 @@ class Classifier:
         for tenant_id, event_id in new_keys:
             new_by_tenant[tenant_id][events[(tenant_id, event_id)].customer_id].add(event_id)
         # the new events as the figures see them (the fast path folds them without the others)
-        self._new = {
+        fresh = {
             (tenant_id, event_id): Purchase(event_id, kind, branch, on, amount, order)
             for tenant_id, event_id, branch, _, kind, _, on, amount, order, _ in rows
             if (tenant_id, event_id) in new_keys
         }
         for tenant_id, customers in new_by_tenant.items():
-            await self._classify(conn, tenants[tenant_id], customers, outbox)
+            await self._classify(conn, tenants[tenant_id], customers, fresh, outbox)
         await store.queue_outbox(conn, outbox)
 
     async def _classify(
-        self, conn, tenant: Tenant, customers: dict[str, set[str]], outbox: list
+        self,
+        conn,
+        tenant: Tenant,
+        customers: dict[str, set[str]],
+        new: dict[tuple[str, str], Purchase],
+        outbox: list,
     ) -> None:
         tenant_id = tenant.tenant_id
         ids = sorted(customers)
@@ -95,7 +99,7 @@ class Classifier:
         today = today_in(tenant.time_zone, self.settings)
         # The fast path: a customer's in-order sales of new orders folded into their stored
         # state (domain.on_new_sales); the others' events are read (on_new_events).
-        fresh = {c: [self._new[(tenant_id, e)] for e in sorted(customers[c])] for c in ids}
+        fresh = {c: [new[(tenant_id, e)] for e in sorted(customers[c])] for c in ids}
         folds = (
             await store.read_folds(conn, tenant_id, ids)
             if self.settings.classifier_fast_path
