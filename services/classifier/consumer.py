@@ -17,7 +17,7 @@ from shared.kafka import decode_records
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
-from . import store
+from . import metrics, store
 from .domain import ScopeState, on_new_events, on_new_sales
 from .fold import Fold, fold_of
 
@@ -132,4 +132,5 @@ class Classifier:
             if (customer, "all") not in changed and "all" in mine:
                 changed[(customer, "all")] = mine["all"]  # (to keep the new fold)
         self.fast_path_customers += len(fast)
+        metrics.FAST_PATH_CUSTOMERS.inc(len(fast))
         await store.save_states(conn, tenant_id, changed, new_folds)
