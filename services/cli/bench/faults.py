@@ -213,6 +213,8 @@ async def run_faults(
         now = datetime.combine(today, dtime(12, 0), ZONE)
         settings = Settings(
             database_url=url,
+            kafka_bootstrap_servers=None,  # its own embedded broker, whatever the environment
+            broker_replay=True,
             data_dir=workdir / "data",
             now=now,
             topic_partitions=4,
