@@ -11,7 +11,7 @@
 # - chromium: the dashboard tests (tests/e2e/browser) drive it with Playwright for Python
 #   pointed at /usr/bin/chromium. Playwright's own browser download needs the internet at test
 #   time, which the machines that run Kizuna's tests may not have; Debian's build comes from the
-#   same package mirror as everything else here.
+#   same package mirror as everything else here. fonts-ipafont-gothic: a Japanese font for it.
 # - prometheus, for promtool: tests/deploy/test_monitoring.py runs `promtool check config`,
 #   `check rules` and `test rules` on deploy/prometheus. The package's server is never started
 #   (services are kept from starting while it installs).
@@ -36,6 +36,8 @@ have_promtool() { command -v promtool >/dev/null 2>&1 && promtool --version >/de
 have_chromium() {
     [ -x /usr/bin/chromium ] && /usr/bin/chromium --headless --no-sandbox --version >/dev/null 2>&1
 }
+# A Japanese font, so the dashboard's screenshots (docs/screenshots) show text, not boxes.
+have_japanese_font() { fc-list :lang=ja 2>/dev/null | grep -q .; }
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -45,6 +47,7 @@ install_from_debian() {
     have_compose || missing+=(docker-compose)
     have_promtool || missing+=(prometheus)
     have_chromium || missing+=(chromium)
+    have_japanese_font || missing+=(fonts-ipafont-gothic)
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! command -v apt-get >/dev/null 2>&1; then
         say "no apt-get here; install ${missing[*]} yourself (the tests that need them skip)."

@@ -236,10 +236,16 @@ class DashboardSettings(BaseModel):
 
 
 @router.get("/v1/dashboard/settings")
-async def get_dashboard_settings(pool: Pool, tenant_id: TenantId) -> dict:
+async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
+    """The tenant's dashboard settings and its today (every login needs the day: a task due
+    before it was carried over)."""
     async with pool.acquire() as conn:
         value = await dstore.target(conn, tenant_id)
-    return {"first_to_fledgling_target": str(value if value is not None else DEFAULT_TARGET)}
+        today = await _today(conn, tenant_id, settings)
+    return {
+        "first_to_fledgling_target": str(value if value is not None else DEFAULT_TARGET),
+        "today": today.isoformat(),
+    }
 
 
 @router.put("/v1/dashboard/settings")

@@ -193,4 +193,9 @@ async def page_at(browser, stack):
 async def drawn(page) -> None:
     """The page's data arrived and was drawn (app.js marks <main> ready after each render)."""
     await page.wait_for_selector("main[data-ready=true]", timeout=30_000)
-    await page.wait_for_load_state("networkidle")
+    await painted(page)
+
+
+async def painted(page) -> None:
+    """Two animation frames: what was drawn (charts included) is on the screen."""
+    await page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from services.reports.domain import CSV_HEADERS
-from tests.e2e.browser.conftest import SCREENSHOTS, drawn
+from tests.e2e.browser.conftest import SCREENSHOTS, drawn, painted
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ async def rerendered(page, action) -> None:
         arg=before,
         timeout=30_000,
     )
-    await page.wait_for_load_state("networkidle")
+    await painted(page)
 
 
 async def matrix(page) -> dict[str, tuple[int, str]]:

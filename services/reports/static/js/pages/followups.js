@@ -73,13 +73,13 @@ async function settingsCard() {
 }
 
 export async function render({ scope }) {
-  const [today, atRisk, sequences, portfolio] = await Promise.all([
+  const [today, atRisk, sequences, dashboard] = await Promise.all([
     getJSON(notifier(`/v1/followups${query({ scope, due: "today", limit: PAGE })}`)),
     getJSON(notifier(`/v1/followups${query({ scope, reason: "at_risk", limit: 100 })}`)),
-    getJSON(notifier("/v1/sequences")),
-    getJSON(`/v1/portfolio${query({ scope })}`), // its as_of is the tenant's today
+    ctx.may("reports") ? getJSON(notifier("/v1/sequences")) : null,
+    getJSON("/v1/dashboard/settings"), // the tenant's today
   ]);
-  const todayIso = portfolio.as_of;
+  const todayIso = dashboard.today;
   const list = el("div", { id: "tasks" }, today.items.length ? today.items.map((x) => task(x, todayIso, scope)) : message(t("all_done"), "ok"));
   // The next page of today's tasks, after the last one shown (the API's cursor).
   let cursor = today.next;
@@ -98,7 +98,7 @@ export async function render({ scope }) {
         { label: t("total_amount"), value: (x) => yen(x.total_amount), num: true },
         { label: t("last_purchase_on"), value: (x) => day(x.last_purchase_on) },
       ], atRisk.items) : message(t("nothing"))),
-      card(t("sequences"), sequences.items.length ? sequences.items.map((s) => el("div", {},
+      sequences && card(t("sequences"), sequences.items.length ? sequences.items.map((s) => el("div", {},
         el("h3", {}, segmentName(s.segment)),
         table([
           { label: t("offset_days"), value: (st) => num(st.offset_days), num: true },
