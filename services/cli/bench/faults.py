@@ -501,6 +501,7 @@ async def scenario_faults(events: int) -> str:
         sizes=(100, 500, 1000),
         drain_timeout=3600,
         progress=lambda line: print(line, flush=True),
+        keep_failed=True,  # problems: the scratch database stays up for a look
     )
     wall = time.monotonic() - started
     faults = ", ".join(f"{name} at {at:,}" for at, name in result["faults"])
