@@ -25,11 +25,12 @@ import asyncpg
 from fastapi import Body, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import http
+from shared import access, http
+from shared.access import Caller, Permission, TenantId, allow
 from shared.cpm import SEGMENTS
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.http import ApiError, AppSettings, Pool
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.service import supervised
 from shared.settings import Settings, get_settings, today_in
@@ -88,7 +89,7 @@ async def lifespan(app: FastAPI):
         await pool.close()
 
 
-app = FastAPI(title="Kizuna notifier", lifespan=lifespan)
+app = FastAPI(title="Kizuna notifier", lifespan=lifespan, dependencies=[access.GUARD])
 
 
 class FollowupItem(BaseModel):
@@ -148,7 +149,12 @@ async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -
     return today_in(zones[tenant_id], settings)
 
 
-@app.get("/v1/followups", response_model=FollowupPage, tags=["followups"])
+@app.get(
+    "/v1/followups",
+    response_model=FollowupPage,
+    tags=["followups"],
+    dependencies=[allow(Permission.FOLLOWUPS)],
+)
 async def list_followups(
     pool: Pool,
     tenant_id: TenantId,
@@ -200,16 +206,23 @@ class DoneBody(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-@app.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
+@app.post(
+    "/v1/followups/{followup_id}/done",
+    response_model=FollowupItem,
+    tags=["followups"],
+    dependencies=[allow(Permission.WORK_FOLLOWUPS)],
+)
 async def mark_done(
     followup_id: int,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
     settings: AppSettings,
     payload: Annotated[Any, Body()] = None,
 ) -> FollowupItem:
     """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
-    "note": "…"}``. Doing it again changes nothing."""
+    "note": "…"}``. Doing it again changes nothing. A task of a branch outside the caller's is
+    not found (404)."""
+    tenant_id = who.tenant_id
     try:
         body = DoneBody.model_validate(payload or {})
     except ValidationError as exc:
@@ -224,6 +237,7 @@ async def mark_done(
             await _today(conn, tenant_id, settings),
             body.outcome,
             body.note,
+            branches=None if who.chain_wide else who.branches,
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -238,12 +252,26 @@ async def mark_done(
     return _item(followup)
 
 
-@app.get("/v1/customers/{customer_id}/followups", tags=["followups"])
-async def customer_followups(customer_id: str, pool: Pool, tenant_id: TenantId) -> dict:
-    """Every task of one customer (open and closed), oldest first: the customer's page."""
+@app.get(
+    "/v1/customers/{customer_id}/followups",
+    tags=["followups"],
+    dependencies=[allow(Permission.CUSTOMERS)],
+)
+async def customer_followups(customer_id: str, pool: Pool, who: Caller) -> dict:
+    """Every task of one customer (open and closed), oldest first: the customer's page. A
+    branch login sees the tasks of its branches only (404 when there are none)."""
     async with pool.acquire() as conn:
-        rows = await store.customer_followups(conn, tenant_id, customer_id)
-    return {"items": [_item(f) for f in rows]}
+        rows = await store.customer_followups(conn, who.tenant_id, customer_id)
+    items = [_item(f) for f in rows if who.covers(f.branch_id)]
+    if not items and not who.chain_wide:
+        # the same answer for a customer of another branch and one without tasks
+        raise ApiError(
+            404,
+            "not_found",
+            f"no tasks of customer {customer_id!r} in your branches",
+            customer_id=customer_id,
+        )
+    return {"items": items}
 
 
 async def _ready() -> dict[str, bool]:
@@ -302,7 +330,11 @@ def _settings_view(stored: store.StoredSettings) -> dict:
     }
 
 
-@app.get("/v1/notifications/settings", tags=["notifications"])
+@app.get(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
     """Recipients (per branch, or chain-wide), immediate or digest per segment, the at-risk
     policy and templates; the defaults (version 0) until set. The webhook secret is never
@@ -311,7 +343,12 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
         return _settings_view(await store.load_settings(conn, tenant_id))
 
 
-@app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
+@app.put(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    openapi_extra=SETTINGS_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_notification_settings(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -340,7 +377,11 @@ async def put_notification_settings(
 DeliveryStatus = Literal["pending", "sent", "dead", "cancelled", "digested"]
 
 
-@app.get("/v1/notifications/deliveries", tags=["notifications"])
+@app.get(
+    "/v1/notifications/deliveries",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def list_deliveries(
     pool: Pool,
     tenant_id: TenantId,
@@ -353,7 +394,11 @@ async def list_deliveries(
         return {"items": await store.list_deliveries(conn, tenant_id, status, limit)}
 
 
-@app.post("/v1/notifications/deliveries/{delivery_id}/retry", tags=["notifications"])
+@app.post(
+    "/v1/notifications/deliveries/{delivery_id}/retry",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> dict:
     """Send a dead delivery again (same id: a receiver that did get it can drop it)."""
     async with pool.acquire() as conn:
@@ -367,7 +412,7 @@ async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> d
     return row
 
 
-@app.get("/v1/alerts", tags=["notifications"])
+@app.get("/v1/alerts", tags=["notifications"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def list_alerts(
     pool: Pool,
     tenant_id: TenantId,
@@ -408,13 +453,13 @@ def _segment(segment: str) -> str:
     return segment
 
 
-@app.get("/v1/sequences", tags=["sequences"])
+@app.get("/v1/sequences", tags=["sequences"], dependencies=[allow(Permission.REPORTS)])
 async def list_sequences(pool: Pool, tenant_id: TenantId) -> dict:
     async with pool.acquire() as conn:
         return {"items": await store.list_sequences(conn, tenant_id)}
 
 
-@app.get("/v1/sequences/{segment}", tags=["sequences"])
+@app.get("/v1/sequences/{segment}", tags=["sequences"], dependencies=[allow(Permission.REPORTS)])
 async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
     """The steps scheduled when a customer enters ``segment`` (chain-wide)."""
     _segment(segment)
@@ -425,7 +470,12 @@ async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
     return found[0]
 
 
-@app.put("/v1/sequences/{segment}", tags=["sequences"], openapi_extra=SEQUENCE_BODY)
+@app.put(
+    "/v1/sequences/{segment}",
+    tags=["sequences"],
+    openapi_extra=SEQUENCE_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_sequence(
     segment: str, pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -445,7 +495,12 @@ async def put_sequence(
     return {"segment": segment, "version": version, **sequence.model_dump(mode="json")}
 
 
-@app.delete("/v1/sequences/{segment}", status_code=204, tags=["sequences"])
+@app.delete(
+    "/v1/sequences/{segment}",
+    status_code=204,
+    tags=["sequences"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None:
     """No new steps for entries from now on (scheduled ones stay, and still stop on a move)."""
     _segment(segment)
@@ -457,7 +512,7 @@ async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None
 # --- Comebacks -----------------------------------------------------------------------------------
 
 
-@app.get("/v1/comebacks", tags=["followups"])
+@app.get("/v1/comebacks", tags=["followups"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def comebacks(
     pool: Pool,
     tenant_id: TenantId,

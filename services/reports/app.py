@@ -11,21 +11,24 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from shared import http
+from shared import access, http
+from shared.access import Caller, Permission, TenantId, allow, privacy, session
+from shared.access.headers import SecurityHeaders
 from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS, Rules
 from shared.db import create_pool
 from shared.events import CUSTOMER_STATES
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.http import ApiError, AppSettings, Pool
 from shared.kafka import PgOffsetConsumer, ensure_topics
 from shared.pgstats import keep_statistics
 from shared.service import supervised
@@ -34,7 +37,7 @@ from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
 from .api import dashboard as dashboard_api
-from .api import gateway
+from .api import gateway, people
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -89,7 +92,11 @@ app = FastAPI(
     title="Kizuna reports",
     description="顧客ポートフォリオ: the live portfolio, segment lists and the dashboard.",
     lifespan=lifespan,
+    dependencies=[access.GUARD],
 )
+app.add_middleware(SecurityHeaders)
+app.include_router(session.router)
+app.include_router(privacy.router)
 
 
 async def _ready() -> dict[str, bool]:
@@ -103,6 +110,7 @@ async def _ready() -> dict[str, bool]:
 http.install(app, _ready, service=SERVICE)
 app.include_router(dashboard_api.router)
 app.include_router(gateway.router)
+app.include_router(people.router)
 
 
 # Query parameters shared by every customer list (segment lists, RFM lists, DM exports).
@@ -134,7 +142,7 @@ def known_segment(segment: str) -> str:
 # --- portfolio and customers ---------------------------------------------------------------------
 
 
-@app.get("/v1/portfolio", tags=["portfolio"])
+@app.get("/v1/portfolio", tags=["portfolio"], dependencies=[allow(Permission.REPORTS)])
 async def portfolio(
     pool: Pool,
     tenant_id: TenantId,
@@ -155,7 +163,7 @@ MonthOrDay = Annotated[
 ]
 
 
-@app.get("/v1/portfolio/history", tags=["history"])
+@app.get("/v1/portfolio/history", tags=["history"], dependencies=[allow(Permission.REPORTS)])
 async def portfolio_history(
     pool: Pool,
     tenant_id: TenantId,
@@ -187,7 +195,7 @@ async def portfolio_history(
     return history.history_body(scope, granularity, labels, ends, points)
 
 
-@app.get("/v1/transitions", tags=["history"])
+@app.get("/v1/transitions", tags=["history"], dependencies=[allow(Permission.REPORTS)])
 async def transitions(
     pool: Pool,
     tenant_id: TenantId,
@@ -222,7 +230,9 @@ async def transitions(
     return history.transitions_body(scope, ms, at, moved, start, today)
 
 
-@app.get("/v1/customers/{customer_id}", tags=["portfolio"])
+@app.get(
+    "/v1/customers/{customer_id}", tags=["portfolio"], dependencies=[allow(Permission.CUSTOMERS)]
+)
 async def customer(
     customer_id: str, pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
@@ -245,22 +255,31 @@ async def customer(
     return domain.customer_body(row, scope, today)
 
 
-@app.get("/v1/scopes", tags=["portfolio"])
-async def scopes(pool: Pool, tenant_id: TenantId) -> dict:
-    """The scopes with portfolio numbers (``all`` and each branch); for the dashboard."""
+@app.get("/v1/scopes", tags=["portfolio"], dependencies=[allow()])
+async def scopes(pool: Pool, who: Caller) -> dict:
+    """The scopes with portfolio numbers the caller may see (``all`` and each branch; a branch
+    login: its branches); for the dashboard."""
+    if not who.chain_wide:
+        return {"scopes": list(who.branches)}
     async with pool.acquire() as conn:
-        found = await store.scopes(conn, tenant_id)
+        found = await store.scopes(conn, who.tenant_id)
     return {"scopes": found or ["all"]}
 
 
 # --- segment lists -------------------------------------------------------------------------------
 
 
-@app.get("/v1/segments/{segment}/customers", tags=["segments"], response_model=None)
+@app.get(
+    "/v1/segments/{segment}/customers",
+    tags=["segments"],
+    response_model=None,
+    dependencies=[allow(Permission.LISTS)],
+)
 async def segment_customers(
     segment: str,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     format: Literal["json", "csv"] = "json",
@@ -271,7 +290,9 @@ async def segment_customers(
     header: CsvHeader = "ja",
 ) -> dict | StreamingResponse:
     """A segment's customers, most valuable first (total desc, then customer_id): a JSON page,
-    or as CSV the whole list (from ``cursor``, up to ``limit`` when given), streamed."""
+    or as CSV the whole list (from ``cursor``, up to ``limit`` when given), streamed. Each
+    response is an export of personal data: the audit log records it."""
+    tenant_id = who.tenant_id
     known_segment(segment)
     try:
         after = domain.decode_cursor(cursor) if cursor else None
@@ -287,7 +308,7 @@ async def segment_customers(
 
         return await _csv_download(
             pool,
-            tenant_id,
+            Export(who, privacy.list_subject(request)),
             settings,
             f"{segment}-{scope}",
             page,
@@ -303,6 +324,9 @@ async def segment_customers(
         today = await tenant_today(conn, tenant_id, settings)
         rows = await store.segment_page(conn, tenant_id, scope, segment, after, size + 1)
     last = rows[size - 1] if len(rows) > size else None
+    await privacy.record_export(
+        pool, who, privacy.list_subject(request), min(len(rows), size), "json"
+    )
     return {
         "segment": segment,
         "name_ja": SEGMENT_NAMES_JA[segment],
@@ -321,13 +345,23 @@ def _invalid(field: str, reason: str) -> ApiError:
     )
 
 
+@dataclass(frozen=True)
+class Export:
+    """Who takes a list out, and which list (the audit log's record)."""
+
+    who: access.Principal
+    subject: str
+
+
 async def _csv_download(
-    pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
+    pool, export: Export, settings, name, page, cells, header_row, after, limit, encoding, bom
 ) -> StreamingResponse:
     """A customer list as a CSV download (UTF-8 with or without BOM, or CP932), streamed page by
     page: ``page(conn, after, size)`` fetches rows after a (total, customer_id) keyset,
     ``cells(row, today)`` turns one into CSV cells. A connection is held per page, not for the
-    whole download (a customer who moves during a long download may be missed or listed twice)."""
+    whole download (a customer who moves during a long download may be missed or listed twice).
+    The audit log records the rows sent, when the download ends or breaks off."""
+    tenant_id = export.who.tenant_id
     try:
         charset = domain.csv_encoding(encoding)
     except ValueError as exc:
@@ -338,18 +372,25 @@ async def _csv_download(
     async def stream():
         prefix = "\ufeff" if charset == "utf-8" and bom else ""
         yield domain.encode_csv(prefix + domain.csv_text([header_row]), charset)
-        position, left = after, limit
-        while left is None or left > 0:
-            size = CSV_PAGE if left is None else min(CSV_PAGE, left)
-            async with pool.acquire() as conn:
-                rows = await page(conn, position, size)
-            if not rows:
-                break
-            yield domain.encode_csv(domain.csv_text([cells(r, today) for r in rows]), charset)
-            if len(rows) < size:
-                break
-            position = (rows[-1]["total_amount"], rows[-1]["customer_id"])
-            left = None if left is None else left - len(rows)
+        position, left, sent = after, limit, 0
+        try:
+            while left is None or left > 0:
+                size = CSV_PAGE if left is None else min(CSV_PAGE, left)
+                async with pool.acquire() as conn:
+                    rows = await page(conn, position, size)
+                if not rows:
+                    break
+                yield domain.encode_csv(domain.csv_text([cells(r, today) for r in rows]), charset)
+                sent += len(rows)
+                if len(rows) < size:
+                    break
+                position = (rows[-1]["total_amount"], rows[-1]["customer_id"])
+                left = None if left is None else left - len(rows)
+        finally:
+            # Shielded: a client that hangs up cancels the stream, not its audit record.
+            await asyncio.shield(
+                privacy.record_export(pool, export.who, export.subject, sent, "csv")
+            )
 
     media = "text/csv; charset=" + ("Shift_JIS" if charset == "cp932" else "utf-8")
     # Header values are latin-1: keep the file name to safe characters whatever the scope.
@@ -376,7 +417,7 @@ def _month(text: str | None, default: date | None = None, field: str = "month") 
         raise _invalid(field, str(exc)) from None
 
 
-@app.get("/v1/questions", tags=["analysis"])
+@app.get("/v1/questions", tags=["analysis"], dependencies=[allow(Permission.REPORTS)])
 async def questions(
     pool: Pool,
     tenant_id: TenantId,
@@ -440,7 +481,7 @@ RFM_BODY = {
 }
 
 
-@app.get("/v1/rfm/thresholds", tags=["rfm"])
+@app.get("/v1/rfm/thresholds", tags=["rfm"], dependencies=[allow(Permission.REPORTS)])
 async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's RFM borders (defaults until set)."""
     async with pool.acquire() as conn:
@@ -449,7 +490,12 @@ async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     return {"default": stored is None, "thresholds": t.model_dump(mode="json")}
 
 
-@app.put("/v1/rfm/thresholds", tags=["rfm"], openapi_extra=RFM_BODY)
+@app.put(
+    "/v1/rfm/thresholds",
+    tags=["rfm"],
+    openapi_extra=RFM_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_rfm_thresholds(
     pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -468,7 +514,7 @@ async def put_rfm_thresholds(
     return {"default": False, "thresholds": t.model_dump(mode="json")}
 
 
-@app.get("/v1/rfm", tags=["rfm"])
+@app.get("/v1/rfm", tags=["rfm"], dependencies=[allow(Permission.REPORTS)])
 async def rfm(pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all") -> dict:
     """Customers and sales per (R, F, M) cell with the tenant's borders, as of today; the R×F
     table and totals per rank. Recency changes every day, so this is one aggregate query over the
@@ -483,10 +529,13 @@ async def rfm(pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Sco
 Rank = Annotated[int, Query(ge=1, le=5)]
 
 
-@app.get("/v1/rfm/customers", tags=["rfm"], response_model=None)
+@app.get(
+    "/v1/rfm/customers", tags=["rfm"], response_model=None, dependencies=[allow(Permission.LISTS)]
+)
 async def rfm_customers(
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     r_min: Rank = 1,
@@ -504,7 +553,8 @@ async def rfm_customers(
 ) -> dict | StreamingResponse:
     """The customers whose ranks lie in the given ranges (e.g. ``r_min=4&f_min=4``: bought
     recently and often), most valuable first: a JSON page, or the whole list as CSV for mail
-    and label software (the segment list's columns plus R, F, M)."""
+    and label software (the segment list's columns plus R, F, M). Audited as an export."""
+    tenant_id = who.tenant_id
     for name, lo, hi in (("r", r_min, r_max), ("f", f_min, f_max), ("m", m_min, m_max)):
         if lo > hi:
             raise _invalid(f"{name}_min", f"{name}_min is above {name}_max")
@@ -528,13 +578,17 @@ async def rfm_customers(
 
         header_row = (*domain.CSV_HEADERS[header], *analysis.RFM_CSV_EXTRA[header])
         name = f"rfm-R{r_min}{r_max}F{f_min}{f_max}M{m_min}{m_max}-{scope}"
+        export = Export(who, privacy.list_subject(request))
         return await _csv_download(
-            pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
+            pool, export, settings, name, page, cells, header_row, after, limit, encoding, bom
         )
     size = limit or 100
     async with pool.acquire() as conn:
         rows = await page(conn, after, size + 1)
     last = rows[size - 1] if len(rows) > size else None
+    await privacy.record_export(
+        pool, who, privacy.list_subject(request), min(len(rows), size), "json"
+    )
     return {
         "scope": scope,
         "ranks": {"r": [r_min, r_max], "f": [f_min, f_max], "m": [m_min, m_max]},
@@ -585,7 +639,7 @@ async def _simulate(
         raise _invalid("changes", str(exc)) from None
 
 
-@app.get("/v1/ltv", tags=["ltv"])
+@app.get("/v1/ltv", tags=["ltv"], dependencies=[allow(Permission.REPORTS)])
 async def ltv(
     pool: Pool,
     tenant_id: TenantId,
@@ -601,7 +655,12 @@ async def ltv(
     return await _simulate(pool, tenant_id, settings, scope, request)
 
 
-@app.post("/v1/ltv/simulations", tags=["ltv"], openapi_extra=SIMULATION_BODY)
+@app.post(
+    "/v1/ltv/simulations",
+    tags=["ltv"],
+    openapi_extra=SIMULATION_BODY,
+    dependencies=[allow(Permission.REPORTS)],
+)
 async def ltv_simulation(
     pool: Pool,
     tenant_id: TenantId,
@@ -632,7 +691,12 @@ async def _dm_table(conn, tenant_id: str, table_id: int):
     return table
 
 
-@app.post("/v1/dm-tables", tags=["dm"], status_code=201)
+@app.post(
+    "/v1/dm-tables",
+    tags=["dm"],
+    status_code=201,
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def create_dm_table(
     pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -650,7 +714,7 @@ async def create_dm_table(
     return analysis.dm_body(row, [])
 
 
-@app.get("/v1/dm-tables", tags=["dm"])
+@app.get("/v1/dm-tables", tags=["dm"], dependencies=[allow(Permission.REPORTS, chain_only=True)])
 async def list_dm_tables(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's saved DM response tables."""
     async with pool.acquire() as conn:
@@ -669,7 +733,12 @@ async def list_dm_tables(pool: Pool, tenant_id: TenantId) -> dict:
     }
 
 
-@app.get("/v1/dm-tables/{table_id}", tags=["dm"], response_model=None)
+@app.get(
+    "/v1/dm-tables/{table_id}",
+    tags=["dm"],
+    response_model=None,
+    dependencies=[allow(Permission.REPORTS, chain_only=True)],
+)
 async def get_dm_table(
     table_id: int,
     pool: Pool,
@@ -700,7 +769,11 @@ async def get_dm_table(
     )
 
 
-@app.put("/v1/dm-tables/{table_id}/months/{month}", tags=["dm"])
+@app.put(
+    "/v1/dm-tables/{table_id}/months/{month}",
+    tags=["dm"],
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def put_dm_month(
     table_id: int,
     month: str,
@@ -735,7 +808,11 @@ async def put_dm_month(
     return analysis.dm_body(table, entries)
 
 
-@app.delete("/v1/dm-tables/{table_id}/months/{month}", tags=["dm"])
+@app.delete(
+    "/v1/dm-tables/{table_id}/months/{month}",
+    tags=["dm"],
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def delete_dm_month(table_id: int, month: str, pool: Pool, tenant_id: TenantId) -> dict:
     """Delete one month of a DM table; returns the table."""
     m = _month(month)
@@ -747,7 +824,13 @@ async def delete_dm_month(table_id: int, month: str, pool: Pool, tenant_id: Tena
     return analysis.dm_body(table, entries)
 
 
-@app.delete("/v1/dm-tables/{table_id}", tags=["dm"], status_code=204, response_model=None)
+@app.delete(
+    "/v1/dm-tables/{table_id}",
+    tags=["dm"],
+    status_code=204,
+    response_model=None,
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def delete_dm_table(table_id: int, pool: Pool, tenant_id: TenantId) -> Response:
     """Delete a DM table and its months."""
     async with pool.acquire() as conn:
@@ -766,7 +849,7 @@ RULES_BODY = {
 }
 
 
-@app.get("/v1/rules", tags=["rules"])
+@app.get("/v1/rules", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
     """The tenant's current borders (the published defaults, version 0, until set)."""
     async with pool.acquire() as conn:
@@ -779,7 +862,12 @@ async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> d
     }
 
 
-@app.put("/v1/rules", tags=["rules"], openapi_extra=RULES_BODY)
+@app.put(
+    "/v1/rules",
+    tags=["rules"],
+    openapi_extra=RULES_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_rules(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
@@ -801,6 +889,11 @@ async def put_rules(
 @app.get("/", include_in_schema=False)
 async def dashboard() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@app.get("/login", include_in_schema=False)
+async def login_page() -> FileResponse:
+    return FileResponse(STATIC / "login.html", media_type="text/html; charset=utf-8")
 
 
 app.mount("/static", StaticFiles(directory=STATIC), name="static")

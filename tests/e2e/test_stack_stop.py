@@ -19,7 +19,7 @@ import pytest
 
 from services.cli.stack import Stack
 from shared.settings import Settings
-from tests.helpers import ROOT, TMP, free_port, scratch_database, wait_for
+from tests.helpers import ROOT, TMP, api_key, free_port, scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -108,10 +108,10 @@ async def test_kizuna_up_leaves_nothing_behind(database_url, how):
 
 async def test_a_drain_that_times_out_still_stops_everything(database_url, tenant):
     async with scratch_database(database_url, "drain") as url:
-        await drain_times_out(url, tenant)
+        await drain_times_out(url, await api_key(url, tenant))
 
 
-async def drain_times_out(url: str, tenant: str) -> None:
+async def drain_times_out(url: str, auth: dict[str, str]) -> None:
     ports = stack_ports()
     settings = Settings(
         database_url=url,
@@ -126,7 +126,7 @@ async def drain_times_out(url: str, tenant: str) -> None:
         async with httpx.AsyncClient(timeout=10) as c:
             r = await c.post(
                 stack.url("ingest") + "/v1/purchases",
-                headers={"X-Kizuna-Tenant": tenant},
+                headers=auth,
                 json={
                     "events": [
                         {

@@ -117,7 +117,7 @@ async def customer(pool, tenant, customer_id, *, segment, every, count, last_day
 async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhythm(
     pool, client, tenant
 ):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     await configure(pool, tenant, recipients=[{"channel": "email", "address": f"hq@{tenant}.jp"}])
     # Buys every 20 days and has been silent 60: three times their rhythm, 180 days before the
     # lapse border.
@@ -172,7 +172,7 @@ async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhyt
 
 
 async def test_at_risk_policy_is_the_tenants(pool, tenant):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     await customer(pool, tenant, "silent", segment="loyal_active", every=20, count=8,
                    last_days_ago=60)  # fmt: skip
     scanner = AtRiskScanner(pool, get_settings())

@@ -11,11 +11,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.access import Caller, Permission, TenantId, allow, privacy
 from shared.cpm import SEGMENT_NAMES_JA, Rules
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.http import ApiError, AppSettings, Pool
 from shared.settings import Settings, today_in
 from shared.tenants import load_tenant
 
@@ -39,7 +40,7 @@ async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -
     return today_in(tenant.time_zone, settings)
 
 
-@router.get("/v1/dashboard/news")
+@router.get("/v1/dashboard/news", dependencies=[allow(Permission.REPORTS)])
 async def news(
     pool: Pool,
     tenant_id: TenantId,
@@ -71,7 +72,7 @@ async def news(
     }
 
 
-@router.get("/v1/dashboard/customers/{customer_id}")
+@router.get("/v1/dashboard/customers/{customer_id}", dependencies=[allow(Permission.CUSTOMERS)])
 async def customer_page(
     customer_id: str,
     pool: Pool,
@@ -123,11 +124,12 @@ async def customer_page(
     }
 
 
-@router.get("/v1/dashboard/segments/{segment}/customers")
+@router.get("/v1/dashboard/segments/{segment}/customers", dependencies=[allow(Permission.LISTS)])
 async def segment_list(
     segment: str,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     q: Annotated[str | None, Query(max_length=100, description="customer_id starts with")] = None,
@@ -136,7 +138,9 @@ async def segment_list(
     size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict:
     """A page of a segment's customers for the list screen: search by id prefix, sort, numbered
-    pages and the number that match (the CSV download is ``/v1/segments/{segment}/customers``)."""
+    pages and the number that match (the CSV download is ``/v1/segments/{segment}/customers``).
+    Each page is recorded in the audit log as an export."""
+    tenant_id = who.tenant_id
     if segment not in domain.KNOWN_SEGMENTS:
         raise ApiError(404, "unknown_segment", f"no segment {segment!r}")
     async with pool.acquire() as conn:
@@ -144,6 +148,7 @@ async def segment_list(
         total, rows = await dstore.segment_search(
             conn, tenant_id, scope, segment, q or None, sort, (page - 1) * size, size
         )
+    await privacy.record_export(pool, who, privacy.list_subject(request), len(rows), "json")
     return {
         "segment": segment,
         "name_ja": SEGMENT_NAMES_JA[segment],
@@ -159,7 +164,7 @@ def _buckets(raw) -> dict[int, int]:
     return {int(k): v for k, v in json.loads(raw).items()}
 
 
-@router.get("/v1/rules/distribution", tags=["rules"])
+@router.get("/v1/rules/distribution", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_distribution(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
@@ -178,7 +183,7 @@ async def rules_distribution(
     }
 
 
-@router.get("/v1/rules/suggestion", tags=["rules"])
+@router.get("/v1/rules/suggestion", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_suggestion(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
@@ -207,7 +212,7 @@ def _rules(payload: Any) -> Rules:
         ) from None
 
 
-@router.post("/v1/rules/preview", tags=["rules"])
+@router.post("/v1/rules/preview", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_preview(
     pool: Pool,
     tenant_id: TenantId,
@@ -235,7 +240,7 @@ class DashboardSettings(BaseModel):
     )
 
 
-@router.get("/v1/dashboard/settings")
+@router.get("/v1/dashboard/settings", dependencies=[allow()])
 async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
     """The tenant's dashboard settings and its today (every login needs the day: a task due
     before it was carried over)."""
@@ -248,7 +253,7 @@ async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppS
     }
 
 
-@router.put("/v1/dashboard/settings")
+@router.put("/v1/dashboard/settings", dependencies=[allow(Permission.SETTINGS, chain_only=True)])
 async def put_dashboard_settings(
     pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
 ) -> dict:

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from shared.access import allow
 from shared.http import ApiError
 from shared.settings import get_settings
 
-router = APIRouter(include_in_schema=False)
+# Signed-in callers only (answered here, before a hop); the service behind checks the rest.
+router = APIRouter(include_in_schema=False, dependencies=[allow()])
 
 # What a caller's request carries that the service behind must see, and what of its answer the
 # browser needs; nothing else crosses (no Host, no hop-by-hop headers).
@@ -21,7 +23,6 @@ REQUEST_HEADERS = (
     "authorization",
     "cookie",
     "x-csrf-token",
-    "x-kizuna-tenant",
     "content-type",
     "content-length",
     "accept",
