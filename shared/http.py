@@ -197,6 +197,26 @@ def install(
 
         return HTMLResponse(asyncapi.html())
 
+    # PostgreSQL restarting or unreachable: nothing was done, and asking again later is right.
+    for unavailable in (
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InterfaceError,
+        ConnectionError,
+    ):
+
+        @app.exception_handler(unavailable)
+        async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse(
+                error_body(
+                    "database_unavailable",
+                    "the database cannot be reached just now; nothing was done. Try again.",
+                    cause=str(exc) or type(exc).__name__,
+                ),
+                status_code=503,
+                headers={"retry-after": "1"},
+            )
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(

@@ -125,7 +125,7 @@ async def mark_sent(conn, ids: Sequence[int], broker: str, marks: Marks) -> None
 
 
 CONSUMED = """
-SELECT o.id, o.sent_topics = ARRAY[$3::text] AS purchases_only
+SELECT o.id, o.sent_topics <@ ARRAY[$3::text] AS purchases_only
 FROM outbox o
 WHERE o.sent_to IS NOT NULL
   AND NOT EXISTS (

@@ -1,6 +1,9 @@
 """Every way `kizuna up` ends leaves nothing behind: SIGTERM (a clean stop), SIGKILL (the kernel
 kills its children with it) and a drain that times out (a consumer died while draining) — no
-process of the stack left running, every port free."""
+process of the stack left running, every port free.
+
+Each stack runs on a database of its own: its services share the consumer groups and outbox of
+the real product, which other tests' services use in the session database."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import pytest
 
 from services.cli.stack import Stack
 from shared.settings import Settings
-from tests.helpers import ROOT, TMP, free_port, wait_for
+from tests.helpers import ROOT, TMP, api_key, free_port, scratch_database, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -88,24 +91,30 @@ async def ready_pids(up: subprocess.Popen, ports: dict[str, int]) -> list[int]:
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 async def test_kizuna_up_leaves_nothing_behind(database_url, how):
     ports = stack_ports()
-    up = start_up(database_url, ports, how.name.lower())
-    try:
-        pids = await ready_pids(up, ports)
-        up.send_signal(how)
-        code = up.wait(90)
-        if how == signal.SIGTERM:
-            assert code == 0
-        await nothing_left(pids, ports)
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+    async with scratch_database(database_url, "stop") as url:
+        up = start_up(url, ports, how.name.lower())
+        try:
+            pids = await ready_pids(up, ports)
+            up.send_signal(how)
+            code = up.wait(90)
+            if how == signal.SIGTERM:
+                assert code == 0
+            await nothing_left(pids, ports)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
 
 
-async def test_a_drain_that_times_out_still_stops_everything(database_url, tenant, auth):
+async def test_a_drain_that_times_out_still_stops_everything(database_url, tenant):
+    async with scratch_database(database_url, "drain") as url:
+        await drain_times_out(url, await api_key(url, tenant))
+
+
+async def drain_times_out(url: str, auth: dict[str, str]) -> None:
     ports = stack_ports()
     settings = Settings(
-        database_url=database_url,
+        database_url=url,
         data_dir=TMP / f"up-drain-{ports['stack']}",
         kafka_bootstrap_servers=None,
         **{f"{name}_port": port for name, port in ports.items()},

@@ -103,6 +103,12 @@ async def run_replay(url: str, broker: EmbeddedBroker) -> None:
             # the classifier has stored the purchases; reports has not applied the states
             async with pool.acquire() as conn:
                 await consumed(conn, "kizuna-classifier", first, PURCHASES, 2, 100)
+                await conn.executemany(
+                    "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind,"
+                    " occurred_at, occurred_on, amount, payload)"
+                    " VALUES ('t', $1, 'b', 'C1', 'sale', now(), current_date, 1000, '{}')",
+                    [(e.event_id,) for e in events],
+                )
                 await consumed(conn, "kizuna-reports", first, CUSTOMER_STATES, 2, 0)
             await relay.upkeep(producer)
             left = await pool.fetch("SELECT sent_to, record_count FROM outbox")
@@ -170,9 +176,13 @@ async def test_purchases_are_forgotten_only_once_the_event_store_holds_them(data
     async with scratch_database(database_url, "replay") as url:
         conn = await asyncpg.connect(url)
         try:
-            await replay.keep_sent(conn, rows("stored-1", "stored-2"), "B", {(PURCHASES, 0): 1})
-            await replay.keep_sent(conn, rows("lost-1"), "B", {(PURCHASES, 0): 2})
-            await consumed(conn, "kizuna-classifier", "B", PURCHASES, 1, 10)  # read past both
+            # a request's events go to several partitions: one mark each
+            both = {(PURCHASES, 0): 1, (PURCHASES, 1): 4}
+            await replay.keep_sent(conn, rows("stored-1", "stored-2"), "B", both)
+            await replay.keep_sent(
+                conn, rows("lost-1"), "B", {(PURCHASES, 0): 2, (PURCHASES, 1): 5}
+            )
+            await consumed(conn, "kizuna-classifier", "B", PURCHASES, 2, 10)  # read past all
             await conn.executemany(
                 "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind,"
                 " occurred_at, occurred_on, amount, payload)"

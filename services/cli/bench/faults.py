@@ -215,6 +215,8 @@ async def run_faults(
         now = datetime.combine(today, dtime(12, 0), ZONE)
         settings = Settings(
             database_url=url,
+            kafka_bootstrap_servers=None,  # its own embedded broker, whatever the environment
+            broker_replay=True,
             data_dir=workdir / "data",
             now=now,
             topic_partitions=4,
@@ -506,6 +508,7 @@ async def scenario_faults(events: int) -> str:
         sizes=(100, 500, 1000),
         drain_timeout=3600,
         progress=lambda line: print(line, flush=True),
+        keep_failed=True,  # problems: the scratch database stays up for a look
     )
     wall = time.monotonic() - started
     faults = ", ".join(f"{name} at {at:,}" for at, name in result["faults"])
