@@ -36,8 +36,14 @@ PUBLIC = {
     ("GET", "/asyncapi"),
     ("POST", "/v1/session"),
 }
-# Routes about the caller themselves (who am I, my scopes, log me out): open to anyone signed in.
-ABOUT_THE_CALLER = {("GET", "/v1/session"), ("DELETE", "/v1/session"), ("GET", "/v1/scopes")}
+# Routes about the caller themselves (who am I, my scopes, log me out, my tenant's day and
+# dashboard target): open to anyone signed in, none holds a customer's data.
+ABOUT_THE_CALLER = {
+    ("GET", "/v1/session"),
+    ("DELETE", "/v1/session"),
+    ("GET", "/v1/scopes"),
+    ("GET", "/v1/dashboard/settings"),
+}
 # A POST that changes nothing: it computes a projection from the body.
 READS_BY_POST = {("POST", "/v1/ltv/simulations"), ("POST", "/v1/rules/preview")}
 # reports' gateway to the notifier and ingest: it lets only signed-in callers through, and the
