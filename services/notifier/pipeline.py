@@ -1,10 +1,11 @@
 """The notifier's work unit: one consumed batch of segment changes, in one PostgreSQL
 transaction (the consumer stores its offsets in the same one).
 
-Decode (what cannot be read goes to the dead-letter topic through the outbox), decide each
-change with the pure ``domain`` functions, then apply the decisions set-based, one statement per
-kind of action: tasks, alerts with their deliveries (the worker in ``workers.py`` sends them
-after the commit), sequence steps scheduled and stopped, comebacks.
+Decode (what cannot be read goes to the dead-letter topic through the outbox), apply the
+batch's corrections (``Withdrawal``), decide each remaining change with the pure ``domain``
+functions, then apply the decisions set-based, one statement per kind of action: tasks, alerts
+with their deliveries (the worker in ``workers.py`` sends them after the commit), sequence steps
+scheduled and stopped, comebacks.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from . import metrics, store
 from .domain import (
     LAPSED,
     SEQUENCE,
-    CancelFollowup,
     OpenFollowup,
     Reactivated,
     decide,
+    in_force,
     plan_alert,
     plan_sequence,
     stop_sequence,
@@ -36,7 +37,7 @@ from .domain import (
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -47,7 +48,7 @@ class Applied:
     """What one batch changed (after idempotency: redelivered changes count zero)."""
 
     opened: int = 0
-    cancelled: int = 0
+    cancelled: int = 0  # open tasks a correction withdrew
     comebacks: int = 0
     alerts: int = 0
     scheduled: int = 0
@@ -56,9 +57,9 @@ class Applied:
 
 def contract_problem(change: SegmentChange) -> str | None:
     """Why a well-formed message still breaks the contract, or ``None``."""
-    if change.schema_version != SCHEMA_VERSION:
+    if change.schema_version > SCHEMA_VERSION:
         # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (only {SCHEMA_VERSION})"
+        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
     for field in ("from_segment", "to_segment"):
         value = getattr(change, field)
         if value is not None and value not in SEGMENTS:
@@ -89,6 +90,10 @@ class Notifier:
         today = {tenant: today_in(zone, self.settings) for tenant, zone in zones.items()}
         now = utcnow(self.settings)
         max_age = self.settings.followup_max_age_days
+        # Corrections first: they withdraw what earlier batches made; what they withdraw in
+        # this batch is left out of it.
+        changes, withdrawals = in_force(changes, today)
+        cancelled = await store.withdraw(conn, withdrawals)
         actions = [decide(c, today[c.tenant_id], max_age) for c in changes]
         lapses = [a for a in actions if isinstance(a, OpenFollowup)]
         sequences = await store.tenant_sequences(conn, zones)
@@ -137,9 +142,6 @@ class Notifier:
         scheduled = await store.open_tasks(conn, steps)
         stopped = await store.stop_sequences(
             conn, [s for c in changes if (s := stop_sequence(c)) is not None]
-        )
-        cancelled = await store.cancel_followups(
-            conn, [a for a in actions if isinstance(a, CancelFollowup)]
         )
         comebacks = await store.reactivate(conn, [a for a in actions if isinstance(a, Reactivated)])
         # Counted when the consumer's transaction commits (shared.metrics.counted).

@@ -37,7 +37,7 @@ from shared.tenants import load_tenant, save_rules
 
 from . import analysis, domain, history, store
 from .api import dashboard as dashboard_api
-from .api import gateway
+from .api import gateway, people
 from .pipeline import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -110,6 +110,7 @@ async def _ready() -> dict[str, bool]:
 http.install(app, _ready, service=SERVICE)
 app.include_router(dashboard_api.router)
 app.include_router(gateway.router)
+app.include_router(people.router)
 
 
 # Query parameters shared by every customer list (segment lists, RFM lists, DM exports).

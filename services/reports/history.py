@@ -2,11 +2,12 @@
 kept from it, and the history, transition and six-month views read from them. No I/O.
 
 **The timeline.** Reports keep every applied customer state as an ``Entry`` (seq, day, segment
-and figures); a state that supersedes a premature lapse removes that lapse's entry. The entry
-*in force* on a day D is the one with the highest ``seq`` among those effective on or before D;
-its segment is the customer's segment as of D (none before the first entry). The portfolio
-deltas that ``domain.fold`` writes are exactly the day-by-day changes of this function, so the
-portfolio as of D (prefix sums) counts the same customers the timeline does.
+and figures); a correction withdraws the entries from its day on. The entry *in force* on a day
+D is the one with the highest ``seq`` among those effective on or before D (timelines are in
+date order, so that is the latest); its segment is the customer's segment as of D (none before
+the first entry). The portfolio deltas that ``domain.fold`` writes are exactly the day-by-day
+changes of this function, so the portfolio as of D (prefix sums) counts the same customers the
+timeline does.
 
 **Monthly moves, maintained rather than computed per request.** A month's transition table
 needs, per customer, the segment at the month's eve and at its end. Computing that per request
@@ -103,18 +104,6 @@ def entry_at(entries: Iterable[Entry], day: date) -> Entry | None:
 def segment_at(entries: Iterable[Entry], day: date) -> str | None:
     e = entry_at(entries, day)
     return e.segment if e else None
-
-
-def updated(
-    entries: Sequence[Entry], removed: Iterable[int], added: Iterable[Entry]
-) -> list[Entry]:
-    """The timeline after removing superseded seqs and appending new entries (seq order)."""
-    gone = set(removed)
-    kept = {e.seq: e for e in entries if e.seq not in gone}
-    for e in added:
-        if e.seq not in gone:
-            kept[e.seq] = e
-    return [kept[s] for s in sorted(kept)]
 
 
 def load_since(lowest_change: date) -> date:

@@ -23,6 +23,7 @@ from shared.settings import get_settings
 
 from . import credentials, store
 from .guard import SESSION_COOKIE, Caller, allow, wall_clock
+from .principal import Permission
 
 log = logging.getLogger("kizuna.access")
 router = APIRouter(tags=["session"])
@@ -37,6 +38,9 @@ class Login(BaseModel):
 def _who(who) -> dict:
     body = {"kind": who.kind, "tenant_id": who.tenant_id, "role": who.role}
     body["branches"] = list(who.branches)
+    # What the role may do, so the dashboard shows the pages and buttons that will work (the
+    # one table of roles stays in principal.py).
+    body["permissions"] = sorted(p.value for p in Permission if who.may(p))
     if who.kind == "person":
         body["email"] = who.subject
     else:

@@ -18,10 +18,9 @@ import httpx
 import pytest
 
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
-from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES
-from shared.kafka import ensure_topics, group_lag
-from tests.helpers import TMP, api_key, free_port, scratch_database, wait_for
+from shared.kafka import group_lag
+from tests.helpers import api_key, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -155,21 +154,6 @@ def segments_of(body: dict) -> dict[str, tuple[int, Decimal]]:
         for s in body["segments"]
         if s["customers"]
     }
-
-
-@pytest.fixture
-async def own_broker():
-    b = EmbeddedBroker(free_port(), log_file=TMP / "tansu-import-history.log")
-    await b.start()
-    await ensure_topics(b.bootstrap, 4)
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-async def own_database(database_url):
-    async with scratch_database(database_url, "history") as url:
-        yield url
 
 
 async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(

@@ -221,7 +221,7 @@ async def test_supersedes_cancels_without_a_comeback(apply, client, pool, tenant
     async with pool.acquire() as conn:
         for customer in ("A", "B"):
             [task] = await store.customer_followups(conn, tenant, customer)
-            assert (task.status, task.outcome) == ("cancelled", "superseded")
+            assert (task.status, task.outcome) == ("cancelled", "withdrawn")
             assert await store.customer_comebacks(conn, tenant, customer) == []
     assert (await client.get("/v1/followups")).json()["items"] == []
     refused = await client.post(f"/v1/followups/{task.id}/done")

@@ -226,8 +226,8 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
 # --- a hand-made month -----------------------------------------------------------------------------
 
 
-def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase", sup=None):
-    """A customer state with explicit figures."""
+def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase", corrects=None):
+    """A customer state with explicit figures (``corrects``: it opens a correction from then)."""
     return CustomerState(
         tenant_id=tenant,
         scope="all",
@@ -243,7 +243,8 @@ def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase
         last_purchase_on=date.fromisoformat(last) if last else None,
         tenure_days=None,
         lapse_days=None,
-        supersedes_seq=sup,
+        corrects_from=date.fromisoformat(corrects) if corrects else None,
+        schema_version=2 if corrects else 1,
     )
 
 
@@ -284,7 +285,7 @@ def march(t) -> list[CustomerState]:
         # j: lapsed early by the sweep (03-25), then history shows a purchase on 03-20
         st(t, "j", 1, F, "2024-07-28", 9000, 1, "2024-07-28", "2024-07-28"),
         st(t, "j", 2, FL, "2025-03-25", 9000, 1, "2024-07-28", "2024-07-28", "lapse"),
-        st(t, "j", 3, S, "2025-03-20", 20000, 2, "2024-07-28", "2025-03-20", sup=2),
+        st(t, "j", 3, S, "2025-03-20", 20000, 2, "2024-07-28", "2025-03-20", corrects="2025-03-20"),
         # n: new in Q4 2024, came back in January; k: new in April
         st(t, "n", 1, F, "2024-11-10", 6000, 1, "2024-11-10", "2024-11-10"),
         st(t, "n", 2, "fledgling_active", "2025-01-20", 12000, 2, "2024-11-10", "2025-01-20"),
@@ -296,8 +297,8 @@ def march(t) -> list[CustomerState]:
 async def crafted(producer, db):
     tenant = f"m{uuid.uuid4().hex[:10]}"
     states = march(tenant)
-    late = [s for s in states if s.supersedes_seq]  # j's purchase arrives after its early lapse
-    await processed(db, await publish(producer, [s for s in states if not s.supersedes_seq]))
+    late = [s for s in states if s.corrects_from]  # j's purchase arrives after its early lapse
+    await processed(db, await publish(producer, [s for s in states if not s.corrects_from]))
     await processed(db, await publish(producer, late))
     return tenant
 

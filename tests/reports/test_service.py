@@ -99,7 +99,7 @@ def cs(
     count=1,
     first=None,
     cause="purchase",
-    supersedes=None,
+    corrects_from=None,
 ) -> CustomerState:
     first = first or on
     return CustomerState(
@@ -117,7 +117,8 @@ def cs(
         last_purchase_on=on if to and cause != "lapse" else (first if to else None),
         tenure_days=(on - first).days if to else None,
         lapse_days=0 if to else None,
-        supersedes_seq=supersedes,
+        corrects_from=corrects_from,
+        schema_version=2,
     )
 
 
@@ -357,7 +358,7 @@ async def test_customer_figures_and_404s(client, producer, db, tenant, auth):
     await assert_consistent(db, tenant)
 
 
-async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenant, auth):
+async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, db, tenant, auth):
     first = d("2024-01-01")
     lapse_on = first + timedelta(days=240)
     await processed(
@@ -384,7 +385,8 @@ async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenan
     lapsed = (await client.get("/v1/portfolio", headers=headers)).json()
     assert counts(lapsed) == {"first_lapsed": (1, 10000)}
 
-    # Late history: a purchase on March 1st, before the lapse date.
+    # Late history: a purchase on March 1st, before the lapse date; the correction withdraws
+    # the lapse (on its own day) and applies the purchase on its day.
     late = cs(
         tenant,
         "c",
@@ -395,7 +397,7 @@ async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenan
         frm="first_active",
         count=2,
         first=first,
-        supersedes=2,
+        corrects_from=d("2024-03-01"),
     )
     await processed(db, await publish(producer, [late]))
     for as_of, expected in (

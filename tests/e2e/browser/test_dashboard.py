@@ -38,6 +38,7 @@ PAGES = {
     "dm": "#/dm",
     "questions": "#/questions",
     "imports": "#/imports",
+    "people": "#/people",
 }
 SEGMENTS = [
     f"{tier}_{state}"

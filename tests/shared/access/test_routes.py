@@ -36,12 +36,12 @@ PUBLIC = {
     ("GET", "/asyncapi"),
     ("POST", "/v1/session"),
 }
-# Routes about the caller themselves (who am I, my scopes, log me out, my tenant's day and
-# dashboard target): open to anyone signed in, none holds a customer's data.
+# Routes about the caller themselves (who am I, my scopes, log me out): open to anyone signed in.
 ABOUT_THE_CALLER = {
     ("GET", "/v1/session"),
     ("DELETE", "/v1/session"),
     ("GET", "/v1/scopes"),
+    # the tenant's today and its 初回→よちよち target: every login's dashboard needs the day
     ("GET", "/v1/dashboard/settings"),
 }
 # A POST that changes nothing: it computes a projection from the body.
@@ -50,7 +50,7 @@ READS_BY_POST = {("POST", "/v1/ltv/simulations"), ("POST", "/v1/rules/preview")}
 # service behind (walked here itself) decides the rest.
 FORWARDED = {"/notifier/{path:path}", "/ingest/{path:path}"}
 # Routes about one thing of the tenant, named in the path.
-ONE_THING = {"customer_id", "followup_id", "import_id", "table_id"}
+ONE_THING = {"customer_id", "followup_id", "import_id", "table_id", "email", "key_id"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,8 @@ def url_of(r: Route, t: Tenant) -> str:
         "delivery_id": "d1",
         "kind": "customers",
         "path": "v1/followups",
+        "email": f"owner@{t.id}.example",
+        "key_id": "k-none",
     }
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(values[m.group(1)]), r.path)
 
