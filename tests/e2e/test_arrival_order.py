@@ -37,7 +37,7 @@ from tests.e2e.test_import_history import (
     scrambled_csv,
     segments_of,
 )
-from tests.helpers import wait_for
+from tests.helpers import api_key, wait_for
 from tests.timelines import (
     held,
     read_changes,
@@ -122,6 +122,7 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
     for p in procs:
         await p.ready()
     ingest, reports, notifier = procs[0].url, procs[2].url, procs[3].url
+    keys = {t: await api_key(own_database, t) for t in (*orders, two_files, one_file)}
 
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
@@ -130,16 +131,36 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
                 r = await http.post(
                     ingest + "/v1/purchases",
                     json={"events": [live_event(r) for r in ordered[i : i + 200]]},
-                    headers={"X-Kizuna-Tenant": tenant},
+                    headers=keys[tenant],
                 )
                 assert r.status_code == 202, r.text
         for branch in BRANCHES[:2]:
             path = tmp_path / f"{branch}.csv"
             path.write_bytes(scrambled_csv([r for r in rows if r.branch == branch]))
-            await kizuna("import", "sales", str(path), "--tenant", two_files, "--url", ingest)
+            await kizuna(
+                "import",
+                "sales",
+                str(path),
+                "--tenant",
+                two_files,
+                "--url",
+                ingest,
+                "--key",
+                keys[two_files]["Authorization"].removeprefix("Bearer "),
+            )
         path = tmp_path / "both.csv"
         path.write_bytes(scrambled_csv(a_and_b))
-        await kizuna("import", "sales", str(path), "--tenant", one_file, "--url", ingest)
+        await kizuna(
+            "import",
+            "sales",
+            str(path),
+            "--tenant",
+            one_file,
+            "--url",
+            ingest,
+            "--key",
+            keys[one_file]["Authorization"].removeprefix("Bearer "),
+        )
 
         expected_counts = {t: len(rows) for t in orders} | {
             two_files: len(a_and_b),
@@ -171,7 +192,7 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
         await wait_for(settled, timeout=300, interval=0.5, what="every tenant classified")
 
         async def get(base, tenant, path, **params):
-            r = await http.get(base + path, params=params, headers={"X-Kizuna-Tenant": tenant})
+            r = await http.get(base + path, params=params, headers=keys[tenant])
             assert r.status_code == 200, r.text
             return r.json()
 
@@ -259,6 +280,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
     for p in (ingest, first):
         p.start()
         await p.ready()
+    auth = await api_key(own_database, tenant)
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
         for i in range(0, len(shuffled), 100):
@@ -268,7 +290,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
             r = await http.post(
                 ingest.url + "/v1/purchases",
                 json={"events": [live_event(r) for r in shuffled[i : i + 100]]},
-                headers={"X-Kizuna-Tenant": tenant},
+                headers=auth,
             )
             assert r.status_code == 202, r.text
 

@@ -15,6 +15,7 @@ from datetime import date
 import pytest
 
 from services.reports.history import NEW, NONE, add_months, month_end
+from tests.helpers import api_key
 from tests.reports import test_service as base
 from tests.reports.test_corrections import (
     SCOPES,
@@ -72,7 +73,7 @@ async def test_three_arrival_orders_give_one_history_equal_to_a_recompute(
     pin_clock(monkeypatch, TODAY)
     bodies: dict[str, list] = {}
     for how, tenant in tenants.items():
-        h = {"X-Kizuna-Tenant": tenant}
+        h = await api_key(db, tenant)
         await assert_tables_equal_a_recompute(db, tenant, START, add_months(TODAY, 7))
         timelines = await stored_timelines(db, tenant)
         got_bodies = []
