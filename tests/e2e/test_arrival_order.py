@@ -122,10 +122,10 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
     for p in procs:
         await p.ready()
     ingest, reports, notifier = procs[0].url, procs[2].url, procs[3].url
-    keys = {t: await api_key(own_database, t) for t in (*orders, two_files, one_file)}
 
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
+        keys = {t: await api_key(pool, t) for t in [*orders, two_files, one_file]}
         for tenant, ordered in orders.items():
             for i in range(0, len(ordered), 200):
                 r = await http.post(
@@ -280,9 +280,9 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
     for p in (ingest, first):
         p.start()
         await p.ready()
-    auth = await api_key(own_database, tenant)
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
+        key = await api_key(pool, tenant)
         for i in range(0, len(shuffled), 100):
             if i == len(shuffled) // 200 * 100:
                 second.start()
@@ -290,7 +290,7 @@ async def test_two_classifiers_in_one_group_publish_the_from_scratch_timelines(
             r = await http.post(
                 ingest.url + "/v1/purchases",
                 json={"events": [live_event(r) for r in shuffled[i : i + 100]]},
-                headers=auth,
+                headers=key,
             )
             assert r.status_code == 202, r.text
 

@@ -280,3 +280,24 @@ async def test_sequences_follow_the_corrected_timeline(apply, pool, tenant):
         (0, "cancelled", "withdrawn"),
         (1, "cancelled", "withdrawn"),
     ]
+
+
+async def test_a_task_staff_did_stays_done_through_a_correction_and_is_not_made_twice(
+    apply, pool, tenant
+):
+    await apply(lapse(tenant, 3, days_ago=10))
+    async with pool.acquire() as conn:
+        [task] = await store.customer_followups(conn, tenant, "C")
+        await store.mark_done(conn, tenant, task.id, today())
+    # Re-dated by a correction: staff already phoned about this lapse; nothing new to do.
+    await apply(withdrawal_only(tenant, 4, days_ago=20), lapse(tenant, 5, days_ago=4))
+    tasks, alerts, _ = await state(pool, tenant)
+    assert [(t.id, t.status, t.outcome, t.created_on) for t in tasks] == [
+        (task.id, "done", "done", ago(4))
+    ]
+    assert [(a["alert_key"], a["status"]) for a in alerts] == [("lapsed:C:5", "raised")]
+    # Withdrawn and not made again: what staff did stays on record.
+    await apply(withdrawal_only(tenant, 6, days_ago=8))
+    tasks, alerts, _ = await state(pool, tenant)
+    assert [(t.status, t.outcome) for t in tasks] == [("done", "done")]
+    assert [a["status"] for a in alerts] == ["withdrawn"]

@@ -127,9 +127,9 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
 ):
     tenant = f"h{uuid.uuid4().hex[:10]}"
     stream = classifier_stream(seed, tenant=tenant)
-    assert stream.stats["supersedes"] and stream.stats["lapse"] and stream.stats["void"]
-    # In five deliveries, so superseded lapses are often undone in a later batch than the one
-    # that stored them; a slice is delivered twice (redelivery changes nothing).
+    assert stream.stats["corrections"] and stream.stats["lapse"] and stream.stats["void"]
+    # In five deliveries, so corrections often withdraw entries a batch before stored; a slice
+    # is delivered twice (redelivery changes nothing).
     cuts = [0, *sorted(random.Random(seed).sample(range(1, len(stream.states)), 4))]
     cuts.append(len(stream.states))
     for lo, hi in itertools.pairwise(cuts):
