@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from shared import http
 from shared.settings import get_settings
+from tests.helpers import api_key
 
 CHUNK = 64 << 10
 
@@ -98,14 +99,28 @@ async def test_bodies_within_the_limits_pass_and_uploads_have_the_larger_one(lim
         assert "1 MiB" in too_big.json()["error"]["message"]
 
 
-async def test_ingest_refuses_a_huge_purchase_body_unread():
+@pytest.mark.integration
+async def test_ingest_refuses_a_huge_purchase_body_unread(pool, tenant):
     from services.ingest.app import app  # the real service, its limit from the settings
 
     limit = get_settings().max_body_bytes
-    feed = Feed(chunks=limit // CHUNK * 4)
-    async with client(app) as c:
-        response = await c.post(
-            "/v1/purchases", content=feed, headers={"content-type": "application/x-ndjson"}
-        )
-    assert response.status_code == 413
-    assert feed.pulled == limit // CHUNK + 1
+    app.dependency_overrides[http.get_pool] = lambda: pool  # who is asking: its keys
+    try:
+        headers = {
+            **await api_key(pool, tenant, "ingest"),
+            "content-type": "application/x-ndjson",
+        }
+        feed = Feed(chunks=limit // CHUNK * 4)
+        async with client(app) as c:
+            response = await c.post("/v1/purchases", content=feed, headers=headers)
+            assert response.status_code == 413
+            assert feed.pulled == limit // CHUNK + 1
+            # without credentials it is refused before its body is read at all
+            anonymous = Feed(chunks=limit // CHUNK * 4)
+            response = await c.post(
+                "/v1/purchases", content=anonymous, headers={"content-type": "application/x-ndjson"}
+            )
+            assert response.status_code == 401
+            assert anonymous.pulled <= 1
+    finally:
+        app.dependency_overrides.pop(http.get_pool, None)
