@@ -108,10 +108,11 @@ class Stack:
         await wait_for(self.settled, timeout=240, interval=0.5, what="the demo chain to settle")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def stack(broker, database_url):
     """ingest, classifier, reports and notifier as processes, the demo chain loaded and
-    settled. The browser talks to reports only (the notifier and ingest through its gateway)."""
+    settled; stopped after the module, as their consumer groups share the session's broker and
+    database with the in-process tests that follow. The browser talks to reports only (the notifier and ingest through its gateway)."""
     tenant = f"dash{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
