@@ -19,11 +19,11 @@ import logging
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import asyncpg
-from fastapi import Body, FastAPI, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import Body, Depends, FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import http
 from shared.cpm import SEGMENTS
@@ -206,16 +206,11 @@ async def mark_done(
     pool: Pool,
     tenant_id: TenantId,
     settings: AppSettings,
-    payload: Annotated[Any, Body()] = None,
+    body: Annotated[DoneBody | None, Body()] = None,
 ) -> FollowupItem:
     """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
     "note": "…"}``. Doing it again changes nothing."""
-    try:
-        body = DoneBody.model_validate(payload or {})
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_request", "the request is not valid", problems=_problems(exc)
-        ) from None
+    body = body or DoneBody()
     async with pool.acquire() as conn:
         followup = await store.mark_done(
             conn,
@@ -260,13 +255,6 @@ async def _ready() -> dict[str, bool]:
 http.install(app, _ready, service=SERVICE)
 
 
-def _problems(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "reason": e["msg"]}
-        for e in exc.errors()
-    ]
-
-
 # --- Notification settings -----------------------------------------------------------------------
 
 
@@ -279,14 +267,6 @@ class SettingsBody(NotificationSettings):
         max_length=200,
         description="Signs webhook bodies (HMAC-SHA256). Write-only; omitted keeps the stored one.",
     )
-
-
-SETTINGS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": SettingsBody.model_json_schema()}},
-    }
-}
 
 
 def _settings_view(stored: store.StoredSettings) -> dict:
@@ -311,18 +291,12 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
         return _settings_view(await store.load_settings(conn, tenant_id))
 
 
-@app.put("/v1/notifications/settings", tags=["notifications"], openapi_extra=SETTINGS_BODY)
+@app.put("/v1/notifications/settings", tags=["notifications"])
 async def put_notification_settings(
-    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, body: SettingsBody
 ) -> dict:
     """Replace the settings. They apply to alerts raised from now on (an alert's routing and
     text are fixed when it is raised, so its resends stay identical)."""
-    try:
-        body = SettingsBody.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_settings", "the settings are not valid", problems=_problems(exc)
-        ) from None
     settings = NotificationSettings.model_validate(body.model_dump(exclude={"webhook_secret"}))
     async with pool.acquire() as conn, conn.transaction():
         current = await store.load_settings(conn, tenant_id)
@@ -394,18 +368,15 @@ async def list_alerts(
 
 # --- Follow-up sequences -------------------------------------------------------------------------
 
-SEQUENCE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": FollowupSequence.model_json_schema()}},
-    }
-}
 
-
-def _segment(segment: str) -> str:
+async def _segment(segment: str) -> str:
+    """The path's segment; 404 for one that does not exist (before the body is looked at)."""
     if segment not in SEGMENTS:
         raise ApiError(404, "unknown_segment", f"no segment {segment!r}", segments=list(SEGMENTS))
     return segment
+
+
+Segment = Annotated[str, Depends(_segment)]
 
 
 @app.get("/v1/sequences", tags=["sequences"])
@@ -415,9 +386,8 @@ async def list_sequences(pool: Pool, tenant_id: TenantId) -> dict:
 
 
 @app.get("/v1/sequences/{segment}", tags=["sequences"])
-async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
+async def get_sequence(segment: Segment, pool: Pool, tenant_id: TenantId) -> dict:
     """The steps scheduled when a customer enters ``segment`` (chain-wide)."""
-    _segment(segment)
     async with pool.acquire() as conn:
         found = [s for s in await store.list_sequences(conn, tenant_id) if s["segment"] == segment]
     if not found:
@@ -425,30 +395,22 @@ async def get_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> dict:
     return found[0]
 
 
-@app.put("/v1/sequences/{segment}", tags=["sequences"], openapi_extra=SEQUENCE_BODY)
+@app.put("/v1/sequences/{segment}", tags=["sequences"])
 async def put_sequence(
-    segment: str, pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+    segment: Segment, pool: Pool, tenant_id: TenantId, sequence: FollowupSequence
 ) -> dict:
     """Define the steps for customers entering ``segment`` from now on: each step due
     ``offset_days`` after the entry, by post / email / phone / fax, with a template of the
     customer's fields. A customer who moves to another segment stops the sequence (open steps
     not yet due are cancelled). Tasks already scheduled are left as they are."""
-    _segment(segment)
-    try:
-        sequence = FollowupSequence.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_sequence", "the sequence is not valid", problems=_problems(exc)
-        ) from None
     async with pool.acquire() as conn:
         version = await store.save_sequence(conn, tenant_id, segment, sequence)
     return {"segment": segment, "version": version, **sequence.model_dump(mode="json")}
 
 
 @app.delete("/v1/sequences/{segment}", status_code=204, tags=["sequences"])
-async def delete_sequence(segment: str, pool: Pool, tenant_id: TenantId) -> None:
+async def delete_sequence(segment: Segment, pool: Pool, tenant_id: TenantId) -> None:
     """No new steps for entries from now on (scheduled ones stay, and still stop on a move)."""
-    _segment(segment)
     async with pool.acquire() as conn:
         if not await store.delete_sequence(conn, tenant_id, segment):
             raise ApiError(404, "not_found", f"no sequence for {segment}", segment=segment)

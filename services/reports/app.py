@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import Body, FastAPI, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
 
 from shared import http
 from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS, Rules
@@ -432,14 +431,6 @@ async def _rfm_thresholds(conn, tenant_id: str) -> analysis.RfmThresholds:
     return analysis.RfmThresholds.model_validate_json(stored) if stored else analysis.DEFAULT_RFM
 
 
-RFM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": analysis.RfmThresholds.model_json_schema()}},
-    }
-}
-
-
 @app.get("/v1/rfm/thresholds", tags=["rfm"])
 async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's RFM borders (defaults until set)."""
@@ -449,20 +440,9 @@ async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     return {"default": stored is None, "thresholds": t.model_dump(mode="json")}
 
 
-@app.put("/v1/rfm/thresholds", tags=["rfm"], openapi_extra=RFM_BODY)
-async def put_rfm_thresholds(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
+@app.put("/v1/rfm/thresholds", tags=["rfm"])
+async def put_rfm_thresholds(pool: Pool, tenant_id: TenantId, t: analysis.RfmThresholds) -> dict:
     """Set the tenant's RFM borders (four per measure, strictly increasing)."""
-    try:
-        t = analysis.RfmThresholds.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422,
-            "invalid_thresholds",
-            "the RFM borders are not valid",
-            problems=domain.problems(exc),
-        ) from None
     async with pool.acquire() as conn:
         await store.save_rfm_thresholds(conn, tenant_id, t.model_dump_json())
     return {"default": False, "thresholds": t.model_dump(mode="json")}
@@ -545,13 +525,6 @@ async def rfm_customers(
 
 # --- LTV simulation ----------------------------------------------------------------------------------
 
-SIMULATION_BODY = {
-    "requestBody": {
-        "required": False,
-        "content": {"application/json": {"schema": analysis.Simulation.model_json_schema()}},
-    }
-}
-
 
 async def _simulate(
     pool, tenant_id: str, settings: Settings, scope: str, request: analysis.Simulation
@@ -601,24 +574,19 @@ async def ltv(
     return await _simulate(pool, tenant_id, settings, scope, request)
 
 
-@app.post("/v1/ltv/simulations", tags=["ltv"], openapi_extra=SIMULATION_BODY)
+@app.post("/v1/ltv/simulations", tags=["ltv"])
 async def ltv_simulation(
     pool: Pool,
     tenant_id: TenantId,
     settings: AppSettings,
     scope: Scope = "all",
-    payload: Annotated[Any, Body()] = None,
+    simulation: Annotated[analysis.Simulation | None, Body()] = None,
 ) -> dict:
     """The baseline and a scenario with changed monthly rates, e.g. ``{"changes": [{"from":
     "first_active", "to": "fledgling_active", "rate": 0.5}]}`` or ``"factor": 1.5``, and the
     difference at each horizon. A changed rate takes its share from the row's other cells in
     proportion (staying included)."""
-    try:
-        request = analysis.Simulation.model_validate(payload or {})
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_simulation", "the simulation is not valid", problems=domain.problems(exc)
-        ) from None
+    request = simulation or analysis.Simulation()
     return await _simulate(pool, tenant_id, settings, scope, request)
 
 
@@ -633,16 +601,8 @@ async def _dm_table(conn, tenant_id: str, table_id: int):
 
 
 @app.post("/v1/dm-tables", tags=["dm"], status_code=201)
-async def create_dm_table(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def create_dm_table(pool: Pool, tenant_id: TenantId, spec: analysis.DmTable) -> dict:
     """A new named DM response table (レスポンス推移表) for a scope: ``{"name", "scope"}``."""
-    try:
-        spec = analysis.DmTable.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_dm_table", "the table is not valid", problems=domain.problems(exc)
-        ) from None
     async with pool.acquire() as conn:
         row = await store.create_dm_table(conn, tenant_id, spec.name, spec.scope)
     if row is None:
@@ -706,18 +666,12 @@ async def put_dm_month(
     month: str,
     pool: Pool,
     tenant_id: TenantId,
-    payload: Annotated[Any, Body()] = None,
+    entry: analysis.DmMonth,
 ) -> dict:
     """Record (or replace) a month: ``{"sent_on": "YYYY-MM-DD"?, "segments": [{"segment",
     "mailed", "responses"}, …]}``; each segment's size on ``sent_on`` (default the month's first
     day) is filled in from the portfolio history. Returns the whole table."""
     m = _month(month)
-    try:
-        entry = analysis.DmMonth.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_dm_month", "the month is not valid", problems=domain.problems(exc)
-        ) from None
     sent_on = entry.sent_on or m
     if history.month_start(sent_on) != m:
         raise _invalid("sent_on", f"must lie in {history.month_text(m)}")
@@ -758,13 +712,6 @@ async def delete_dm_table(table_id: int, pool: Pool, tenant_id: TenantId) -> Res
 
 # --- rules ---------------------------------------------------------------------------------------
 
-RULES_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": Rules.model_json_schema()}},
-    }
-}
-
 
 @app.get("/v1/rules", tags=["rules"])
 async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
@@ -779,17 +726,9 @@ async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> d
     }
 
 
-@app.put("/v1/rules", tags=["rules"], openapi_extra=RULES_BODY)
-async def put_rules(
-    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
-) -> dict:
+@app.put("/v1/rules", tags=["rules"])
+async def put_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings, rules: Rules) -> dict:
     """Store a new version of the borders; the classifier re-classifies every customer."""
-    try:
-        rules = Rules.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_rules", "the borders are not valid", problems=domain.problems(exc)
-        ) from None
     async with pool.acquire() as conn:
         version = await save_rules(conn, tenant_id, rules, settings.default_time_zone)
     return {"version": version, "rules": rules.model_dump(mode="json")}

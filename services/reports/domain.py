@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
-from pydantic import ValidationError
-
-from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS, Rules
+from shared.cpm import SEGMENT_NAMES_JA, SEGMENTS
 from shared.events import CustomerState
 
 ZERO = Decimal(0)
@@ -444,28 +442,3 @@ def encode_csv(text: str, encoding: str) -> bytes:
     """CSV text as bytes. CP932 cannot spell every character; those become ``?`` rather than
     breaking a download already under way."""
     return text.encode(encoding, errors="replace" if encoding == "cp932" else "strict")
-
-
-# --- rules -----------------------------------------------------------------------------------------
-
-_RULE_FIELDS = tuple(Rules.model_fields)
-
-
-def problems(exc: ValidationError) -> list[dict]:
-    """Validation errors of any request body as ``{"field", "reason"}`` (``rule_problems``)."""
-    return rule_problems(exc)
-
-
-def rule_problems(exc: ValidationError) -> list[dict]:
-    """Validation errors of a ``Rules`` body as ``{"field", "reason"}``. Errors of the whole
-    model (borders that contradict each other) are attributed to the field their message names."""
-    problems = []
-    for error in exc.errors():
-        loc = [str(p) for p in error["loc"]]
-        reason = error["msg"].removeprefix("Value error, ")
-        if not loc:
-            named = [(reason.find(f), f) for f in _RULE_FIELDS if f in reason]
-            # Earliest mention wins; on a tie the longer name (lapse_days_by_tier, not lapse_days).
-            loc = [min(named, key=lambda n: (n[0], -len(n[1])))[1]] if named else []
-        problems.append({"field": ".".join(loc) or "body", "reason": reason})
-    return problems

@@ -320,7 +320,7 @@ async def test_notification_settings_api(client):
         "/v1/notifications/settings",
         json={"recipients": [{"channel": "email", "address": "nobody"}], "digest_hour": 25},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_settings"
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     fields = {p["field"] for p in bad.json()["error"]["problems"]}
     assert fields == {"recipients.0", "digest_hour"}
 
@@ -352,7 +352,7 @@ async def test_sequence_api(client):
         "/v1/sequences/first_active",
         json={"steps": [{"offset_days": 1, "channel": "post", "template": "{nmae} 様"}]},
     )
-    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_sequence"
+    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_request"
     assert "nmae" in json.dumps(typo.json())
 
     steps = [

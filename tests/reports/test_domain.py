@@ -25,12 +25,12 @@ from services.reports.domain import (
     neutralise,
     portfolio_body,
     problem_with,
-    rule_problems,
     share,
     sum_deltas,
 )
 from shared.cpm import SEGMENTS, Rules
 from shared.events import CustomerState
+from shared.http import problems as body_problems
 
 D = date(2025, 1, 1)
 
@@ -500,7 +500,7 @@ ANY_REASON = object()
 def test_rule_problems_name_field_and_reason(body, problems):
     with pytest.raises(ValidationError) as caught:
         Rules.model_validate(body)
-    found = rule_problems(caught.value)
+    found = body_problems(caught.value.errors(), Rules.model_fields)
     assert [p["field"] for p in found] == [p["field"] for p in problems]
     for got, want in zip(found, problems, strict=True):
         if want["reason"] is not ANY_REASON:

@@ -8,11 +8,11 @@ import json
 from collections import Counter
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import asyncpg
-from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.cpm import SEGMENT_NAMES_JA, Rules
 from shared.http import ApiError, AppSettings, Pool, TenantId
@@ -198,27 +198,17 @@ async def rules_suggestion(
     return {"scope": scope, "rules": rules.model_dump(mode="json"), "basis": reasons}
 
 
-def _rules(payload: Any) -> Rules:
-    try:
-        return Rules.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_rules", "the borders are not valid", problems=domain.problems(exc)
-        ) from None
-
-
 @router.post("/v1/rules/preview", tags=["rules"])
 async def rules_preview(
     pool: Pool,
     tenant_id: TenantId,
     settings: AppSettings,
+    rules: Rules,
     scope: Scope = "all",
-    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """How many customers of the scope would move between segments if these borders were
     saved now: each customer's figures classified by the same function the classifier uses,
     against the segment they are in. Nothing is saved."""
-    rules = _rules(payload)
     moves: Counter = Counter()
     async with pool.acquire() as conn:
         today = await _today(conn, tenant_id, settings)
@@ -249,15 +239,7 @@ async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppS
 
 
 @router.put("/v1/dashboard/settings")
-async def put_dashboard_settings(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
-    try:
-        body = DashboardSettings.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_settings", "the settings are not valid", problems=domain.problems(exc)
-        ) from None
+async def put_dashboard_settings(pool: Pool, tenant_id: TenantId, body: DashboardSettings) -> dict:
     async with pool.acquire() as conn:
         await dstore.save_target(conn, tenant_id, body.first_to_fledgling_target)
     return {"first_to_fledgling_target": str(body.first_to_fledgling_target)}
