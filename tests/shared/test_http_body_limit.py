@@ -38,7 +38,7 @@ def small_app() -> FastAPI:
     async def ready():
         return {}
 
-    http.install(app, ready, uploads=("/v1/imports",))
+    http.install(app, ready, service="test", uploads=("/v1/imports",))
     return app
 
 
