@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from services.notifier import store
 from services.notifier.app import GROUP
-from services.notifier.pipeline import Notifier
+from services.notifier.consumer import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange
 from shared.kafka import pending_outbox
 from shared.settings import get_settings, today_in

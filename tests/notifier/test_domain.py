@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.notifier.domain import (
+from services.notifier.domain.followups import (
     VALUE_ORDER,
     CancelFollowup,
     OpenFollowup,

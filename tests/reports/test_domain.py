@@ -12,22 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.reports.domain import (
-    CustomerRow,
-    Delta,
-    amount_text,
-    csv_encoding,
-    csv_row,
-    csv_text,
-    decode_cursor,
-    encode_cursor,
-    fold,
-    neutralise,
-    portfolio_body,
-    problem_with,
-    share,
-    sum_deltas,
-)
+from services.reports.domain.portfolio import CustomerRow, Delta, fold, problem_with, sum_deltas
+from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutralise
+from services.reports.views.cursors import decode_cursor, encode_cursor
+from services.reports.views.portfolio import amount_text, portfolio_body, share
 from shared.cpm import SEGMENTS, Rules
 from shared.events import CustomerState
 from shared.http import problems as body_problems

@@ -21,29 +21,26 @@ from hypothesis import strategies as st
 
 from services.classifier.domain import apply_events, lapse
 from services.classifier.store import outbox_rows
-from services.reports.domain import Entry, fold, sum_deltas
-from services.reports.history import (
+from services.reports.consumer import lowest_change
+from services.reports.domain.calendar import add_months, month_end, months, parse_month
+from services.reports.domain.history import accumulate, periods
+from services.reports.domain.portfolio import Entry, fold, sum_deltas
+from services.reports.domain.timeline import (
     NEW,
     NONE,
-    accumulate,
-    add_months,
     entry_at,
-    headline,
-    history_body,
     load_since,
-    month_end,
     month_moves,
-    months,
     moves_delta,
-    parse_month,
-    periods,
+    updated,
+)
+from services.reports.domain.transitions import (
+    headline,
     six_month_view,
     transition_cells,
     transition_months,
-    transitions_body,
-    updated,
 )
-from services.reports.pipeline import lowest_change
+from services.reports.views.history import history_body, transitions_body
 from shared.cpm import DEFAULT_RULES, SEGMENTS, Purchase, classify, compute_figures, tier_part
 from shared.events import CUSTOMER_STATES, CustomerState
 

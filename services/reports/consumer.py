@@ -13,8 +13,8 @@ from shared.events import CustomerState
 from shared.kafka import decode_records, write_outbox
 
 from . import metrics, store
-from .domain import Folded, fold, problem_with, sum_deltas
-from .history import add_moves, load_since, moves_delta, updated
+from .domain.portfolio import Folded, fold, problem_with, sum_deltas
+from .domain.timeline import add_moves, load_since, moves_delta, updated
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"
