@@ -168,7 +168,7 @@ async def rules_distribution(
 async def rules_suggestion(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
-    """Borders computed from the tenant's data (see dashboard_domain.suggest_rules for how),
+    """Borders computed from the tenant's data (see domain/dashboard.py, suggest_rules, for how),
     each with the figure it came from; nothing is saved."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)

@@ -65,7 +65,7 @@ async def transitions(
     (初回→よちよち, active→lapsed and comebacks per tier) and ``six_month``: per tier, the share
     of the tier's customers at the month-end six months earlier that reached the next tier or a
     higher one by this month's end. Read from the maintained monthly moves and the portfolio
-    history (services/reports/history.py), never per customer."""
+    history (domain/timeline.py), never per customer."""
     async with pool.acquire() as conn:
         today = await tenant_today(conn, tenant_id, settings)
         try:
