@@ -8,12 +8,13 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from shared.events.segment_changes import SegmentChange
+from shared.events.segments import Segment
 
 
 class FiguresBefore(BaseModel):
     """The customer's figures in this scope just before the change."""
 
-    segment: str | None = Field(
+    segment: Segment | None = Field(
         description="Segment before the change (null when the customer was in none).",
         examples=["first_active"],
     )
