@@ -1,7 +1,8 @@
 """What every service's HTTP side shares: health, readiness, metrics, error shape (one handler
-for invalid requests: a handler declares its body as a pydantic model), and the
-dependencies handlers declare (``Pool``, ``TenantId``, ``AppSettings``): the lifespan owns the
-pool, settings are read once at start-up, and a handler gets both as parameters."""
+for invalid requests: a handler declares its body as a pydantic model), and the dependencies
+handlers declare (``Pool``, ``AppSettings``): the lifespan owns the pool, settings are read once
+at start-up, and a handler gets both as parameters. Who is asking (``Caller``, ``TenantId``):
+shared/access."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,22 +28,14 @@ log = logging.getLogger("kizuna.http")
 class ApiError(Exception):
     """An error with a status and a body ``{"error": {"code", "message", ...}}``."""
 
-    def __init__(self, status: int, code: str, message: str, **details):
+    def __init__(self, status: int, code: str, message: str, headers=None, **details):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers
 
 
 def error_body(code: str, message: str, **details) -> dict:
     return {"error": {"code": code, "message": message, **details}}
-
-
-async def tenant_header(
-    x_kizuna_tenant: Annotated[
-        str | None, Header(description="Tenant until accounts exist")
-    ] = None,
-) -> str:
-    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off per request.
-    return (x_kizuna_tenant or get_settings().default_tenant).strip()
 
 
 async def get_pool(request: Request) -> asyncpg.Pool:
@@ -56,7 +49,6 @@ async def app_settings() -> Settings:
 
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
-TenantId = Annotated[str, Depends(tenant_header)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
@@ -239,7 +231,9 @@ def install(
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, **exc.details), status_code=exc.status
+            error_body(exc.code, exc.message, **exc.details),
+            status_code=exc.status,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

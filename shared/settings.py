@@ -121,6 +121,25 @@ class Settings(BaseSettings):
     )
     # --- end of the notifier's block ------------------------------------------------------
 
+    # --- Accounts and access (shared/access) -----------------------------------------------
+    api_key: str | None = Field(
+        None,
+        description="The API key `kizuna import` and `kizuna demo-data` send (or --key).",
+        repr=False,
+    )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="A login lasts this long, then asks again."
+    )
+    login_window_minutes: float = Field(
+        15.0, gt=0, description="Failed logins are counted over this window."
+    )
+    login_failures_per_account: int = Field(
+        5, ge=1, description="Failed logins of one e-mail in the window before it waits (429)."
+    )
+    login_failures_per_address: int = Field(
+        30, ge=1, description="Failed logins from one address in the window before it waits."
+    )
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -18,7 +18,7 @@ from shared.db import resolve_database_url
 from shared.embedded import EmbeddedBroker
 from shared.kafka import ensure_topics
 from shared.settings import Settings, get_settings
-from tests.helpers import TMP, free_port, scratch_database
+from tests.helpers import TMP, api_key, free_port, scratch_database
 
 service.exit_on_failure = False  # services run in-process here: fail the test, not pytest
 
@@ -60,3 +60,10 @@ async def pool(database_url):
 def tenant() -> str:
     """A tenant of its own per test: tests share one database without seeing each other."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def auth(database_url, tenant) -> dict[str, str]:
+    """An admin API key of the test's tenant, as request headers (tests/helpers.py has keys of
+    other roles and branches, and logins)."""
+    return await api_key(database_url, tenant)

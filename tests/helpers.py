@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from shared.access import store as access_store
 from shared.db import _with_database, database_name, migrate
 from shared.kafka import PgOffsetConsumer
 
@@ -58,6 +59,61 @@ async def scratch_database(
             await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@asynccontextmanager
+async def _connection(db) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, str):
+        conn = await asyncpg.connect(db)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    else:
+        async with db.acquire() as conn:
+            yield conn
+
+
+async def api_key(
+    db,
+    tenant: str,
+    role: str = "admin",
+    branches: tuple[str, ...] = (),
+    name: str | None = None,
+) -> dict[str, str]:
+    """Headers with a new API key of ``tenant`` (created when new): what a system sends.
+    ``db``: a database URL or a pool."""
+    async with _connection(db) as conn:
+        new = await access_store.create_key(conn, tenant, role, branches, name)
+    return {"Authorization": f"Bearer {new.key}"}
+
+
+async def person(
+    db,
+    tenant: str,
+    role: str = "owner",
+    branches: tuple[str, ...] = (),
+) -> tuple[str, str]:
+    """A new person of ``tenant`` who can log in: their (e-mail, password)."""
+    email, password = f"{role}-{uuid.uuid4().hex[:10]}@{tenant}.example", uuid.uuid4().hex
+    async with _connection(db) as conn:
+        await access_store.create_person(conn, tenant, email, role, password, branches)
+    return email, password
+
+
+async def login(
+    client,
+    db,
+    tenant: str,
+    role: str = "owner",
+    branches: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Log a new person in through ``client`` (an httpx client of reports, which keeps the
+    session cookie): returns the headers a change needs (``X-CSRF-Token``)."""
+    email, password = await person(db, tenant, role, branches)
+    r = await client.post("/v1/session", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"X-CSRF-Token": r.json()["csrf_token"]}
 
 
 def unavailable(reason: str):

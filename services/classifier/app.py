@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from shared import http
+from shared import access, http
 from shared.db import create_pool
 from shared.events import PURCHASES
 from shared.kafka import PgOffsetConsumer, ensure_topics
@@ -87,7 +87,7 @@ async def lifespan(app: FastAPI):
         await pool.close()
 
 
-app = FastAPI(title="Kizuna classifier", lifespan=lifespan)
+app = FastAPI(title="Kizuna classifier", lifespan=lifespan, dependencies=[access.GUARD])
 
 
 async def _ready() -> dict[str, bool]:

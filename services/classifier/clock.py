@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
-from functools import partial
+from dataclasses import replace
 
 import asyncpg
 
@@ -18,18 +18,10 @@ from shared.tenants import Tenant, load_tenant
 
 from . import metrics, store
 from .consumer import emit
-from .domain import lapse, reclassify
+from .domain import advance, is_late
 from .relay import Relay
 
 log = logging.getLogger("kizuna.classifier")
-
-
-def _lapse_until(state, scope, *, today, rules):
-    return lapse(state, scope, today, rules)
-
-
-def _reclassify(state, scope, *, today, rules, version):
-    return reclassify(state, scope, today, rules, version)
 
 
 class Clock:
@@ -54,16 +46,17 @@ class Clock:
                     )
                     if not due:
                         break
-                    await self._apply_each(
-                        conn, tenant, due, partial(_lapse_until, today=today, rules=tenant.rules)
-                    )
+                    borders = await store.load_borders(conn, tenant.tenant_id)
+                    await self._advance(conn, tenant, due, {}, today, borders)
                     moved += len(due)
                     metrics.LAPSES.inc(len(due))
         metrics.LAPSE_SWEEP_SECONDS.observe(time.perf_counter() - started)
         return moved
 
     async def apply_rules(self, pool: asyncpg.Pool) -> int:
-        """Re-classify the customers of tenants whose borders changed (cause ``rules``)."""
+        """Re-classify the customers of tenants whose borders changed: new borders take effect
+        on the day the clock first sees them (cause ``rules``); a tenant with nobody classified
+        yet has them from the beginning."""
         done = 0
         async with pool.acquire() as conn:
             pending = await store.tenants_with_new_rules(conn)
@@ -72,36 +65,57 @@ class Clock:
                 async with pool.acquire() as conn, counted(conn):
                     tenant = await self.tenant(conn, tenant_id)
                     today = today_in(tenant.time_zone, self.settings)
+                    await store.date_new_rules(conn, tenant.tenant_id, today)
+                    borders = await store.load_borders(conn, tenant.tenant_id)
                     batch = await store.states_before_rules(
                         conn, tenant.tenant_id, tenant.rules_version, self.settings.sweep_batch_size
                     )
                     if not batch:
                         await store.mark_rules_applied(conn, tenant.tenant_id, tenant.rules_version)
                         break
-                    await self._apply_each(
-                        conn,
-                        tenant,
-                        batch,
-                        partial(
-                            _reclassify,
-                            today=today,
-                            rules=tenant.rules,
-                            version=tenant.rules_version,
-                        ),
+                    # A state already past the new borders' day was classified under the old
+                    # ones: a correction from that day, which needs the customer's events.
+                    since = {
+                        (customer, scope): borders.first_after(state.rules_version)
+                        for customer, scope, state in batch
+                    }
+                    late = sorted(
+                        {
+                            customer
+                            for customer, scope, state in batch
+                            if is_late(state, since[(customer, scope)], borders)
+                        }
+                    )
+                    events = await store.load_purchases(conn, tenant.tenant_id, late)
+                    await self._advance(
+                        conn, tenant, batch, since, today, borders, events, tenant.rules_version
                     )
                     done += len(batch)
                     metrics.RECLASSIFIED.inc(len(batch))
         return done
 
-    async def _apply_each(self, conn, tenant: Tenant, rows, fn) -> None:
+    async def _advance(
+        self, conn, tenant: Tenant, rows, since, today, borders, events=None, version=0
+    ) -> None:
+        """Each state's timeline up to today, in one transaction with its outbox."""
         outbox: list = []
         changed = {}
         for customer, scope, state in rows:
-            after, change = fn(state, scope)
+            after, changes = advance(
+                state,
+                scope,
+                events.get(customer) if events else None,
+                since.get((customer, scope)),
+                borders,
+                today,
+                clock=True,
+            )
             if after is not None:
+                if after.rules_version < version:
+                    # Borders dated after today (a clock set back): applied, from their day on.
+                    after = replace(after, rules_version=version)
                 changed[(customer, scope)] = after
-            if change is not None:
-                emit(outbox, tenant.tenant_id, customer, [change])
+            emit(outbox, tenant.tenant_id, customer, changes)
         await store.save_states(conn, tenant.tenant_id, changed)
         await store.queue_outbox(conn, outbox)
 
@@ -120,7 +134,7 @@ async def clock_loop(
     While a large backlog of purchases is still to be read (history being loaded), the sweep
     waits: the events themselves catch each customer's lapse clock up in date order, and a
     sweep running ahead would lapse customers whose next purchase is still in the queue (later
-    superseded — correct, but twice the work); so does it before the consumer's first fetch,
+    corrected — right, but twice the work); so does it before the consumer's first fetch,
     when the backlog is not known yet. Live, the backlog is near zero and the sweep runs every
     tick.
     """

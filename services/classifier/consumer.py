@@ -13,11 +13,11 @@ from aiokafka import ConsumerRecord
 
 from shared.events import PurchaseEvent
 from shared.kafka import decode_records
-from shared.settings import Settings
+from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 
 from . import store
-from .domain import ScopeState, apply_events
+from .domain import ScopeState, on_new_events
 
 log = logging.getLogger("kizuna.classifier")
 SERVICE = "classifier"
@@ -81,36 +81,14 @@ class Classifier:
         ids = sorted(customers)
         states = await store.lock_states(conn, tenant.tenant_id, ids)
         purchases = await store.load_purchases(conn, tenant.tenant_id, ids)
+        borders = await store.load_borders(conn, tenant.tenant_id)
+        today = today_in(tenant.time_zone, self.settings)
         changed: dict[tuple[str, str], ScopeState] = {}
         for customer in ids:
-            new_ids = customers[customer]
-            known = [p for p in purchases[customer] if p.event_id not in new_ids]
-            new = [p for p in purchases[customer] if p.event_id in new_ids]
-            scopes = sorted({"all"} | {p.branch_id for p in purchases[customer]})
-            if len(scopes) == 2 and states.get((customer, scopes[0])) == states.get(
-                (customer, scopes[1])
-            ):
-                # Most customers buy at one branch: there, the branch and the chain see the same
-                # events, so from the same state they make the same changes. Classify once.
-                before = states.get((customer, "all"))
-                after, changes = apply_events(
-                    before, "all", known, new, tenant.rules, tenant.rules_version
-                )
-                for scope in scopes:
-                    if after is not None and after != before:
-                        changed[(customer, scope)] = after
-                    if scope != "all":
-                        changes_here = [c.in_scope(scope) for c in changes]
-                    else:
-                        changes_here = changes
-                    emit(outbox, tenant.tenant_id, customer, changes_here)
-                continue
-            for scope in scopes:
-                before = states.get((customer, scope))
-                after, changes = apply_events(
-                    before, scope, known, new, tenant.rules, tenant.rules_version
-                )
-                if after is not None and after != before:
+            mine = states.get(customer, {})
+            done = on_new_events(mine, purchases[customer], customers[customer], borders, today)
+            for scope, (after, changes) in done.items():
+                if after is not None and after != mine.get(scope):
                     changed[(customer, scope)] = after
                 emit(outbox, tenant.tenant_id, customer, changes)
         await store.save_states(conn, tenant.tenant_id, changed)

@@ -1,30 +1,23 @@
 """The classifier's pure logic: from a customer's stored state and events to the changes to
 publish. No I/O; table-tested in tests/unit.
 
-Per customer and scope, new events are applied day by day in date order. Before a day's events,
-the lapse clock is caught up to that day, so a stream of history replays the same changes that
-live operation would have produced. Events older than the state's clock (late arrivals) are
-folded in at the clock's date. The lapse sweep (``lapse``) moves customers to lapsed as time
-passes; if it ran ahead of history that was still arriving (the customer bought again before
-the lapse date), the next change ``supersedes`` the premature lapse so reports can undo it.
+What it publishes per customer and scope is their timeline (``shared.timeline``), numbered by
+``seq`` in publish order. The stored state is where the published timeline ends: its latest
+entry's day (``clock_on``), figures and segment. New events dated after that day extend the
+timeline from the state; the common, in-order case costs what the new days cost. An event
+dated on or before that day is late: the timeline is derived again from its date and published
+as a correction (``corrects_from``, README "Corrections"), which costs the customer's events,
+never anyone else's. The clock extends timelines without events: lapses on their due day, new
+borders on the day they take effect.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date
 
-from shared.cpm import (
-    Figures,
-    Purchase,
-    Rules,
-    classify,
-    compute_figures,
-    in_scope,
-    is_lapsed,
-    lapse_due_on,
-)
+from shared.cpm import Figures, Purchase, in_scope, is_lapsed, lapse_due_on
+from shared.timeline import Borders, Entry, Mark, eve, lapse_due, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +25,7 @@ class ScopeState:
     seq: int
     segment: str | None
     figures: Figures | None
-    clock_on: date
+    clock_on: date  # the day of the latest published change
     lapse_due_on: date | None
     rules_version: int = 0
 
@@ -50,7 +43,7 @@ class Change:
     segment: str | None
     figures: Figures | None
     rules_version: int
-    supersedes_seq: int | None = None
+    corrects_from: date | None = None
 
     def in_scope(self, scope: str) -> Change:
         """The same change in another scope (a one-branch customer's branch and chain)."""
@@ -64,162 +57,130 @@ class Change:
             self.segment,
             self.figures,
             self.rules_version,
-            self.supersedes_seq,
+            self.corrects_from,
         )
 
     @property
     def segment_changed(self) -> bool:
-        # Undoing a premature lapse moves the published chain (lapsed → …) even when the
-        # segment before and after the purchase is the same.
-        return self.before_segment != self.segment or self.supersedes_seq is not None
+        # A correction's first message goes to segment-changes even when it moves nobody: it
+        # carries the withdrawal of what that topic was told from its date on.
+        return self.before_segment != self.segment or self.corrects_from is not None
 
 
-def _same(a: Figures | None, b: Figures | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return (a.purchase_count, a.total_amount, a.first_purchase_on, a.last_purchase_on) == (
-        b.purchase_count,
-        b.total_amount,
-        b.first_purchase_on,
-        b.last_purchase_on,
-    )
+def published_until(state: ScopeState, borders: Borders) -> date:
+    """The day of the latest change published for this state. (A state written before
+    corrections existed kept the day of its latest event even after the clock lapsed it.)"""
+    if is_lapsed(state.segment) and state.figures is not None:
+        rules = borders.on(state.clock_on).rules
+        return max(state.clock_on, lapse_due_on(state.figures, rules))
+    return state.clock_on
 
 
-def step(
+def is_late(state: ScopeState, since: date, borders: Borders) -> bool:
+    """Whether what holds from ``since`` changes changes already published: a day before the
+    latest one, or that day when it lapsed the customer (a customer who bought on a day did not
+    lapse on it). More events on the latest day otherwise just follow it, in seq order."""
+    until = published_until(state, borders)
+    return since < until or (since == until and is_lapsed(state.segment))
+
+
+def advance(
     state: ScopeState | None,
     scope: str,
-    figures: Figures | None,
-    as_of: date,
-    cause: str,
-    rules: Rules,
-    rules_version: int,
-    supersedes: bool = False,
-) -> tuple[ScopeState | None, Change | None]:
-    """Classify new figures as of a date; a change when figures or segment moved."""
-    segment = classify(figures, as_of, rules)
-    due = lapse_due_on(figures, rules) if segment and not is_lapsed(segment) else None
-    clock = max(as_of, state.clock_on) if state else as_of
-    if state is None and figures is None:
-        return None, None
-    before_segment = state.segment if state else None
-    superseded = None
-    if supersedes and state is not None:
-        # The sweep lapsed this customer before history that was still arriving: what they
-        # really were on this day is the pre-lapse segment.
-        before_segment = classify(state.figures, as_of, rules)
-        superseded = state.seq
-    if (
-        state is not None
-        and _same(state.figures, figures)
-        and before_segment == segment
-        and not superseded
-    ):
-        # (constructors, not dataclasses.replace: this runs for every customer and scope of a batch)
-        same = ScopeState(state.seq, state.segment, state.figures, clock, due, rules_version)
-        return same, None
-    seq = (state.seq if state else 0) + 1
-    change = Change(
-        scope=scope,
-        seq=seq,
-        effective_on=as_of,
-        cause=cause,
-        before_segment=before_segment,
-        before=state.figures if state else None,
-        segment=segment,
-        figures=figures,
-        rules_version=rules_version,
-        supersedes_seq=superseded,
-    )
-    return ScopeState(seq, segment, figures, clock, due, rules_version), change
-
-
-def lapse(
-    state: ScopeState | None, scope: str, until: date, rules: Rules
-) -> tuple[ScopeState | None, Change | None]:
-    """Move an active customer to lapsed when the lapse date has come by ``until``."""
-    if state is None or state.lapse_due_on is None or state.lapse_due_on > until:
-        return state, None
-    new_state, change = step(
-        state, scope, state.figures, state.lapse_due_on, "lapse", rules, state.rules_version
-    )
-    if new_state is not None:
-        new_state = replace(new_state, clock_on=state.clock_on)  # the clock of events is unchanged
-    return new_state, change
-
-
-def _cause(events: list[Purchase]) -> str:
-    kinds = {p.kind for p in events}
-    if "void" in kinds:
-        return "void"
-    if "sale" in kinds:
-        return "purchase"
-    return "return"
-
-
-def apply_events(
-    state: ScopeState | None,
-    scope: str,
-    known: list[Purchase],
-    new: list[Purchase],
-    rules: Rules,
-    rules_version: int,
+    events: list[Purchase] | None,
+    since: date | None,
+    borders: Borders,
+    today: date,
+    *,
+    clock: bool = False,
 ) -> tuple[ScopeState | None, list[Change]]:
-    """Apply a customer's new events in one scope. ``known`` are the events stored before."""
-    new = [p for p in new if in_scope(p, scope)]
-    if not new:
-        return state, []
-    events = [p for p in known if in_scope(p, scope)]
-    changes: list[Change] = []
-    by_day: dict[date, list[Purchase]] = defaultdict(list)
-    for p in new:
-        by_day[p.occurred_on].append(p)
-    cursor = state.clock_on if state else None
-    late = [p for d in sorted(by_day) if cursor is not None and d < cursor for p in by_day[d]]
-    if late:
-        events += late
-        state, change = step(
-            state, scope, compute_figures(events, scope), cursor, _cause(late), rules, rules_version
-        )
-        changes += [change] if change else []
-    for day in sorted(d for d in by_day if cursor is None or d >= cursor):
-        state, change = lapse(state, scope, day - timedelta(days=1), rules)
-        changes += [change] if change else []
-        premature = (
-            state is not None
-            and is_lapsed(state.segment)
-            and state.figures is not None
-            and lapse_due_on(state.figures, rules) > day
-        )
-        events += by_day[day]
-        state, change = step(
-            state,
-            scope,
-            compute_figures(events, scope),
-            day,
-            _cause(by_day[day]),
-            rules,
-            rules_version,
-            supersedes=premature,
-        )
-        changes += [change] if change else []
-    return state, changes
+    """Bring a customer's published timeline in one scope up to date.
 
-
-def reclassify(state: ScopeState, scope: str, today: date, rules: Rules, rules_version: int):
-    """New borders: classify the same figures again as of today (cause ``rules``)."""
-    new_state, change = step(
-        state, scope, state.figures, max(today, state.clock_on), "rules", rules, rules_version
+    ``events`` are all of the customer's stored events, new ones included (None when nothing
+    new needs them: the clock's lapses and borders after the state); ``since`` is the earliest
+    day something new holds from (a new event's day, new borders' first day). Lapses after the
+    newest event are the clock's (``clock``): a batch of history in date order leaves them to
+    it, so the next batch does not correct them. A correction includes them up to ``today``:
+    it restates everything from its day, and a lapse it only moves to another day must arrive
+    with the withdrawal (notifier: one task, nothing sent again).
+    """
+    corrects_from = None
+    if state is None:
+        start = None
+    elif since is not None and is_late(state, since, borders):
+        if events is None:
+            raise ValueError("a correction needs the customer's events")
+        corrects_from = since
+        start = eve(events, scope, since, borders)
+    else:
+        start = Mark(state.clock_on, state.figures, state.segment, state.rules_version)
+    until = today if clock or corrects_from is not None else None
+    entries, end = walk(
+        start,
+        events or (),
+        scope,
+        since,
+        borders,
+        until,
+        borders_until=today,
+        restate_first=corrects_from is not None,
     )
-    if new_state is not None:
-        new_state = replace(new_state, clock_on=state.clock_on)
-    return new_state, change
+    if end is None:
+        return None, []
+    seq = state.seq if state is not None else 0
+    changes = []
+    for entry in entries:
+        seq += 1
+        changes.append(_change(scope, seq, entry, corrects_from))
+        corrects_from = None
+    rules = borders.rules_of(end.rules_version, end.on)
+    after = ScopeState(
+        seq, end.segment, end.figures, end.on, lapse_due(end, rules), end.rules_version
+    )
+    return after, changes
 
 
-def from_scratch(
-    purchases: list[Purchase], scope: str, today: date, rules: Rules
-) -> tuple[Figures | None, str | None]:
-    """What a customer's figures and segment are, computed from nothing but the event store."""
-    scoped = [p for p in purchases if in_scope(p, scope)]
-    figures = compute_figures(scoped, scope)
-    last_event = max((p.occurred_on for p in scoped), default=today)
-    return figures, classify(figures, max(today, last_event), rules)
+def _change(scope: str, seq: int, entry: Entry, corrects_from: date | None) -> Change:
+    return Change(
+        scope,
+        seq,
+        entry.effective_on,
+        entry.cause,
+        entry.before_segment,
+        entry.before,
+        entry.segment,
+        entry.figures,
+        entry.rules_version,
+        corrects_from,
+    )
+
+
+def new_events_since(new: list[Purchase], scope: str) -> date | None:
+    """The earliest day of the new events that count in a scope (None when none does)."""
+    return min((p.occurred_on for p in new if in_scope(p, scope)), default=None)
+
+
+def on_new_events(
+    states: dict[str, ScopeState],
+    events: list[Purchase],
+    new_ids: set[str],
+    borders: Borders,
+    today: date,
+) -> dict[str, tuple[ScopeState | None, list[Change]]]:
+    """A customer's new events in every scope they count in: per scope, the state after and
+    the changes to publish. ``states`` by scope; ``events`` all their stored events."""
+    new = [p for p in events if p.event_id in new_ids]
+    scopes = sorted({"all"} | {p.branch_id for p in events})
+    if len(scopes) == 2 and states.get(scopes[0]) == states.get(scopes[1]):
+        # Most customers buy at one branch: there, the branch and the chain see the same
+        # events, so from the same state they make the same changes. Classify once.
+        since = new_events_since(new, "all")
+        after, changes = advance(states.get("all"), "all", events, since, borders, today)
+        branch = scopes[0] if scopes[1] == "all" else scopes[1]
+        return {"all": (after, changes), branch: (after, [c.in_scope(branch) for c in changes])}
+    out = {}
+    for scope in scopes:
+        since = new_events_since(new, scope)
+        if since is not None:
+            out[scope] = advance(states.get(scope), scope, events, since, borders, today)
+    return out

@@ -9,9 +9,10 @@ from decimal import Decimal
 import asyncpg
 import orjson
 
-from shared.cpm import Figures, Purchase
+from shared.cpm import Figures, Purchase, Rules
 from shared.events import CUSTOMER_STATES, SEGMENT_CHANGES
 from shared.kafka import write_outbox
+from shared.timeline import Border, Borders
 
 from .domain import Change, ScopeState
 
@@ -89,8 +90,9 @@ def _state(r) -> ScopeState:
 
 async def lock_states(
     conn: asyncpg.Connection, tenant_id: str, customers: list[str]
-) -> dict[tuple[str, str], ScopeState]:
-    """Read and lock the states of these customers (row locks, in key order: no deadlocks).
+) -> dict[str, dict[str, ScopeState]]:
+    """Read and lock the states of these customers (row locks, in key order: no deadlocks), by
+    customer and scope.
 
     The lapse sweep skips locked rows; a batch waits for a sweep that holds a row and then
     reads its result. (Reading without locks and checking the seq at write time was tried: no
@@ -102,7 +104,10 @@ async def lock_states(
         tenant_id,
         sorted(customers),
     )
-    return {(r["customer_id"], r["scope"]): _state(r) for r in rows}
+    states: dict[str, dict[str, ScopeState]] = defaultdict(dict)
+    for r in rows:
+        states[r["customer_id"]][r["scope"]] = _state(r)
+    return states
 
 
 async def due_states(conn: asyncpg.Connection, tenant_id: str, today: date, limit: int):
@@ -224,6 +229,30 @@ async def outbox_backlog(pool: asyncpg.Pool) -> int:
     )
 
 
+async def load_borders(conn: asyncpg.Connection, tenant_id: str) -> Borders:
+    """The tenant's borders that have taken effect, each from its day."""
+    rows = await conn.fetch(
+        "SELECT version, rules::text AS rules, effective_on FROM tenant_rules"
+        " WHERE tenant_id = $1 AND effective_on IS NOT NULL",
+        tenant_id,
+    )
+    return Borders(
+        Border(r["effective_on"], r["version"], Rules.model_validate_json(r["rules"])) for r in rows
+    )
+
+
+async def date_new_rules(conn: asyncpg.Connection, tenant_id: str, today: date) -> None:
+    """New borders take effect today; for a tenant with nobody classified, from the beginning."""
+    await conn.execute(
+        "UPDATE tenant_rules SET effective_on = CASE WHEN EXISTS"
+        " (SELECT 1 FROM customer_states WHERE tenant_id = $1) THEN $2::date ELSE $3::date END"
+        " WHERE tenant_id = $1 AND effective_on IS NULL",
+        tenant_id,
+        today,
+        date.min,
+    )
+
+
 async def tenant_ids(conn: asyncpg.Connection) -> list[str]:
     return [
         r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM tenants ORDER BY tenant_id")
@@ -282,7 +311,7 @@ def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[
     figures = change.figures
     common = orjson.dumps(
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "tenant_id": tenant_id,
             "scope": change.scope,
             "customer_id": customer_id,
@@ -294,7 +323,8 @@ def outbox_rows(tenant_id: str, customer_id: str, change: Change) -> list[tuple[
             **_figure_fields(figures, change.effective_on),
             "home_branch_id": figures.home_branch_id if figures else None,
             "rules_version": change.rules_version,
-            "supersedes_seq": change.supersedes_seq,
+            "corrects_from": change.corrects_from,
+            "supersedes_seq": None,
         }
     )
     before = None

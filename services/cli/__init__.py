@@ -11,6 +11,8 @@ from datetime import date
 from shared import logs
 from shared.settings import Settings, get_settings, today_in
 
+from . import accounts
+
 SERVICES = ("ingest", "classifier", "reports", "notifier")
 
 
@@ -131,7 +133,11 @@ async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> Non
         tenant=tenant,
         end=end,
     )
-    sent = await demo.load(stack.url("ingest"), tenant, events, progress=progress)
+    logins, key_id, key = await demo.demo_accounts(stack.database_url, tenant)
+    try:
+        sent = await demo.load(stack.url("ingest"), key, events, progress=progress)
+    finally:
+        await demo.revoke_key(stack.database_url, key_id)
     print(f"  {sent:,} events accepted; classifying …", flush=True)
     started = loop_time = asyncio.get_running_loop().time()
 
@@ -143,14 +149,20 @@ async def load_demo(stack, settings: Settings, args, stop: asyncio.Event) -> Non
             print(f"  … still working ({now - started:.0f}s)", flush=True)
 
     await stack.wait_idle(timeout=1800, progress=show)
-    async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.get(
-            f"{stack.url('reports')}/v1/portfolio",
-            params={"scope": "all"},
-            headers={"X-Kizuna-Tenant": tenant},
+    async with httpx.AsyncClient(base_url=stack.url("reports"), timeout=10) as client:
+        owner = logins[0]
+        login = await client.post(
+            "/v1/session", json={"email": owner.email, "password": owner.password}
         )
-        if r.status_code == 200:
+        r = await client.get("/v1/portfolio", params={"scope": "all"})
+        if login.status_code == 200 and r.status_code == 200:
             print_portfolio(r.json())
+        if login.status_code == 200:
+            await client.delete("/v1/session", headers={"X-CSRF-Token": login.json()["csrf_token"]})
+    print(f"\nログイン / log in at {stack.url('reports')}/login (passwords are new every run):")
+    for person in logins:
+        where = f"branch {', '.join(person.branches)}" if person.branches else "whole chain"
+        print(f"  {person.role:<8} {person.email:<28} {person.password}   ({where})")
 
 
 def cmd_up(args, settings: Settings) -> int:
@@ -180,7 +192,14 @@ def cmd_demo_data(args, settings: Settings) -> int:
     def progress(sent, total):
         print(f"\r  sent {sent:,} events", end="", flush=True)
 
-    n = asyncio.run(demo.load(url, args.tenant, events, progress=progress))
+    if not args.key:
+        print(
+            "demo-data needs an ingest key of the tenant: --key or KIZUNA_API_KEY"
+            " (kizuna keys create --tenant T --role ingest)",
+            file=sys.stderr,
+        )
+        return 2
+    n = asyncio.run(demo.load(url, args.key, events, progress=progress))
     print(f"\n{n:,} events accepted by {url}")
     return 0
 
@@ -223,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--end", help="last day of data, YYYY-MM-DD (default today)")
     dd.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
     dd.add_argument("--out", help="write NDJSON to this file instead of sending")
+    dd.add_argument(
+        "--key", default=None, help="ingest API key of the tenant (default KIZUNA_API_KEY)"
+    )
     dd.set_defaults(func=cmd_demo_data)
     imp = sub.add_parser(
         "import",
@@ -251,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--resume", type=int, metavar="ID", help="resume this unfinished import")
     imp.add_argument("--rejections", metavar="PATH", help="where to write the rejected rows")
     imp.add_argument("--url", help="ingest base URL (default http://127.0.0.1:8001)")
+    imp.add_argument(
+        "--key", default=None, help="an ingest or admin API key (default KIZUNA_API_KEY)"
+    )
     imp.set_defaults(func=cmd_import)
 
     bench = sub.add_parser(
@@ -292,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--partitions", type=int, default=8)
     bench.set_defaults(func=cmd_bench)
+    accounts.add_parsers(sub)
     return p
 
 
@@ -312,5 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if getattr(args, "tenant", "x") is None:
         args.tenant = settings.default_tenant
+    if getattr(args, "key", "x") is None:
+        args.key = settings.api_key
     logs.configure(settings.log_level, settings.log_format, getattr(args, "service", None))
     return args.func(args, settings) or 0

@@ -34,6 +34,7 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
@@ -454,7 +455,7 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 async def load(
     ingest_url: str,
-    tenant: str,
+    key: str,
     events: Iterable[dict],
     batch: int = 5000,
     progress: Callable[[int, int | None], None] | None = None,
@@ -472,7 +473,8 @@ async def load(
     (broker unavailable), 429/502/504 or a connection error is retried with exponential back-off
     — resending is harmless, event ids are the idempotency key. A 422 raises ``DemoLoadError``
     naming the first problems. ``progress(sent, total)`` after each accepted batch; ``total`` is
-    ``len(events)`` when it has one, else None. ``transport`` is for tests (an httpx transport).
+    ``len(events)`` when it has one, else None. ``key``: an ingest API key of the events'
+    tenant. ``transport`` is for tests (an httpx transport).
     """
     if batch < 1 or concurrency < 1:
         raise ValueError("batch and concurrency must be ≥ 1")
@@ -481,7 +483,7 @@ async def load(
     except TypeError:
         total = None
     url = ingest_url.rstrip("/") + "/v1/purchases"
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = {"Authorization": f"Bearer {key}"}
     accepted = 0
     gate = asyncio.Semaphore(concurrency)
     running: set[asyncio.Task] = set()
@@ -594,3 +596,56 @@ def write_ndjson(events: Iterable[dict], path: str | Path) -> int:
             out.write("\n")
             n += 1
     return n
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    email: str
+    password: str
+    role: str
+    branches: tuple[str, ...]
+
+
+async def demo_accounts(database_url: str, tenant: str) -> tuple[list[DemoLogin], str, str]:
+    """The demo chain's people and a key to load it with: the owner (whole chain) and the
+    manager of its first shop, with fresh passwords each run (shown once, by ``kizuna up
+    --demo``), and a new ingest key. Returns (logins, key_id, key); revoke the key after
+    loading."""
+    import asyncpg
+
+    from shared.access import store as access
+    from shared.access.credentials import new_password
+
+    people = [
+        ("owner", ()),
+        ("manager", (BRANCHES[0][0],)),
+    ]
+    logins = []
+    conn = await asyncpg.connect(database_url)
+    try:
+        for role, branches in people:
+            email = f"{role}@{tenant}.example"
+            password = new_password()
+            try:
+                await access.create_person(conn, tenant, email, role, password, branches)
+            except access.AccessError:  # a database from an earlier demo: a new password
+                await access.update_person(
+                    conn, email, role=role, branches=branches, password=password, enabled=True
+                )
+            logins.append(DemoLogin(email, password, role, branches))
+        key = await access.create_key(conn, tenant, "ingest", name="demo loader")
+    finally:
+        await conn.close()
+    return logins, key.key_id, key.key
+
+
+async def revoke_key(database_url: str, key_id: str) -> None:
+    import asyncpg
+
+    from shared.access import store as access
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await access.revoke_key(conn, key_id)
+    finally:
+        await conn.close()

@@ -294,6 +294,13 @@ async def run(
         except MappingError as exc:
             err.write(mapping_message(str(exc)))
             return EXIT_MAPPING
+    args.key = getattr(args, "key", None) or settings.api_key
+    if not args.key:
+        err.write(
+            "APIキーがありません / no API key: pass --key or set KIZUNA_API_KEY"
+            " (kizuna keys create --tenant T --role ingest)\n"
+        )
+        return EXIT_FAILED
     base = (args.url or f"http://{settings.host}:{settings.ingest_port}").rstrip("/")
     own_client = client is None
     if client is None:
@@ -312,7 +319,7 @@ async def run(
 
 
 async def _import(args, path: Path, client, base, stop, out, err, poll_seconds) -> int:
-    headers = {"X-Kizuna-Tenant": args.tenant}
+    headers = {"Authorization": f"Bearer {args.key}"}
     params: list[tuple[str, str]] = [("file_name", path.name)]
     if args.branch:
         params.append(("branch", args.branch))

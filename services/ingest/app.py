@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from shared import http, replay
+from shared import access, http, replay
 from shared.db import create_pool, resolve_database_url
 from shared.settings import get_settings
 
@@ -62,6 +62,7 @@ app = FastAPI(
     title="Kizuna ingest",
     description="Send sales, returns and voids from POS and order systems.",
     lifespan=lifespan,
+    dependencies=[access.GUARD],
 )
 
 

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from shared import http, replay
+from shared import access, http, replay
+from shared.access import Permission, Principal
 from shared.events import PURCHASES, PurchaseEvent, message_key
-from shared.http import TenantId
 from shared.kafka import ensure_topics, new_producer
 
 from . import metrics
@@ -150,9 +150,11 @@ def _items(body: bytes, content_type: str) -> list:
     )
 
 
-def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dict]]:
-    """Every item checked; problems named by index, field and reason."""
-    events, problems = [], []
+def validate(items: list, who: Principal) -> tuple[list[PurchaseEvent], list[dict], list[dict]]:
+    """Every item checked; problems named by index, field and reason. Returns the events, the
+    invalid items' problems, and the items the caller may not send (another tenant, or a
+    branch outside an ingest key's)."""
+    events, problems, forbidden = [], [], []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             problems.append(
@@ -160,13 +162,28 @@ def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dic
             )
             continue
         item = {**item}
-        given = item.setdefault("tenant_id", tenant_id)
-        if given != tenant_id:
-            problems.append(
+        given = item.setdefault("tenant_id", who.tenant_id)
+        if len(who.branches) == 1:
+            item.setdefault("branch_id", who.branches[0])
+        if given != who.tenant_id:
+            forbidden.append(
                 {
                     "index": index,
+                    "event_id": item.get("event_id"),
                     "field": "tenant_id",
-                    "reason": f"tenant_id {given!r} does not match the caller's tenant {tenant_id!r}",
+                    "reason": f"tenant_id {given!r} is not the key's tenant",
+                }
+            )
+            continue
+        branch = item.get("branch_id")
+        if isinstance(branch, str) and not who.covers(branch):
+            forbidden.append(
+                {
+                    "index": index,
+                    "event_id": item.get("event_id"),
+                    "field": "branch_id",
+                    "reason": f"branch_id {branch!r} is not one of the key's branches"
+                    f" ({', '.join(who.branches)})",
                 }
             )
             continue
@@ -182,13 +199,14 @@ def validate(items: list, tenant_id: str) -> tuple[list[PurchaseEvent], list[dic
                         "reason": e["msg"],
                     }
                 )
-    return events, problems
+    return events, problems, forbidden
 
 
-@router.post("/v1/purchases", status_code=202)
-async def post_purchases(request: Request, tenant_id: TenantId):
+@router.post("/v1/purchases", status_code=202, dependencies=[access.allow(Permission.INGEST)])
+async def post_purchases(request: Request, who: access.Caller):
     """Accept events; 202 only after the broker acknowledged every one. All or nothing: when
-    any item is invalid, nothing is sent and the 422 names each problem."""
+    any item is for another tenant or (a branch key) another branch, nothing is sent and the
+    403 names each such item; when any is invalid, the 422 names each problem."""
     items = _items(await request.body(), request.headers.get("content-type", ""))
     if not items:
         raise http.ApiError(422, "invalid_request", "no events in the request")
@@ -196,7 +214,18 @@ async def post_purchases(request: Request, tenant_id: TenantId):
         raise http.ApiError(
             413, "too_many_events", f"at most {MAX_EVENTS} events per request", received=len(items)
         )
-    events, problems = validate(items, tenant_id)
+    events, problems, forbidden = validate(items, who)
+    if forbidden:
+        metrics.INGEST_REJECTED.inc(len(forbidden))
+        return JSONResponse(
+            http.error_body(
+                "forbidden_events",
+                f"{len(forbidden)} of {len(items)} events are not this key's to send;"
+                " nothing was accepted",
+                problems=forbidden,
+            ),
+            status_code=403,
+        )
     if problems:
         metrics.INGEST_REJECTED.inc(len({p["index"] for p in problems}))
         return JSONResponse(

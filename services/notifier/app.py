@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from shared import http
+from shared import access, http
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
 from shared.kafka import PgOffsetConsumer, ensure_topics
@@ -75,7 +75,7 @@ async def lifespan(app: FastAPI):
         await pool.close()
 
 
-app = FastAPI(title="Kizuna notifier", lifespan=lifespan)
+app = FastAPI(title="Kizuna notifier", lifespan=lifespan, dependencies=[access.GUARD])
 app.include_router(followups.router)
 app.include_router(notifications.router)
 app.include_router(sequences.router)

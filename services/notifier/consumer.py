@@ -1,10 +1,11 @@
 """The notifier's work unit: one consumed batch of segment changes, in one PostgreSQL
 transaction (the consumer stores its offsets in the same one).
 
-Decode (what cannot be read goes to the dead-letter topic through the outbox), decide each
-change with the pure ``domain`` functions, then apply the decisions set-based, one statement per
-kind of action: tasks, alerts with their deliveries (the worker in ``workers.py`` sends them
-after the commit), sequence steps scheduled and stopped, comebacks.
+Decode (what cannot be read goes to the dead-letter topic through the outbox), apply the
+batch's corrections (``Withdrawal``), decide each remaining change with the pure ``domain``
+functions, then apply the decisions set-based, one statement per kind of action: tasks, alerts
+with their deliveries (the worker in ``workers.py`` sends them after the commit), sequence steps
+scheduled and stopped, comebacks.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from shared.settings import Settings, today_in, utcnow
 
 from . import metrics, store
 from .domain.alerts import plan_alert
-from .domain.followups import LAPSED, SEQUENCE, CancelFollowup, OpenFollowup, Reactivated, decide
+from .domain.followups import LAPSED, SEQUENCE, OpenFollowup, Reactivated, decide, in_force
 from .domain.sequences import plan_sequence, stop_sequence
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -39,7 +40,7 @@ class Applied:
     """What one batch changed (after idempotency: redelivered changes count zero)."""
 
     opened: int = 0
-    cancelled: int = 0
+    cancelled: int = 0  # open tasks a correction withdrew
     comebacks: int = 0
     alerts: int = 0
     scheduled: int = 0
@@ -48,9 +49,9 @@ class Applied:
 
 def contract_problem(change: SegmentChange) -> str | None:
     """Why a well-formed message still breaks the contract, or ``None``."""
-    if change.schema_version != SCHEMA_VERSION:
+    if change.schema_version > SCHEMA_VERSION:
         # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (only {SCHEMA_VERSION})"
+        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
     for field in ("from_segment", "to_segment"):
         value = getattr(change, field)
         if value is not None and value not in SEGMENTS:
@@ -81,6 +82,10 @@ class Notifier:
         today = {tenant: today_in(zone, self.settings) for tenant, zone in zones.items()}
         now = utcnow(self.settings)
         max_age = self.settings.followup_max_age_days
+        # Corrections first: they withdraw what earlier batches made; what they withdraw in
+        # this batch is left out of it.
+        changes, withdrawals = in_force(changes, today)
+        cancelled = await store.withdraw(conn, withdrawals)
         actions = [decide(c, today[c.tenant_id], max_age) for c in changes]
         lapses = [a for a in actions if isinstance(a, OpenFollowup)]
         sequences = await store.tenant_sequences(conn, zones)
@@ -129,9 +134,6 @@ class Notifier:
         scheduled = await store.open_tasks(conn, steps)
         stopped = await store.stop_sequences(
             conn, [s for c in changes if (s := stop_sequence(c)) is not None]
-        )
-        cancelled = await store.cancel_followups(
-            conn, [a for a in actions if isinstance(a, CancelFollowup)]
         )
         comebacks = await store.reactivate(conn, [a for a in actions if isinstance(a, Reactivated)])
         # Counted when the consumer's transaction commits (shared.metrics.counted).

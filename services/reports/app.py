@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from shared import http
+from shared import access, http
+from shared.access import privacy, session
+from shared.access.headers import SecurityHeaders
 from shared.db import create_pool
 from shared.events import CUSTOMER_STATES
 from shared.kafka import PgOffsetConsumer, ensure_topics
@@ -26,7 +28,7 @@ from shared.settings import get_settings
 
 from . import store
 from .api import dashboard as dashboard_api
-from .api import dm, gateway, history, ltv, portfolio, questions, rfm, rules, segments
+from .api import dm, gateway, history, ltv, people, portfolio, questions, rfm, rules, segments
 from .consumer import GROUP, SERVICE, on_customer_states
 
 log = logging.getLogger("kizuna.reports")
@@ -80,7 +82,17 @@ app = FastAPI(
     title="Kizuna reports",
     description="顧客ポートフォリオ: the live portfolio, segment lists and the dashboard.",
     lifespan=lifespan,
+    dependencies=[access.GUARD],
 )
+
+
+app.add_middleware(SecurityHeaders)
+
+
+app.include_router(session.router)
+
+
+app.include_router(privacy.router)
 
 
 async def _ready() -> dict[str, bool]:
@@ -108,9 +120,17 @@ app.include_router(dm.router)
 app.include_router(rules.router)
 
 
+app.include_router(people.router)
+
+
 @app.get("/", include_in_schema=False)
 async def dashboard() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@app.get("/login", include_in_schema=False)
+async def login_page() -> FileResponse:
+    return FileResponse(STATIC / "login.html", media_type="text/html; charset=utf-8")
 
 
 app.mount("/static", StaticFiles(directory=STATIC), name="static")

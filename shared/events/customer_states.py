@@ -12,7 +12,8 @@ from shared.events.segments import Segment
 
 
 class FiguresBefore(BaseModel):
-    """The customer's figures in this scope just before the change."""
+    """The customer's figures in this scope on the eve of the change (in a correction: on the
+    eve of its ``effective_on`` in the corrected timeline)."""
 
     segment: Segment | None = Field(
         description="Segment before the change (null when the customer was in none).",
@@ -39,7 +40,8 @@ class FiguresBefore(BaseModel):
 class CustomerState(SegmentChange):
     """Same fields as ``SegmentChange`` (``from_segment`` may equal ``to_segment`` here), plus
     ``before``: the figures before the change (null for a new customer). Published after every
-    change of figures or segment."""
+    change of figures or segment; a correction's first message has ``effective_on`` equal to
+    ``corrects_from`` and ``before`` on the eve of that day in the corrected timeline."""
 
     before: FiguresBefore | None = Field(
         None,

@@ -15,18 +15,27 @@ Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
 class SegmentChange(BaseModel):
     """A dated change of a customer's segment in one scope. Read per customer and scope in
-    ``seq`` order."""
+    ``seq`` order; a message with ``corrects_from`` withdraws earlier ones (README,
+    "Corrections")."""
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = Field(1, description="Contract version; absent means 1.")
+    schema_version: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="Contract version; absent means 1. The classifier writes 2: version 2 adds "
+        "`corrects_from`, and a reader of version 1 that ignores it would keep changes a "
+        "correction withdrew.",
+    )
     tenant_id: str = Field(description="The retail chain or mail-order company.", examples=["demo"])
     scope: str = Field(description="A branch_id, or 'all' for the whole chain.", examples=["all"])
     customer_id: str = Field(
         description="The member or customer number, as in the purchases.", examples=["C000123"]
     )
     seq: int = Field(
-        description="Per customer and scope, strictly increasing in publish order.",
+        description="Per customer and scope, strictly increasing in publish order; the message "
+        "with the highest seq carries the customer's current figures and segment.",
         examples=[7],
     )
     from_segment: Segment | None = Field(
@@ -40,7 +49,7 @@ class SegmentChange(BaseModel):
     )
     effective_on: date = Field(
         description="The day the change holds from: the day of the events, of the lapse, or of "
-        "the new borders.",
+        "the new borders. After a correction it may be earlier than that of lower seqs.",
         examples=["2026-11-20"],
     )
     cause: Cause = Field(
@@ -71,9 +80,20 @@ class SegmentChange(BaseModel):
     home_branch_id: str | None = Field(
         None, description="Branch with most of the customer's spending (extension)."
     )
-    rules_version: int = Field(0, description="Version of the tenant's borders used (extension).")
+    rules_version: int = Field(
+        0, description="Version of the tenant's borders in force on `effective_on` (extension)."
+    )
+    corrects_from: date | None = Field(
+        None,
+        description="Set on the first message of a correction: every change of this customer "
+        "and scope received before (lower seq) whose `effective_on` is on or after this date "
+        "no longer holds. This message (`effective_on` equal to this date) and those after it "
+        "are the timeline from that date on. Sent on segment-changes even when `from_segment` "
+        "equals `to_segment`.",
+        examples=["2026-10-02"],
+    )
     supersedes_seq: int | None = Field(
         None,
-        description="Set when this change replaces a lapse the clock applied before history that "
-        "was still arriving showed a purchase before the lapse date: undo change `supersedes_seq`.",
+        description="Deprecated, always null since schema_version 2: a premature lapse is "
+        "withdrawn by a correction (`corrects_from`).",
     )

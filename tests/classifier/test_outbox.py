@@ -30,7 +30,7 @@ CHANGES = [
         "fledgling_active",
         F2,
         0,
-        supersedes_seq=3,
+        corrects_from=date(2026, 3, 1),
     ),
     Change("all", 5, date(2026, 3, 2), "void", "fledgling_active", F2, None, None, 0),
     Change("all", 6, date(2026, 3, 3), "return", "fledgling_active", F2, "fledgling_active", F1, 0),
@@ -47,7 +47,12 @@ def test_payloads_equal_what_the_models_write(change):
         assert parsed.model_dump(mode="json") == json.loads(payload)
     topics = [t for t, _, _ in rows]
     assert (SEGMENT_CHANGES in topics) == (
-        change.before_segment != change.segment or change.supersedes_seq is not None
+        change.before_segment != change.segment or change.corrects_from is not None
+    )
+    payload = json.loads(rows[0][2])
+    assert payload["schema_version"] == 2 and payload["supersedes_seq"] is None
+    assert payload["corrects_from"] == (
+        change.corrects_from.isoformat() if change.corrects_from else None
     )
 
 

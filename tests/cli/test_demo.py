@@ -193,7 +193,7 @@ class FakeIngest:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             payload = await request.json()
-            self.requests.append((request.headers.get("x-kizuna-tenant"), payload["events"]))
+            self.requests.append((request.headers.get("authorization"), payload["events"]))
             await asyncio.sleep(self.delay)
             if self.statuses:
                 status = self.statuses.pop(0)
@@ -218,7 +218,7 @@ async def test_load_retries_503_and_counts():
     )
     assert n == 47
     assert len(ingest.requests) == 6  # five batches, one of them sent twice
-    assert {t for t, _ in ingest.requests} == {"acme"}
+    assert {t for t, _ in ingest.requests} == {"Bearer acme"}
     assert sorted(len(b) for _, b in ingest.requests) == [7, 10, 10, 10, 10, 10]
     received = [e["event_id"] for _, b in ingest.requests for e in b]
     assert set(received) == {e["event_id"] for e in evs} and len(received) == 57

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import TMP, free_port, wait_for
+from shared.embedded import EmbeddedBroker
+from shared.kafka import ensure_topics
+from tests.helpers import TMP, free_port, scratch_database, wait_for
 
 
 class ServiceProcess:
@@ -87,3 +89,19 @@ def services(broker, database_url):
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+async def own_broker(request):
+    """A broker of the test's own (a test that floods it leaves nothing for the next)."""
+    b = EmbeddedBroker(free_port(), log_file=TMP / f"tansu-{request.node.name[:60]}.log")
+    await b.start()
+    await ensure_topics(b.bootstrap, 4)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+async def own_database(database_url):
+    async with scratch_database(database_url, "history") as url:
+        yield url

@@ -89,7 +89,11 @@ async def test_cli_exit_codes_and_resume_after_ingest_is_killed(
     ingest = services("ingest", KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, TMPDIR=str(tmp_path))
     ingest.start()
     await ingest.ready()
-    common = ("--tenant", tenant, "--url", ingest.url)
+    # the key as an operator gets it: `kizuna keys create` prints it alone on its last line
+    code, out, err = await run("keys", "create", "--tenant", tenant, "--role", "ingest")
+    assert code == 0, err
+    key = out.strip().splitlines()[-1]
+    common = ("--tenant", tenant, "--url", ingest.url, "--key", key)
 
     broken = tmp_path / "broken.csv"
     shutil.copy(FIXTURES / "sales_broken.csv", broken)
@@ -107,7 +111,10 @@ async def test_cli_exit_codes_and_resume_after_ingest_is_killed(
     assert code == 0 and "amount = 単価 × 数量 + 消費税" in out
 
     big, big_tenant = tmp_path / "big.tsv", f"{tenant}big"
-    common = ("--tenant", big_tenant, "--url", ingest.url)
+    code, out, err = await run("keys", "create", "--tenant", big_tenant, "--role", "ingest")
+    assert code == 0, err
+    big_key = out.strip().splitlines()[-1]
+    common = ("--tenant", big_tenant, "--url", ingest.url, "--key", big_key)
     rows = 60_000
     write_sample_sales(big, rows, customers=5_000, seed=11)
     cli = await kizuna("import", "sales", str(big), *common)

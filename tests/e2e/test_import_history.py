@@ -18,10 +18,9 @@ import httpx
 import pytest
 
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
-from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES
-from shared.kafka import ensure_topics, group_lag
-from tests.helpers import TMP, free_port, scratch_database, wait_for
+from shared.kafka import group_lag
+from tests.helpers import api_key, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -157,21 +156,6 @@ def segments_of(body: dict) -> dict[str, tuple[int, Decimal]]:
     }
 
 
-@pytest.fixture
-async def own_broker():
-    b = EmbeddedBroker(free_port(), log_file=TMP / "tansu-import-history.log")
-    await b.start()
-    await ensure_topics(b.bootstrap, 4)
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-async def own_database(database_url):
-    async with scratch_database(database_url, "history") as url:
-        yield url
-
-
 async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
     services, own_broker, own_database, tmp_path
 ):
@@ -195,6 +179,7 @@ async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
     for p in procs:
         await p.ready()
     ingest, reports = procs[0].url, procs[2].url
+    keys = {t: await api_key(own_database, t) for t in (live, imported)}
 
     pool = await asyncpg.create_pool(own_database, min_size=1, max_size=2)
     async with pool, httpx.AsyncClient(timeout=30) as http:
@@ -205,7 +190,7 @@ async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
             r = await http.post(
                 ingest + "/v1/purchases",
                 json={"events": events},
-                headers={"X-Kizuna-Tenant": live},
+                headers=keys[live],
             )
             assert r.status_code == 202, r.text
 
@@ -216,16 +201,14 @@ async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
             ingest + "/v1/imports/sales",
             params={"file_name": path.name},
             content=path.read_bytes(),
-            headers={"X-Kizuna-Tenant": imported, "Content-Type": "text/csv"},
+            headers={**keys[imported], "Content-Type": "text/csv"},
         )
         assert r.status_code == 202, r.text
         import_id = r.json()["id"]
 
         async def import_done():
             body = (
-                await http.get(
-                    f"{ingest}/v1/imports/{import_id}", headers={"X-Kizuna-Tenant": imported}
-                )
+                await http.get(f"{ingest}/v1/imports/{import_id}", headers=keys[imported])
             ).json()
             return body if body["status"] != "running" else None
 
@@ -259,7 +242,7 @@ async def test_an_import_in_any_row_order_gives_the_history_of_a_live_stream(
         await wait_for(settled, timeout=240, interval=0.5, what="both tenants classified")
 
         async def get(tenant, path, **params):
-            r = await http.get(reports + path, params=params, headers={"X-Kizuna-Tenant": tenant})
+            r = await http.get(reports + path, params=params, headers=keys[tenant])
             assert r.status_code == 200, r.text
             return r.json()
 

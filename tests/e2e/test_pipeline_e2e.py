@@ -27,7 +27,7 @@ def sale(tenant, eid, customer, when, amount, branch="shibuya"):
     }
 
 
-async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant):
+async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant, auth):
     clock = {"KIZUNA_NOW": "2026-06-01T12:00:00+09:00", "KIZUNA_SWEEP_INTERVAL_SECONDS": "0.2"}
     procs = {
         name: services(name, **clock) for name in ("ingest", "classifier", "reports", "notifier")
@@ -36,7 +36,7 @@ async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant
         p.start()
     for p in procs.values():
         await p.ready()
-    h = {"X-Kizuna-Tenant": tenant}
+    h = auth
     ingest, reports, notifier = (procs[n].url for n in ("ingest", "reports", "notifier"))
 
     async with httpx.AsyncClient(timeout=10, headers=h) as http:

@@ -102,7 +102,7 @@ async def test_kizuna_up_leaves_nothing_behind(database_url, how):
             up.wait()
 
 
-async def test_a_drain_that_times_out_still_stops_everything(database_url, tenant):
+async def test_a_drain_that_times_out_still_stops_everything(database_url, tenant, auth):
     ports = stack_ports()
     settings = Settings(
         database_url=database_url,
@@ -117,7 +117,7 @@ async def test_a_drain_that_times_out_still_stops_everything(database_url, tenan
         async with httpx.AsyncClient(timeout=10) as c:
             r = await c.post(
                 stack.url("ingest") + "/v1/purchases",
-                headers={"X-Kizuna-Tenant": tenant},
+                headers=auth,
                 json={
                     "events": [
                         {

@@ -53,13 +53,13 @@ async def producer(broker):
 
 
 @pytest.fixture
-async def client(service_pool, tenant):
-    """The notifier's HTTP API as ``tenant``."""
+async def client(service_pool, tenant, auth):
+    """The notifier's HTTP API as ``tenant`` (an admin key of it)."""
     app.dependency_overrides[get_pool] = lambda: service_pool
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://notifier",
-        headers={"X-Kizuna-Tenant": tenant},
+        headers=auth,
     ) as c:
         yield c
     app.dependency_overrides.pop(get_pool, None)

@@ -7,11 +7,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from services.notifier.consumer import Notifier
 
 from services.notifier import store
-from services.notifier.consumer import Notifier
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in, utcnow
+from tests.helpers import api_key
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +156,7 @@ async def test_due_today_carries_undone_tasks_over(apply, client, tenant):
     assert by_customer["carried"]["due_on"] == (today() - timedelta(days=3)).isoformat()
 
 
-async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, tenant):
+async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, service_pool, tenant):
     await apply(lapse(tenant, "A", 1))
     [item] = (await client.get("/v1/followups")).json()["items"]
 
@@ -171,7 +172,7 @@ async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, tenant):
     assert [i["id"] for i in listed] == [item["id"]]
 
     other = await client.post(
-        f"/v1/followups/{item['id']}/done", headers={"X-Kizuna-Tenant": tenant + "-x"}
+        f"/v1/followups/{item['id']}/done", headers=await api_key(service_pool, tenant + "-x")
     )
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
     missing = await client.post("/v1/followups/999999999/done")
@@ -220,7 +221,7 @@ async def test_supersedes_cancels_without_a_comeback(apply, client, pool, tenant
     async with pool.acquire() as conn:
         for customer in ("A", "B"):
             [task] = await store.customer_followups(conn, tenant, customer)
-            assert (task.status, task.outcome) == ("cancelled", "superseded")
+            assert (task.status, task.outcome) == ("cancelled", "withdrawn")
             assert await store.customer_comebacks(conn, tenant, customer) == []
     assert (await client.get("/v1/followups")).json()["items"] == []
     refused = await client.post(f"/v1/followups/{task.id}/done")

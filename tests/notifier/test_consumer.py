@@ -4,6 +4,7 @@ back over HTTP. One consumer serves the module: a group join on the embedded bro
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -110,23 +111,67 @@ async def test_comeback_closes_the_task(publish, client, service_pool, tenant):
     assert [(c["seq"], c["followup_id"]) for c in comebacks] == [(4, opened["id"])]
 
 
-async def test_superseded_lapse_is_cancelled(publish, client, service_pool, tenant):
-    await publish(
-        change(tenant, "C3", 5, "loyal_active", "loyal_lapsed", "lapse"),
-        change(tenant, "C3", 6, "loyal_active", "loyal_active", "purchase", supersedes_seq=5),
-    )
+@pytest.mark.parametrize("contract", ["corrects_from", "schema 1 supersedes_seq"])
+async def test_a_withdrawn_lapse_is_cancelled(publish, client, service_pool, tenant, contract):
+    lapsed_on = today() - timedelta(days=2)
+    await publish(change(tenant, "C3", 5, "loyal_active", "loyal_lapsed", "lapse"))
+    # Late history: a purchase before the lapse date; the customer never left.
+    if contract == "corrects_from":
+        fix = dict(corrects_from=lapsed_on - timedelta(days=3), schema_version=2)
+    else:
+        fix = dict(supersedes_seq=5)
+    correction = change(
+        tenant, "C3", 6, "loyal_active", "loyal_active", "purchase",
+        effective_on=lapsed_on - timedelta(days=3), **fix,
+    )  # fmt: skip
+    await publish(correction, correction)
     [task] = await tasks_of(service_pool, tenant, "C3")
-    assert (task.status, task.outcome) == ("cancelled", "superseded")
+    assert (task.status, task.outcome) == ("cancelled", "withdrawn")
     async with service_pool.acquire() as conn:
         assert await store.customer_comebacks(conn, tenant, "C3") == []
+        assert (
+            await conn.fetchval(
+                "SELECT status FROM alerts WHERE tenant_id = $1 AND customer_id = 'C3'", tenant
+            )
+            == "withdrawn"
+        )
     assert (await client.get("/v1/followups")).json()["items"] == []
+
+
+async def test_a_re_dated_lapse_keeps_its_one_task(publish, client, service_pool, tenant):
+    await publish(
+        change(tenant, "C4", 5, "loyal_active", "loyal_lapsed", "lapse", effective_on=today() - timedelta(days=9))
+    )  # fmt: skip
+    [before] = (await client.get("/v1/followups")).json()["items"]
+    # A purchase dated before the lapse arrives: the lapse comes 6 days later than thought.
+    correction = change(
+        tenant, "C4", 6, "loyal_active", "loyal_active", "purchase",
+        effective_on=today() - timedelta(days=20), corrects_from=today() - timedelta(days=20),
+        schema_version=2,
+    )  # fmt: skip
+    redone = change(
+        tenant, "C4", 7, "loyal_active", "loyal_lapsed", "lapse",
+        effective_on=today() - timedelta(days=3), schema_version=2,
+    )  # fmt: skip
+    await publish(correction, redone, redone)
+    [after] = (await client.get("/v1/followups")).json()["items"]
+    assert after["id"] == before["id"] and after["status"] == "open"
+    assert after["created_on"] == (today() - timedelta(days=3)).isoformat()
+    assert after["due_on"] == before["due_on"]
+    async with service_pool.acquire() as conn:
+        alerts = await conn.fetch(
+            "SELECT alert_key, status FROM alerts WHERE tenant_id = $1 AND customer_id = 'C4'",
+            tenant,
+        )
+    assert [tuple(a) for a in alerts] == [("lapsed:C4:7", "raised")]
 
 
 async def test_undecodable_goes_to_the_dead_letter_outbox(publish, client, service_pool, tenant):
     key = f"{tenant}:bad".encode()
-    wrong_segment = (
-        change(tenant, "bad", 1, "loyal_active", "vip_lapsed", "lapse").model_dump_json().encode()
+    wrong = change(tenant, "bad", 1, "loyal_active", "loyal_lapsed", "lapse").model_dump(
+        mode="json"
     )
+    wrong_segment = json.dumps({**wrong, "to_segment": "vip_lapsed"}).encode()
     await publish((key, b"{not json"), (key, wrong_segment))
     # Processing went on past them: a good change behind them is handled.
     await publish(change(tenant, "good", 1, "first_active", "first_lapsed", "lapse"))

@@ -7,17 +7,20 @@ from decimal import Decimal
 
 import pytest
 
+from services.notifier.consumer import contract_problem
 from services.notifier.domain.followups import (
     VALUE_ORDER,
-    CancelFollowup,
     OpenFollowup,
     Reactivated,
     SortKey,
+    Withdrawal,
     decide,
     decode_cursor,
     encode_cursor,
+    in_force,
     lapse_key,
     priority,
+    withdrawal,
 )
 from shared.cpm import SEGMENTS
 from shared.events import SegmentChange
@@ -111,28 +114,48 @@ CASES = [
         None,
     ),
     (
-        "supersedes cancels",
+        "a correction's first message that moves nobody: only its withdrawal",
         {
             "from_segment": "loyal_active",
             "to_segment": "loyal_active",
             "cause": "purchase",
-            "supersedes_seq": 6,
+            "corrects_from": TODAY - timedelta(days=20),
         },
-        CancelFollowup,
+        None,
     ),
     (
-        "supersedes looking like a comeback still cancels",
+        "a correction whose first message is a lapse opens a task",
+        {"corrects_from": TODAY - timedelta(days=1)},
+        OpenFollowup,
+    ),
+    (
+        "a comeback in a corrected timeline is a comeback (its eve was lapsed)",
+        {
+            "from_segment": "loyal_lapsed",
+            "to_segment": "loyal_active",
+            "cause": "purchase",
+            "corrects_from": TODAY - timedelta(days=1),
+        },
+        Reactivated,
+    ),
+    (
+        "a lapse whose true date is older than the max age: nothing",
+        {"effective_on": TODAY - timedelta(days=MAX_AGE + 1)},
+        None,
+    ),
+    (
+        "a lapse exactly the max age old opens",
+        {"effective_on": TODAY - timedelta(days=MAX_AGE)},
+        OpenFollowup,
+    ),
+    (
+        "schema 1 supersedes looking like a comeback: no comeback (the customer never left)",
         {
             "from_segment": "loyal_lapsed",
             "to_segment": "loyal_active",
             "cause": "purchase",
             "supersedes_seq": 6,
         },
-        CancelFollowup,
-    ),
-    (
-        "branch-scope supersedes: nothing (seq is per scope)",
-        {"scope": "shibuya", "supersedes_seq": 6, "cause": "purchase"},
         None,
     ),
 ]
@@ -192,20 +215,160 @@ def test_comeback_and_rules_reactivation():
     assert moved.comeback is False and moved.outcome == "reclassified"
 
 
-def test_cancel_names_the_superseded_lapse():
-    action = decide(
-        change(
-            seq=8,
-            supersedes_seq=7,
-            cause="purchase",
-            from_segment="loyal_active",
-            to_segment="loyal_active",
-        ),
-        TODAY,
-        MAX_AGE,
+# (name, change overrides, expected withdrawal: (since_day, since_seq) or None)
+WITHDRAWALS = [
+    ("a plain change withdraws nothing", {}, None),
+    (
+        "corrects_from withdraws from that day",
+        {"corrects_from": date(2026, 5, 1)},
+        (date(2026, 5, 1), 0),
+    ),
+    ("schema 1 supersedes_seq withdraws exactly that change", {"supersedes_seq": 6}, (date.min, 6)),
+    ("branch scope makes no work to withdraw", {"scope": "shibuya", "corrects_from": TODAY}, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "expected"), WITHDRAWALS, ids=[c[0] for c in WITHDRAWALS]
+)
+def test_withdrawal(name, overrides, expected):
+    got = withdrawal(change(seq=8, **overrides), TODAY)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == Withdrawal("demo", "C1", 8, expected[0], TODAY, expected[1])
+
+
+def _lapse(seq, on, **kw):
+    return change(seq=seq, effective_on=on, **kw)
+
+
+def _back(seq, on, **kw):
+    return change(
+        seq=seq,
+        effective_on=on,
+        from_segment="loyal_lapsed",
+        to_segment="loyal_active",
+        cause="purchase",
+        **kw,
     )
-    assert action == CancelFollowup("demo", "C1", 7, TODAY)
-    assert action.dedupe_key == "lapsed:C1:7"
+
+
+D1, D2, D3 = TODAY - timedelta(days=9), TODAY - timedelta(days=6), TODAY - timedelta(days=3)
+
+# (name, one batch's changes, seqs left to decide, withdrawals (seq, since_day))
+IN_FORCE = [
+    ("no correction: everything", [_lapse(3, D1), _back(4, D2)], [3, 4], []),
+    (
+        "a lapse withdrawn in its own batch never makes work",
+        [
+            _lapse(3, D2),
+            change(
+                seq=4,
+                effective_on=D1,
+                from_segment="loyal_active",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D1,
+            ),
+        ],
+        [4],
+        [(4, D1)],
+    ),
+    (
+        "a re-dated lapse: the old one left out, the re-made one decided",
+        [
+            _lapse(3, D1),
+            change(
+                seq=4,
+                effective_on=D1,
+                from_segment="loyal_active",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D1,
+            ),
+            _lapse(5, D3),
+        ],
+        [4, 5],
+        [(4, D1)],
+    ),
+    (
+        "a comeback withdrawn with its lapse: no comeback counted",
+        [
+            _lapse(3, D1),
+            _back(4, D2),
+            change(
+                seq=5,
+                effective_on=D1,
+                from_segment="loyal_active",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D1,
+            ),
+        ],
+        [5],
+        [(5, D1)],
+    ),
+    (
+        "changes before the correction's day stay",
+        [
+            _lapse(3, D1),
+            _back(4, D3),
+            change(
+                seq=5,
+                effective_on=D2,
+                from_segment="loyal_lapsed",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D2,
+            ),
+        ],
+        [3, 5],
+        [(5, D2)],
+    ),
+    (
+        "changes after the correction (higher seq) are its new timeline",
+        [
+            change(
+                seq=5,
+                effective_on=D1,
+                from_segment="loyal_active",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D1,
+            ),
+            _lapse(6, D2),
+            _back(7, D3),
+        ],
+        [5, 6, 7],
+        [(5, D1)],
+    ),
+    (
+        "another customer is not touched",
+        [
+            _lapse(3, D2, customer_id="C2"),
+            change(
+                seq=4,
+                effective_on=D1,
+                from_segment="loyal_active",
+                to_segment="loyal_active",
+                cause="purchase",
+                corrects_from=D1,
+            ),
+        ],
+        [3, 4],
+        [(4, D1)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "kept", "withdrawals"), IN_FORCE, ids=[c[0] for c in IN_FORCE]
+)
+def test_in_force(name, changes, kept, withdrawals):
+    got, ws = in_force(list(reversed(changes)), {"demo": TODAY})
+    assert sorted(c.seq for c in got) == kept
+    assert [(w.seq, w.since_day) for w in ws] == withdrawals
 
 
 def test_priority_puts_loyal_lapsed_first():
@@ -236,3 +399,11 @@ def test_cursor_round_trip(key):
 def test_cursor_rejects_what_it_did_not_make(bad):
     with pytest.raises(ValueError):
         decode_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [(1, None), (2, None), (3, "schema_version: 3 is not supported (up to 2)")],
+)
+def test_versions_1_and_2_are_read_alike(version, problem):
+    assert contract_problem(change().model_copy(update={"schema_version": version})) == problem

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 from services.notifier import store
 from services.notifier.consumer import Notifier
-from services.notifier.domain.settings import NotificationSettings
+from services.notifier.domain import NotificationSettings
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in
@@ -117,7 +117,7 @@ async def customer(pool, tenant, customer_id, *, segment, every, count, last_day
 async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhythm(
     pool, client, tenant
 ):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     await configure(pool, tenant, recipients=[{"channel": "email", "address": f"hq@{tenant}.jp"}])
     # Buys every 20 days and has been silent 60: three times their rhythm, 180 days before the
     # lapse border.
@@ -172,7 +172,7 @@ async def test_at_risk_raised_before_the_lapse_border_not_for_a_customer_on_rhyt
 
 
 async def test_at_risk_policy_is_the_tenants(pool, tenant):
-    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
+    await pool.execute("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     await customer(pool, tenant, "silent", segment="loyal_active", every=20, count=8,
                    last_days_ago=60)  # fmt: skip
     scanner = AtRiskScanner(pool, get_settings())
@@ -320,7 +320,7 @@ async def test_notification_settings_api(client):
         "/v1/notifications/settings",
         json={"recipients": [{"channel": "email", "address": "nobody"}], "digest_hour": 25},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_settings"
     fields = {p["field"] for p in bad.json()["error"]["problems"]}
     assert fields == {"recipients.0", "digest_hour"}
 
@@ -352,7 +352,7 @@ async def test_sequence_api(client):
         "/v1/sequences/first_active",
         json={"steps": [{"offset_days": 1, "channel": "post", "template": "{nmae} 様"}]},
     )
-    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_request"
+    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_sequence"
     assert "nmae" in json.dumps(typo.json())
 
     steps = [

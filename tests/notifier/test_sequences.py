@@ -96,7 +96,13 @@ CASES = [
     ("branch scope: nothing", {"scope": "shibuya"}, False),
     ("entry older than the max age: history", {"effective_on": TODAY - timedelta(days=31)}, False),
     ("entry exactly max age old", {"effective_on": TODAY - timedelta(days=30)}, True),
-    ("a correction of a premature lapse", {"supersedes_seq": 3, "seq": 4}, False),
+    ("schema 1: an undone premature lapse", {"supersedes_seq": 3, "seq": 4}, False),
+    (
+        "a correction's first message that moves nobody",
+        {"from_segment": "first_active", "corrects_from": TODAY, "seq": 4},
+        False,
+    ),
+    ("a correction entering the segment", {"corrects_from": TODAY, "seq": 4}, True),
     ("no segment change", {"from_segment": "first_active"}, False),
     ("customer left", {"to_segment": None, "from_segment": "first_active"}, False),
 ]
@@ -111,13 +117,11 @@ def test_no_sequence_no_steps():
     assert plan_sequence(change(), None, TODAY, MAX_AGE) == []
 
 
-def test_every_chain_wide_move_stops_and_a_correction_names_the_entry():
+def test_every_chain_wide_move_stops():
     moved = change(
         seq=2, from_segment="first_active", to_segment="fledgling_active", effective_on=TODAY
     )
     assert stop_sequence(moved) == StopSequence("demo", "C1", 2, "fledgling_active", TODAY)
-    fixed = change(seq=5, from_segment="loyal_lapsed", to_segment="loyal_active", supersedes_seq=4)
-    assert stop_sequence(fixed).superseded_seq == 4
     assert stop_sequence(change(scope="shibuya")) is None
 
 

@@ -12,13 +12,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.reports.domain.portfolio import CustomerRow, Delta, fold, problem_with, sum_deltas
+from services.reports.domain.portfolio import (
+    CustomerRow,
+    Delta,
+    Entry,
+    fold,
+    problem_with,
+    sum_deltas,
+    touches_from,
+)
 from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutralise
 from services.reports.views.cursors import decode_cursor, encode_cursor
 from services.reports.views.portfolio import amount_text, portfolio_body, share
+from services.reports.views.problems import rule_problems
 from shared.cpm import SEGMENTS, Rules
 from shared.events import CustomerState
-from shared.http import problems as body_problems
 
 D = date(2025, 1, 1)
 
@@ -28,7 +36,15 @@ def day(n: int) -> date:
 
 
 def state(
-    seq, to, total, on, frm=None, supersedes=None, count=1, cause="purchase"
+    seq,
+    to,
+    total,
+    on,
+    frm=None,
+    supersedes=None,
+    count=1,
+    cause="purchase",
+    corrects_from=None,
 ) -> CustomerState:
     return CustomerState(
         tenant_id="t",
@@ -46,43 +62,62 @@ def state(
         tenure_days=on if to else None,
         lapse_days=0 if to else None,
         supersedes_seq=supersedes,
+        corrects_from=None if corrects_from is None else day(corrects_from),
+        schema_version=1 if corrects_from is None else 2,
     )
 
 
-def row(seq, segment, total, on, prev=None, prev_total=0) -> CustomerRow:
-    return CustomerRow(
-        seq=seq,
-        segment=segment,
-        purchase_count=1,
-        total_amount=Decimal(total),
-        first_purchase_on=day(0),
-        last_purchase_on=day(0),
+def entry(seq, on, segment, total, count=1) -> Entry:
+    return Entry(seq, day(on), segment, Decimal(total), count, day(0) if segment else None, day(on))
+
+
+def stored(*entries: Entry) -> tuple[CustomerRow, list[Entry]]:
+    """A customer's stored row and timeline: the row is the last entry's state."""
+    last = entries[-1]
+    before = entries[-2] if len(entries) > 1 else None
+    row = CustomerRow(
+        seq=last.seq,
+        segment=last.segment,
+        purchase_count=last.purchase_count,
+        total_amount=last.total_amount,
+        first_purchase_on=last.first_purchase_on,
+        last_purchase_on=last.last_purchase_on,
         home_branch_id=None,
-        effective_on=day(on),
-        prev_segment=prev,
-        prev_total_amount=Decimal(prev_total),
+        effective_on=last.effective_on,
+        prev_segment=before.segment if before else None,
+        prev_total_amount=before.total_amount if before else Decimal(0),
+        prev_effective_on=before.effective_on if before else None,
     )
+    return row, list(entries)
+
+
+NEW = (None, [])
 
 
 def deltas(*items) -> tuple[Delta, ...]:
     return tuple(Delta(day(on), seg, n, Decimal(amount)) for on, seg, n, amount in items)
 
 
-# (name, stored row, states in arrival order, expected deltas, expected (seq, segment, total,
-#  prev_segment, prev_total) of the row after, applied, skipped)
+E1 = entry(1, 0, "first_active", 10000)
+LAPSE = entry(2, 240, "first_lapsed", 10000)
+
+# (name, stored row and timeline, states in arrival order, expected deltas (netted per day and
+#  segment, in day order), expected timeline after (seq, day) in seq order, withdrawn seqs,
+#  applied, skipped)
 FOLDS = [
     (
         "new customer",
-        None,
+        NEW,
         [state(1, "first_active", 10000, 0)],
         deltas((0, "first_active", 1, 10000)),
-        (1, "first_active", 10000, None, 0),
+        [(1, 0)],
+        [],
         1,
         0,
     ),
     (
         "two states of one customer in one batch, applied in seq order",
-        None,
+        NEW,
         [
             state(2, "fledgling_active", 25000, 30, "first_active", count=2),
             state(1, "first_active", 10000, 0),
@@ -92,171 +127,235 @@ FOLDS = [
             (30, "first_active", -1, -10000),
             (30, "fledgling_active", 1, 25000),
         ),
-        (2, "fledgling_active", 25000, "first_active", 10000),
+        [(1, 0), (2, 30)],
+        [],
         2,
         0,
     ),
     (
         "redelivery of applied states changes nothing",
-        row(2, "fledgling_active", 25000, 30, "first_active", 10000),
-        [
-            state(1, "first_active", 10000, 0),
-            state(2, "fledgling_active", 25000, 30, "first_active"),
-        ],
+        stored(E1, entry(2, 30, "fledgling_active", 25000, 2)),
+        [state(1, "first_active", 10000, 0), state(2, "fledgling_active", 25000, 30)],
         (),
-        (2, "fledgling_active", 25000, "first_active", 10000),
+        [(1, 0), (2, 30)],
+        [],
         0,
         2,
     ),
     (
         "a duplicate inside the batch counts once",
-        None,
+        NEW,
         [state(1, "first_active", 10000, 0), state(1, "first_active", 10000, 0)],
         deltas((0, "first_active", 1, 10000)),
-        (1, "first_active", 10000, None, 0),
+        [(1, 0)],
+        [],
         1,
         1,
     ),
     (
         "a return keeps the segment and lowers its sales",
-        row(5, "steady_active", 80000, 100, "steady_active", 70000),
+        stored(entry(5, 100, "steady_active", 80000, 3)),
         [state(6, "steady_active", 75000, 120, "steady_active", cause="return")],
-        deltas((120, "steady_active", -1, -80000), (120, "steady_active", 1, 75000)),
-        (6, "steady_active", 75000, "steady_active", 80000),
+        deltas((120, "steady_active", 0, -5000)),
+        [(5, 100), (6, 120)],
+        [],
         1,
         0,
     ),
     (
         "all purchases voided: the customer leaves the portfolio",
-        row(1, "first_active", 10000, 0),
+        stored(E1),
         [state(2, None, 0, 3, "first_active", count=0, cause="void")],
         deltas((3, "first_active", -1, -10000)),
-        (2, None, 0, "first_active", 10000),
+        [(1, 0), (2, 3)],
+        [],
         1,
         0,
     ),
     (
         "a voided customer who buys again comes back from nowhere",
-        row(2, None, 0, 3, "first_active", 10000),
+        stored(E1, entry(2, 3, None, 0, 0)),
         [state(3, "first_active", 5000, 10)],
         deltas((10, "first_active", 1, 5000)),
-        (3, "first_active", 5000, None, 0),
+        [(1, 0), (2, 3), (3, 10)],
+        [],
         1,
         0,
     ),
     (
-        "supersedes: undo the premature lapse on its day, then move from the pre-lapse segment",
-        row(3, "first_lapsed", 10000, 240, "first_active", 10000),
-        [state(4, "fledgling_active", 20000, 50, "first_active", supersedes=3, count=2)],
+        "a correction withdraws a lapse on its own day, then applies the late purchase on its day",
+        stored(E1, LAPSE),
+        [state(3, "fledgling_active", 20000, 50, "first_active", count=2, corrects_from=50)],
         deltas(
-            (240, "first_lapsed", -1, -10000),
-            (240, "first_active", 1, 10000),
             (50, "first_active", -1, -10000),
             (50, "fledgling_active", 1, 20000),
+            (240, "first_active", 1, 10000),
+            (240, "first_lapsed", -1, -10000),
         ),
-        (4, "fledgling_active", 20000, "first_active", 10000),
+        [(1, 0), (3, 50)],
+        [2],
         1,
         0,
     ),
     (
-        "supersedes a lapse applied in the same batch",
-        row(1, "first_active", 10000, 0),
+        "a correction withdraws every entry from its day, and its suffix is the new timeline",
+        stored(
+            E1,
+            entry(2, 30, "fledgling_active", 25000, 2),
+            entry(3, 60, "fledgling_active", 20000, 2),  # a return
+            entry(4, 270, "fledgling_lapsed", 20000, 2),
+        ),
         [
-            state(2, "first_lapsed", 10000, 240, "first_active", cause="lapse"),
-            state(3, "fledgling_active", 20000, 50, "first_active", supersedes=2, count=2),
+            # A late sale on day 20: fledgling from then, the old day-30 sale a third purchase.
+            state(5, "fledgling_active", 15000, 20, "first_active", count=2, corrects_from=20),
+            state(6, "fledgling_active", 30000, 30, "fledgling_active", count=3),
+            state(7, "fledgling_active", 25000, 60, "fledgling_active", count=3),
+            state(8, "fledgling_lapsed", 25000, 270, "fledgling_active", count=3, cause="lapse"),
         ],
         deltas(
-            (240, "first_active", -1, -10000),
-            (240, "first_lapsed", 1, 10000),
-            (240, "first_lapsed", -1, -10000),
-            (240, "first_active", 1, 10000),
-            (50, "first_active", -1, -10000),
-            (50, "fledgling_active", 1, 20000),
+            # from day 20 in fledgling_active (not from day 30), 5000 more from then on
+            (20, "first_active", -1, -10000),
+            (20, "fledgling_active", 1, 15000),
+            (30, "first_active", 1, 10000),
+            (30, "fledgling_active", -1, -10000),
+            (270, "fledgling_active", 0, -5000),
+            (270, "fledgling_lapsed", 0, 5000),
         ),
-        (3, "fledgling_active", 20000, "first_active", 10000),
+        [(1, 0), (5, 20), (6, 30), (7, 60), (8, 270)],
+        [2, 3, 4],
+        4,
+        0,
+    ),
+    (
+        "a correction from before the first entry withdraws all of it",
+        stored(entry(1, 10, "first_active", 10000)),
+        [
+            state(2, "first_active", 5000, 5, corrects_from=5),
+            state(3, "fledgling_active", 15000, 10, "first_active", count=2),
+        ],
+        deltas(
+            (5, "first_active", 1, 5000),
+            (10, "first_active", -2, -15000),
+            (10, "fledgling_active", 1, 15000),
+        ),
+        [(2, 5), (3, 10)],
+        [1],
         2,
         0,
     ),
     (
-        "supersedes a lapse never applied here: nothing to undo",
-        row(1, "first_active", 10000, 0),
-        [state(3, "fledgling_active", 20000, 50, "first_active", supersedes=2, count=2)],
+        "a correction of entries applied in the same batch: they never reach the timeline",
+        stored(E1),
+        [
+            state(2, "first_lapsed", 10000, 240, "first_active", cause="lapse"),
+            state(3, "fledgling_active", 20000, 50, "first_active", count=2, corrects_from=50),
+        ],
         deltas((50, "first_active", -1, -10000), (50, "fledgling_active", 1, 20000)),
-        (3, "fledgling_active", 20000, "first_active", 10000),
+        [(1, 0), (3, 50)],
+        [],
+        2,
+        0,
+    ),
+    (
+        "a correction dated after every entry withdraws nothing",
+        stored(E1),
+        [state(2, "first_active", 8000, 30, "first_active", cause="return", corrects_from=30)],
+        deltas((30, "first_active", 0, -2000)),
+        [(1, 0), (2, 30)],
+        [],
         1,
         0,
     ),
     (
-        "a redelivered superseding state is not undone twice",
-        row(4, "fledgling_active", 20000, 50, "first_active", 10000),
-        [state(4, "fledgling_active", 20000, 50, "first_active", supersedes=3, count=2)],
+        "a redelivered correction is not applied twice",
+        stored(E1, entry(3, 50, "fledgling_active", 20000, 2)),
+        [state(3, "fledgling_active", 20000, 50, count=2, corrects_from=50)],
         (),
-        (4, "fledgling_active", 20000, "first_active", 10000),
+        [(1, 0), (3, 50)],
+        [],
         0,
         1,
+    ),
+    (
+        "schema 1: supersedes_seq naming the last change withdraws it, like a correction",
+        stored(E1, LAPSE),
+        [state(3, "fledgling_active", 20000, 50, "first_active", supersedes=2, count=2)],
+        deltas(
+            (50, "first_active", -1, -10000),
+            (50, "fledgling_active", 1, 20000),
+            (240, "first_active", 1, 10000),
+            (240, "first_lapsed", -1, -10000),
+        ),
+        [(1, 0), (3, 50)],
+        [2],
+        1,
+        0,
+    ),
+    (
+        "schema 1: supersedes_seq of a change never applied here withdraws nothing",
+        stored(E1),
+        [state(3, "fledgling_active", 20000, 50, "first_active", supersedes=2, count=2)],
+        deltas((50, "first_active", -1, -10000), (50, "fledgling_active", 1, 20000)),
+        [(1, 0), (3, 50)],
+        [],
+        1,
+        0,
+    ),
+    (
+        "schema 1: a state dated before the change it builds on counts from that change's day",
+        stored(E1, LAPSE),
+        [state(3, "first_lapsed", 8000, 100, "first_lapsed", cause="return")],
+        deltas((240, "first_lapsed", 0, -2000)),
+        [(1, 0), (2, 240), (3, 240)],
+        [],
+        1,
+        0,
     ),
 ]
 
 
-def test_a_state_dated_before_the_change_it_builds_on_counts_from_that_day():
-    # Lapsed on day 240 (the sweep); a late return folded in at the classifier's clock, day 100.
-    stored = row(2, "first_lapsed", 10000, 240, "first_active", 10000)
-    folded = fold(stored, [state(3, "first_lapsed", 8000, 100, "first_lapsed", cause="return")])
-    assert folded.deltas == deltas(
-        (240, "first_lapsed", -1, -10000), (240, "first_lapsed", 1, 8000)
-    )
-    assert folded.row.effective_on == day(240) and folded.row.prev_effective_on == day(240)
-    assert [(e.seq, e.effective_on) for e in folded.added] == [(3, day(240))]
-    assert folded.removed == ()
-
-
-def test_an_undo_is_never_dated_before_the_change_it_returns_to():
-    # A lapse (seq 3, day 300) after a change on day 120 (seq 2); the superseding purchase is
-    # dated day 100 (the classifier's day loop cannot do that, a rules change in between could).
-    stored = CustomerRow(
-        seq=3,
-        segment="first_lapsed",
-        purchase_count=1,
-        total_amount=Decimal(10000),
-        first_purchase_on=day(0),
-        last_purchase_on=day(0),
-        home_branch_id=None,
-        effective_on=day(300),
-        prev_segment="first_active",
-        prev_total_amount=Decimal(10000),
-        prev_effective_on=day(120),
-    )
-    folded = fold(stored, [state(4, "fledgling_active", 20000, 100, supersedes=3, count=2)])
-    assert folded.removed == (3,)
-    assert [(e.seq, e.effective_on) for e in folded.added] == [(4, day(120))]
-    assert folded.deltas[-2:] == deltas(
-        (120, "first_active", -1, -10000), (120, "fledgling_active", 1, 20000)
-    )
-
-
 @pytest.mark.parametrize(
-    ("stored", "states", "expected", "after", "applied", "skipped"),
+    ("before", "states", "expected", "timeline", "withdrawn", "applied", "skipped"),
     [case[1:] for case in FOLDS],
     ids=[case[0] for case in FOLDS],
 )
-def test_fold(stored, states, expected, after, applied, skipped):
-    folded = fold(stored, states)
+def test_fold(before, states, expected, timeline, withdrawn, applied, skipped):
+    row, entries = before
+    folded = fold(row, entries, states)
     assert folded.deltas == expected
-    r = folded.row
-    assert (r.seq, r.segment, r.total_amount, r.prev_segment, r.prev_total_amount) == (
-        after[0],
-        after[1],
-        Decimal(after[2]),
-        after[3],
-        Decimal(after[4]),
-    )
+    assert [(e.seq, (e.effective_on - D).days) for e in folded.timeline] == timeline
+    assert [e.seq for e in folded.removed] == withdrawn
     assert (folded.applied, folded.skipped) == (applied, skipped)
+    last = folded.timeline[-1]
+    r = folded.row
+    assert (r.seq, r.segment, r.total_amount, r.effective_on) == (
+        last.seq,
+        last.segment,
+        last.total_amount,
+        last.effective_on,
+    )
+    if folded.applied:
+        stored_seqs = {e.seq for e in entries}
+        assert {e.seq for e in folded.added} == {s for s, _ in timeline} - stored_seqs
+        assert folded.lowest == min(e.effective_on for e in (*folded.added, *folded.removed))
+
+
+def test_touches_from_reaches_back_to_a_correction_and_an_undone_change():
+    row, _ = stored(E1, LAPSE)
+    plain = state(3, "first_lapsed", 9000, 250, cause="return")
+    assert touches_from(row, [plain]) == day(250)
+    assert touches_from(row, [plain, state(4, "first_active", 9000, 260, corrects_from=90)]) == day(
+        90
+    )
+    undo = state(3, "fledgling_active", 20000, 300, supersedes=2, count=2)
+    assert touches_from(row, [undo]) == day(240)
+    assert touches_from(None, [undo]) == day(300)  # nothing applied here to undo
 
 
 def test_fold_of_nothing_keeps_the_row():
-    stored = row(1, "first_active", 10000, 0)
-    assert fold(stored, []).row is stored
-    assert fold(None, []).row is None
+    row, entries = stored(E1)
+    assert fold(row, entries, []).row is row
+    assert fold(None, [], []).row is None
 
 
 def test_sum_deltas_adds_per_day_and_segment_and_drops_zeros():
@@ -283,37 +382,61 @@ segment_or_none = st.sampled_from((*SEGMENTS, None))
 
 @st.composite
 def histories(draw):
-    """A customer's states as the classifier emits them (seq 1..n, lapses sometimes superseded),
-    delivered in batches with redeliveries."""
+    """A customer's states (seq 1..n; some open a correction, dated back to its day; some of the
+    old contract undo the change before), delivered in batches with redeliveries."""
     n = draw(st.integers(1, 8))
     states, on = [], 0
     for seq in range(1, n + 1):
-        on += draw(st.integers(0, 40))
+        on = max(0, on + draw(st.integers(-60, 40)))
         segment = draw(segment_or_none)
         total = draw(st.integers(0, 200_000)) if segment else 0
-        supersedes = seq - 1 if seq > 1 and draw(st.booleans()) else None
-        states.append(state(seq, segment, total, on, supersedes=supersedes))
+        kind = draw(st.sampled_from(("plain", "correction", "supersedes")))
+        states.append(
+            state(
+                seq,
+                segment,
+                total,
+                on,
+                supersedes=seq - 1 if seq > 1 and kind == "supersedes" else None,
+                corrects_from=on if kind == "correction" else None,
+            )
+        )
     deliveries = draw(st.lists(st.integers(1, n), min_size=1, max_size=12))
     batches = [states[:k] if i % 2 else states[k - 1 : k + 1] for i, k in enumerate(deliveries)]
     return states, [*batches, states]
 
 
 @given(histories())
-def test_deltas_always_add_up_to_the_stored_row(history):
+def test_deltas_always_add_up_to_the_stored_timeline(history):
+    """Whatever arrives how often, the deltas so far add up to the customer's last entry and,
+    day by day, to the entry in force that day; the timeline stays in date order."""
     states, batches = history
-    stored, total = None, Counter()
+    row, timeline, daily = None, [], Counter()
     for batch in batches:
-        folded = fold(stored, batch)
-        stored = folded.row
+        folded = fold(row, timeline, batch)
+        row = folded.row
+        gone = {e.seq for e in folded.removed}
+        timeline = sorted(
+            [e for e in timeline if e.seq not in gone] + list(folded.added), key=seq_of
+        )
+        assert timeline == list(folded.timeline) or not folded.applied
         for d in folded.deltas:
-            total[(d.segment, "customers")] += d.customers
-            total[(d.segment, "sales")] += d.sales
-    expected = Counter()
-    if stored.segment is not None:
-        expected[(stored.segment, "customers")] = 1
-        expected[(stored.segment, "sales")] = stored.total_amount
-    assert {k: v for k, v in total.items() if v} == {k: v for k, v in expected.items() if v}
-    assert stored.seq == states[-1].seq
+            daily[(d.day, d.segment)] += d.customers
+    days = [e.effective_on for e in timeline]
+    assert days == sorted(days)
+    assert row.seq == states[-1].seq == timeline[-1].seq
+    running: Counter = Counter()
+    for when in sorted({d for d, _ in daily} | set(days)):
+        for (d, segment), n in daily.items():
+            if d == when:
+                running[segment] += n
+        in_force = [e for e in timeline if e.effective_on <= when]
+        expected = {in_force[-1].segment: 1} if in_force and in_force[-1].segment else {}
+        assert {k: v for k, v in running.items() if v} == expected, when
+
+
+def seq_of(e: Entry) -> int:
+    return e.seq
 
 
 # --- validation of consumed states ---------------------------------------------------------------
@@ -325,7 +448,7 @@ def test_deltas_always_add_up_to_the_stored_row(history):
         ({}, None),
         ({"to_segment": "vip_active"}, "to_segment: unknown segment 'vip_active'"),
         ({"from_segment": "loyal"}, "from_segment: unknown segment 'loyal'"),
-        ({"schema_version": 2}, "schema_version 2 is newer than this service reads"),
+        ({"schema_version": 3}, "schema_version 3 is newer than this service reads"),
         ({"seq": 0}, "seq: must be positive"),
         ({"customer_id": ""}, "tenant_id, scope and customer_id must not be empty"),
     ],
@@ -488,7 +611,7 @@ ANY_REASON = object()
 def test_rule_problems_name_field_and_reason(body, problems):
     with pytest.raises(ValidationError) as caught:
         Rules.model_validate(body)
-    found = body_problems(caught.value.errors(), Rules.model_fields)
+    found = rule_problems(caught.value)
     assert [p["field"] for p in found] == [p["field"] for p in problems]
     for got, want in zip(found, problems, strict=True):
         if want["reason"] is not ANY_REASON:

@@ -19,21 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.classifier.domain import apply_events, lapse
+from services.classifier.domain import ScopeState, advance, on_new_events
 from services.classifier.store import outbox_rows
-from services.reports.consumer import lowest_change
 from services.reports.domain.calendar import add_months, month_end, months, parse_month
 from services.reports.domain.history import accumulate, periods
-from services.reports.domain.portfolio import Entry, fold, sum_deltas
-from services.reports.domain.timeline import (
-    NEW,
-    NONE,
-    entry_at,
-    load_since,
-    month_moves,
-    moves_delta,
-    updated,
-)
+from services.reports.domain.portfolio import Entry
+from services.reports.domain.timeline import NEW, NONE, entry_at, month_moves, moves_delta
 from services.reports.domain.transitions import (
     headline,
     six_month_view,
@@ -43,6 +34,8 @@ from services.reports.domain.transitions import (
 from services.reports.views.history import history_body, transitions_body
 from shared.cpm import DEFAULT_RULES, SEGMENTS, Purchase, classify, compute_figures, tier_part
 from shared.events import CUSTOMER_STATES, CustomerState
+from shared.timeline import Borders
+from tests.reports.fold import Folder, recomputed_moves
 
 # --- a realistic stream of customer states: the classifier's own domain over random events ------
 
@@ -90,9 +83,10 @@ def random_events(rng: random.Random, customers: int, start: date, days: int) ->
 def classifier_stream(
     seed: int, tenant: str = "t", customers: int = 40, start: date = date(2023, 1, 1)
 ) -> Stream:
-    """Replay random events day by day through ``apply_events`` per customer and scope, as the
-    classifier does, with the lapse sweep running now and then at a "today" up to two years
-    ahead of the history being loaded (as when years of CSV are imported)."""
+    """Replay random events day by day through the classifier's domain (``on_new_events`` per
+    customer, ``advance`` for the clock), with the lapse sweep running now and then at a
+    "today" up to two years ahead of the history being loaded (as when years of CSV are
+    imported)."""
     rng = random.Random(seed)
     days = 640
     today = start + timedelta(days=days + 120)
@@ -100,23 +94,36 @@ def classifier_stream(
     for cid, p in random_events(rng, customers, start, days):
         by_day[p.occurred_on].append((cid, p))
     store: dict[str, list[Purchase]] = defaultdict(list)
-    states: dict[tuple[str, str], object] = {}
+    states: dict[str, dict[str, ScopeState]] = defaultdict(dict)
     out: list[CustomerState] = []
     stats: Counter = Counter()
+    borders = Borders()
 
-    def emit(cid, change):
-        for topic, _, payload in outbox_rows(tenant, cid, change):
-            if topic == CUSTOMER_STATES:
-                out.append(CustomerState.model_validate_json(payload))
-        stats[change.cause] += 1
-        stats["supersedes"] += change.supersedes_seq is not None
+    def emit(cid, done):
+        for scope, (state, changes) in done.items():
+            if state is not None:
+                states[cid][scope] = state
+            for change in changes:
+                for topic, _, payload in outbox_rows(tenant, cid, change):
+                    if topic == CUSTOMER_STATES:
+                        out.append(CustomerState.model_validate_json(payload))
+                stats[change.cause] += 1
+                stats["corrections"] += change.corrects_from is not None
 
     def sweep(until: date):
-        for (cid, scope), state in sorted(states.items()):
-            state, change = lapse(state, scope, until, DEFAULT_RULES)
-            states[(cid, scope)] = state
-            if change:
-                emit(cid, change)
+        for cid in sorted(states):
+            due = {
+                scope: state
+                for scope, state in states[cid].items()
+                if state.lapse_due_on and state.lapse_due_on <= until
+            }
+            emit(
+                cid,
+                {
+                    scope: advance(state, scope, None, None, borders, until, clock=True)
+                    for scope, state in due.items()
+                },
+            )
 
     for day in sorted(by_day):
         if rng.random() < 0.1:
@@ -125,77 +132,11 @@ def classifier_stream(
         for cid, p in by_day[day]:
             new_by_customer[cid].append(p)
         for cid, new in sorted(new_by_customer.items()):
-            known = list(store[cid])
             store[cid] += new
-            for scope in sorted({"all"} | {p.branch_id for p in store[cid]}):
-                state, changes = apply_events(
-                    states.get((cid, scope)), scope, known, new, DEFAULT_RULES, 0
-                )
-                if state is not None:
-                    states[(cid, scope)] = state
-                for change in changes:
-                    emit(cid, change)
+            new_ids = {p.event_id for p in new}
+            emit(cid, on_new_events(dict(states[cid]), store[cid], new_ids, borders, today))
     sweep(today)
     return Stream(dict(store), out, start, today, stats=stats)
-
-
-# --- what the consumer does, without a database ----------------------------------------------------
-
-
-class Folder:
-    """The consumer's fold for one tenant in memory: rows, daily deltas, timelines, moves."""
-
-    def __init__(self):
-        self.rows: dict = {}
-        self.timelines: dict = defaultdict(list)
-        self.daily: Counter = Counter()
-        self.moves: dict = {}
-
-    def batch(self, states: list[CustomerState]) -> None:
-        by_key = defaultdict(list)
-        for s in states:
-            by_key[(s.scope, s.customer_id)].append(s)
-        for key, key_states in by_key.items():
-            stored = self.rows.get(key)
-            folded = fold(stored, key_states)
-            if not folded.applied:
-                continue
-            self.rows[key] = folded.row
-            lowest = lowest_change(stored, folded)
-            since = load_since(lowest)
-            full = self.timelines[key]
-            # What the store reads: entries from ``since`` and the one in force before it.
-            before = [e for e in full if e.effective_on < since]
-            loaded = [e for e in full if e.effective_on >= since]
-            if before:
-                loaded.append(max(before, key=lambda e: e.seq))
-            loaded.sort(key=lambda e: e.seq)
-            new_loaded = updated(loaded, folded.removed, folded.added)
-            for k, (c, s, b) in moves_delta(loaded, new_loaded, lowest).items():
-                acc = self.moves.setdefault((key[0], *k), [0, Decimal(0), 0])
-                acc[0] += c
-                acc[1] += s
-                acc[2] += b
-            self.timelines[key] = updated(full, folded.removed, folded.added)
-            for d in sum_deltas([("t", key[0], d) for d in folded.deltas]).daily.items():
-                (_, scope, day, segment), (c, s) = d
-                self.daily[(scope, day, segment, "c")] += c
-                self.daily[(scope, day, segment, "s")] += s
-
-    def nonzero_moves(self) -> dict:
-        return {k: tuple(v) for k, v in self.moves.items() if any(v)}
-
-
-def recomputed_moves(timelines: dict, first: date, last: date) -> dict:
-    """``report_moves`` computed from whole timelines: what the maintained table must equal."""
-    out: dict = {}
-    for (scope, _), entries in timelines.items():
-        for k, (c, s, b) in month_moves(entries, first, last).items():
-            acc = out.setdefault((scope, *k), [0, Decimal(0), 0])
-            acc[0] += c
-            acc[1] += s
-            acc[2] += b
-    return {k: tuple(v) for k, v in out.items() if any(v)}
 
 
 def truth(stream: Stream, scope: str, day: date) -> dict[str, tuple[str, Decimal]]:
@@ -231,11 +172,11 @@ def stream(request) -> Stream:
     return classifier_stream(request.param)
 
 
-def test_the_random_streams_exercise_lapses_supersedes_returns_and_voids():
+def test_the_random_streams_exercise_lapses_corrections_returns_and_voids():
     total = Counter()
     for seed in SEEDS:
         total += classifier_stream(seed).stats
-    assert total["lapse"] > 20 and total["supersedes"] > 5, total
+    assert total["lapse"] > 20 and total["corrections"] > 5, total
     assert total["return"] > 0 and total["void"] > 0, total
 
 
@@ -356,17 +297,15 @@ def test_month_moves_of_one_customer():
     }
 
 
-def test_moves_delta_of_a_superseded_lapse():
+def test_moves_delta_of_a_withdrawn_lapse():
     jan5 = date(2025, 1, 5)
     lapse_on = jan5 + timedelta(days=240)
     old = [
         entry(1, jan5, "first_active"),
         entry(2, lapse_on, "first_lapsed", first=jan5, last=jan5),
     ]
-    new = updated(
-        old, [2], [entry(3, date(2025, 3, 1), "fledgling_active", 20000, 2, jan5, date(2025, 3, 1))]
-    )
-    assert [e.seq for e in new] == [1, 3]
+    # a correction from March 1st: the lapse withdrawn, a second purchase that day
+    new = [old[0], entry(3, date(2025, 3, 1), "fledgling_active", 20000, 2, jan5, date(2025, 3, 1))]
     delta = moves_delta(old, new, date(2025, 3, 1))
     span1 = {k: v for k, v in delta.items() if k[0] == 1}
     assert span1 == {
@@ -503,7 +442,8 @@ def test_period_defaults_and_errors():
 @st.composite
 def customer_states(draw):
     """One customer's states with arbitrary segments, dates moving forward (sometimes backward:
-    late history), lapses sometimes superseded."""
+    late history), some opening a correction from their day, some undoing the change before
+    (the old contract's ``supersedes_seq``)."""
     n = draw(st.integers(1, 7))
     states, on = [], date(2024, 1, 1)
     for seq in range(1, n + 1):
@@ -511,7 +451,8 @@ def customer_states(draw):
         on = on + timedelta(days=step)
         segment = draw(st.sampled_from((*SEGMENTS, None)))
         total = draw(st.integers(0, 200_000)) if segment else 0
-        supersedes = seq - 1 if seq > 1 and draw(st.booleans()) else None
+        kind = draw(st.sampled_from(("plain", "correction", "supersedes")))
+        supersedes = seq - 1 if seq > 1 and kind == "supersedes" else None
         states.append(
             CustomerState(
                 tenant_id="t",
@@ -529,6 +470,7 @@ def customer_states(draw):
                 tenure_days=None,
                 lapse_days=None,
                 supersedes_seq=supersedes,
+                corrects_from=on if kind == "correction" else None,
             )
         )
     cuts = draw(st.lists(st.integers(1, n), max_size=4))

@@ -23,6 +23,7 @@ from services.reports.domain.portfolio import Entry
 from services.reports.domain.timeline import NONE
 from shared.events import CustomerState
 from shared.settings import get_settings
+from tests.helpers import api_key
 from tests.reports import test_service as base
 from tests.reports.test_history import (
     classifier_stream,
@@ -127,16 +128,16 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
 ):
     tenant = f"h{uuid.uuid4().hex[:10]}"
     stream = classifier_stream(seed, tenant=tenant)
-    assert stream.stats["supersedes"] and stream.stats["lapse"] and stream.stats["void"]
-    # In five deliveries, so superseded lapses are often undone in a later batch than the one
-    # that stored them; a slice is delivered twice (redelivery changes nothing).
+    assert stream.stats["corrections"] and stream.stats["lapse"] and stream.stats["void"]
+    # In five deliveries, so corrections often withdraw entries a batch before stored; a slice
+    # is delivered twice (redelivery changes nothing).
     cuts = [0, *sorted(random.Random(seed).sample(range(1, len(stream.states)), 4))]
     cuts.append(len(stream.states))
     for lo, hi in itertools.pairwise(cuts):
         await processed(db, await publish(producer, stream.states[lo:hi]))
     await processed(db, await publish(producer, stream.states[50:120]))
     pin_clock(monkeypatch, stream.today)
-    h = {"X-Kizuna-Tenant": tenant}
+    h = await api_key(db, tenant)
 
     await assert_tables_equal_a_recompute(db, tenant, stream.start, add_months(stream.today, 7))
 
@@ -226,8 +227,8 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
 # --- a hand-made month -----------------------------------------------------------------------------
 
 
-def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase", sup=None):
-    """A customer state with explicit figures."""
+def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase", corrects=None):
+    """A customer state with explicit figures (``corrects``: it opens a correction from then)."""
     return CustomerState(
         tenant_id=tenant,
         scope="all",
@@ -243,7 +244,8 @@ def st(tenant, customer, seq, to, on, total, count, first, last, cause="purchase
         last_purchase_on=date.fromisoformat(last) if last else None,
         tenure_days=None,
         lapse_days=None,
-        supersedes_seq=sup,
+        corrects_from=date.fromisoformat(corrects) if corrects else None,
+        schema_version=2 if corrects else 1,
     )
 
 
@@ -284,7 +286,7 @@ def march(t) -> list[CustomerState]:
         # j: lapsed early by the sweep (03-25), then history shows a purchase on 03-20
         st(t, "j", 1, F, "2024-07-28", 9000, 1, "2024-07-28", "2024-07-28"),
         st(t, "j", 2, FL, "2025-03-25", 9000, 1, "2024-07-28", "2024-07-28", "lapse"),
-        st(t, "j", 3, S, "2025-03-20", 20000, 2, "2024-07-28", "2025-03-20", sup=2),
+        st(t, "j", 3, S, "2025-03-20", 20000, 2, "2024-07-28", "2025-03-20", corrects="2025-03-20"),
         # n: new in Q4 2024, came back in January; k: new in April
         st(t, "n", 1, F, "2024-11-10", 6000, 1, "2024-11-10", "2024-11-10"),
         st(t, "n", 2, "fledgling_active", "2025-01-20", 12000, 2, "2024-11-10", "2025-01-20"),
@@ -296,14 +298,14 @@ def march(t) -> list[CustomerState]:
 async def crafted(producer, db):
     tenant = f"m{uuid.uuid4().hex[:10]}"
     states = march(tenant)
-    late = [s for s in states if s.supersedes_seq]  # j's purchase arrives after its early lapse
-    await processed(db, await publish(producer, [s for s in states if not s.supersedes_seq]))
+    late = [s for s in states if s.corrects_from]  # j's purchase arrives after its early lapse
+    await processed(db, await publish(producer, [s for s in states if not s.corrects_from]))
     await processed(db, await publish(producer, late))
     return tenant
 
 
 async def test_transitions_of_a_hand_made_month(client, crafted, db):
-    h = {"X-Kizuna-Tenant": crafted}
+    h = await api_key(db, crafted)
     body = (
         await client.get("/v1/transitions", params={"from": "2025-03", "to": "2025-04"}, headers=h)
     ).json()
@@ -369,8 +371,8 @@ async def test_transitions_of_a_hand_made_month(client, crafted, db):
     await assert_tables_equal_a_recompute(db, crafted, date(2022, 1, 1), date(2026, 1, 1))
 
 
-async def test_bad_history_and_transition_requests(client, crafted):
-    h = {"X-Kizuna-Tenant": crafted}
+async def test_bad_history_and_transition_requests(client, crafted, db):
+    h = await api_key(db, crafted)
     for path, params in (
         ("/v1/portfolio/history", {"from": "2025-13"}),
         ("/v1/portfolio/history", {"granularity": "day", "from": "2025-07-01"}),
@@ -393,7 +395,7 @@ async def test_bad_history_and_transition_requests(client, crafted):
 
 
 async def test_the_owners_questions_for_a_month(client, crafted, db):
-    h = {"X-Kizuna-Tenant": crafted}
+    h = await api_key(db, crafted)
     lines = [  # f's sales in the event store: two with lines, one voided, one at another branch
         ("f1", "sale", "o1", '[{"sku": "T-01", "name": "有機煎茶", "quantity": 3}]'),
         (
@@ -474,7 +476,7 @@ async def test_the_owners_questions_for_a_month(client, crafted, db):
 
 
 async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
-    h = {"X-Kizuna-Tenant": crafted}
+    h = await api_key(db, crafted)
     t = (await client.get("/v1/rfm/thresholds", headers=h)).json()
     assert t["default"] is True and t["thresholds"]["recency_days"] == [30, 180, 270, 365]
 
@@ -553,7 +555,7 @@ async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
             ],
         ),
     )
-    ho = {"X-Kizuna-Tenant": other}
+    ho = await api_key(db, other)
     for encoding, codec in (("utf-8", "utf-8-sig"), ("cp932", "cp932")):
         r = await client.get(
             "/v1/rfm/customers", params={"format": "csv", "encoding": encoding}, headers=ho
@@ -565,8 +567,8 @@ async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
         assert rows[2][0] == "顧客-漢字" and rows[2][-4:] == ["初回客", "5", "1", "1"]
 
 
-async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, crafted):
-    h = {"X-Kizuna-Tenant": crafted}
+async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, crafted, db):
+    h = await api_key(db, crafted)
     base = (await client.get("/v1/ltv", params={"window_months": 6}, headers=h)).json()
     assert base["base_month"] == "2025-05" and base["window"] == {
         "from": "2024-12",
@@ -622,8 +624,8 @@ async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, cra
         assert r.status_code == 422, bad
 
 
-async def test_dm_response_tracking(client, crafted):
-    h = {"X-Kizuna-Tenant": crafted}
+async def test_dm_response_tracking(client, crafted, db):
+    h = await api_key(db, crafted)
     created = await client.post("/v1/dm-tables", json={"name": "=cmd() 春のDM"}, headers=h)
     assert created.status_code == 201
     table_id = created.json()["id"]
@@ -692,7 +694,7 @@ async def test_dm_response_tracking(client, crafted):
         assert r.status_code == 422, payload
     missing = await client.get("/v1/dm-tables/999999", headers=h)
     assert missing.status_code == 404
-    other_tenant = await client.get(f"/v1/dm-tables/{table_id}", headers={"X-Kizuna-Tenant": "x"})
+    other_tenant = await client.get(f"/v1/dm-tables/{table_id}", headers=await api_key(db, "x"))
     assert other_tenant.status_code == 404
 
     r = await client.delete(f"/v1/dm-tables/{table_id}/months/2025-04", headers=h)
@@ -711,6 +713,8 @@ async def test_portfolio_history_and_transitions_never_read_customer_rows(client
         "GRANT SELECT ON tenants, tenant_rules, portfolio_current, portfolio_daily_deltas,"
         f' portfolio_monthly_deltas, report_moves, report_history_start TO "{role}"'
     )
+    # and who is asking: every request reads its key (and keeps its last use)
+    await db.execute(f'GRANT SELECT, UPDATE ON api_keys TO "{role}"')
     restricted = await asyncpg.create_pool(
         get_settings().database_url, min_size=1, max_size=2, server_settings={"role": role}
     )
@@ -721,7 +725,7 @@ async def test_portfolio_history_and_transitions_never_read_customer_rows(client
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetch("SELECT 1 FROM report_timeline LIMIT 1")
         reports_app.state.pool = restricted
-        h = {"X-Kizuna-Tenant": crafted}
+        h = await api_key(db, crafted)
         for path, params in (
             ("/v1/portfolio", {}),
             ("/v1/portfolio", {"as_of": "2025-03-15"}),

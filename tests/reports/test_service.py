@@ -15,13 +15,13 @@ from decimal import Decimal
 import asyncpg
 import httpx
 import pytest
+from services.reports.consumer import SERVICE, on_customer_states
 
 from services.reports.app import app
-from services.reports.consumer import SERVICE, on_customer_states
 from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
 from shared.kafka import PgOffsetConsumer, new_producer, pending_outbox
 from shared.settings import get_settings
-from tests.helpers import wait_for
+from tests.helpers import api_key, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def cs(
     count=1,
     first=None,
     cause="purchase",
-    supersedes=None,
+    corrects_from=None,
 ) -> CustomerState:
     first = first or on
     return CustomerState(
@@ -117,7 +117,8 @@ def cs(
         last_purchase_on=on if to and cause != "lapse" else (first if to else None),
         tenure_days=(on - first).days if to else None,
         lapse_days=0 if to else None,
-        supersedes_seq=supersedes,
+        corrects_from=corrects_from,
+        schema_version=2,
     )
 
 
@@ -238,9 +239,9 @@ def history(tenant) -> list[CustomerState]:
 # --- tests ----------------------------------------------------------------------------------------
 
 
-async def test_portfolio_now_and_as_of_past_dates(client, producer, db, tenant):
+async def test_portfolio_now_and_as_of_past_dates(client, producer, db, tenant, auth):
     await processed(db, await publish(producer, history(tenant)))
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = auth
 
     now = (await client.get("/v1/portfolio", headers=headers)).json()
     assert now["scope"] == "all" and now["as_of"] == TODAY.isoformat()
@@ -284,20 +285,20 @@ async def test_portfolio_now_and_as_of_past_dates(client, producer, db, tenant):
     await assert_consistent(db, tenant)
 
 
-async def test_redelivering_the_same_states_changes_nothing(client, producer, db, tenant):
+async def test_redelivering_the_same_states_changes_nothing(client, producer, db, tenant, auth):
     states = history(tenant)
     await processed(db, await publish(producer, states))
     before = await snapshot(db, tenant)
-    body = (await client.get("/v1/portfolio", headers={"X-Kizuna-Tenant": tenant})).json()
+    body = (await client.get("/v1/portfolio", headers=auth)).json()
 
     # Everything again, then again in reverse order: seq makes each state count once.
     await processed(db, await publish(producer, states + states[::-1]))
     assert await snapshot(db, tenant) == before
-    assert (await client.get("/v1/portfolio", headers={"X-Kizuna-Tenant": tenant})).json() == body
+    assert (await client.get("/v1/portfolio", headers=auth)).json() == body
     await assert_consistent(db, tenant)
 
 
-async def test_customer_figures_and_404s(client, producer, db, tenant):
+async def test_customer_figures_and_404s(client, producer, db, tenant, auth):
     await processed(
         db,
         await publish(
@@ -319,7 +320,7 @@ async def test_customer_figures_and_404s(client, producer, db, tenant):
             ],
         ),
     )
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = auth
     r = await client.get("/v1/customers/c2", headers=headers)
     assert r.status_code == 200
     assert r.json() == {
@@ -348,7 +349,7 @@ async def test_customer_figures_and_404s(client, producer, db, tenant):
         r = await client.get(path, params=params, headers=headers)
         assert r.status_code == 404, path
         assert r.json()["error"]["code"] == "customer_not_found"
-    other_tenant = await client.get("/v1/customers/c2", headers={"X-Kizuna-Tenant": tenant + "x"})
+    other_tenant = await client.get("/v1/customers/c2", headers=await api_key(db, tenant + "x"))
     assert other_tenant.status_code == 404
     gone = (
         await client.get("/v1/portfolio", params={"as_of": "2025-03-01"}, headers=headers)
@@ -357,7 +358,7 @@ async def test_customer_figures_and_404s(client, producer, db, tenant):
     await assert_consistent(db, tenant)
 
 
-async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenant):
+async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, db, tenant, auth):
     first = d("2024-01-01")
     lapse_on = first + timedelta(days=240)
     await processed(
@@ -380,11 +381,12 @@ async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenan
             ],
         ),
     )
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = auth
     lapsed = (await client.get("/v1/portfolio", headers=headers)).json()
     assert counts(lapsed) == {"first_lapsed": (1, 10000)}
 
-    # Late history: a purchase on March 1st, before the lapse date.
+    # Late history: a purchase on March 1st, before the lapse date; the correction withdraws
+    # the lapse (on its own day) and applies the purchase on its day.
     late = cs(
         tenant,
         "c",
@@ -395,7 +397,7 @@ async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenan
         frm="first_active",
         count=2,
         first=first,
-        supersedes=2,
+        corrects_from=d("2024-03-01"),
     )
     await processed(db, await publish(producer, [late]))
     for as_of, expected in (
@@ -410,14 +412,14 @@ async def test_superseded_lapse_is_undone_in_history(client, producer, db, tenan
     await assert_consistent(db, tenant)
 
 
-async def test_segment_list_json_pages(client, producer, db, tenant):
+async def test_segment_list_json_pages(client, producer, db, tenant, auth):
     totals = {"a": 90000, "b": 120000, "c": 90000, "d": 75000, "e": 300000}
     states = [
         cs(tenant, cid, 1, "loyal_active", total, d("2025-05-01"), count=5, first=d("2024-01-01"))
         for cid, total in totals.items()
     ]
     await processed(db, await publish(producer, states))
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = auth
 
     seen, cursor, pages = [], None, 0
     while True:
@@ -458,7 +460,7 @@ async def test_segment_list_json_pages(client, producer, db, tenant):
     assert bad_format.status_code == 422
 
 
-async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenant):
+async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenant, auth):
     states = [
         cs(
             tenant,
@@ -492,7 +494,7 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
         ),
     ]
     await processed(db, await publish(producer, states))
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = auth
     url = "/v1/segments/steady_active/customers"
     # customer master data from a customers import, joined into lists and exports
     await db.execute(
@@ -576,7 +578,7 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
     assert bad.status_code == 422 and bad.json()["error"]["problems"][0]["field"] == "encoding"
 
 
-async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer, db, tenant):
+async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer, db, tenant, auth):
     good = cs(tenant, "ok", 1, "first_active", 1000, d("2025-06-01"))
     bad_segment = cs(tenant, "odd", 1, "first_active", 1000, d("2025-06-01")).model_dump(
         mode="json"
@@ -602,12 +604,12 @@ async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer,
     assert letters[f"{tenant}:junk"]["service"] == "reports"
     assert letters[f"{tenant}:junk"]["value"] == "not json at all"
     assert "vip_active" in letters[f"{tenant}:odd"]["reason"]
-    body = (await client.get("/v1/portfolio", headers={"X-Kizuna-Tenant": tenant})).json()
+    body = (await client.get("/v1/portfolio", headers=auth)).json()
     assert counts(body) == {"first_active": (1, 1000)}
 
 
-async def test_rules_are_versioned(client, db, tenant):
-    headers = {"X-Kizuna-Tenant": tenant}
+async def test_rules_are_versioned(client, db, tenant, auth):
+    headers = auth
     defaults = (await client.get("/v1/rules", headers=headers)).json()
     assert defaults["version"] == 0
     assert (

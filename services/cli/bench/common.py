@@ -171,3 +171,15 @@ def append_report(title: str, rows: list[tuple[str, str]], notes: list[str]) -> 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bench_key(database_url: str, tenant: str = "bench") -> dict[str, str]:
+    """Headers with a new admin key of the benchmark's tenant (sends purchases, reads reports)."""
+    from shared.access import store as access
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        new = await access.create_key(conn, tenant, "admin", name="benchmark")
+    finally:
+        await conn.close()
+    return {"Authorization": f"Bearer {new.key}"}

@@ -7,7 +7,8 @@ Used by ``tests/e2e/test_faults.py`` (a few thousand events, in ``make test``) a
 
 What is checked after the feed, for the tenant fed:
 - every event answered 202 is in the event store, each once;
-- every customer state (each scope) equals ``from_scratch`` over the event store;
+- every customer state (each scope) equals the end of its timeline (``shared.timeline``) over
+  the event store;
 - every report customer and the last timeline entry of each customer and scope equal it too;
 - every portfolio cell (customers, sales) equals the from-scratch segments summed, and the
   daily deltas add up to the cells;
@@ -37,11 +38,12 @@ import asyncpg
 import httpx
 import orjson
 
-from services.classifier.domain import from_scratch
+from services.cli.bench.common import bench_key
 from services.cli.stack import Stack
 from shared.cpm import DEFAULT_RULES, Purchase
 from shared.db import migrate
 from shared.settings import Settings
+from shared.timeline import Borders, timeline
 
 log = logging.getLogger("kizuna.faults")
 ZONE = ZoneInfo("Asia/Tokyo")
@@ -132,7 +134,7 @@ class Feeder:
     sent again until it is answered 202. Keeps the event ids that were answered 202."""
 
     url: str
-    tenant: str
+    auth: dict[str, str]  # an ingest key of the tenant, as headers
     accepted: set[str] = field(default_factory=set)
     refused: int = 0
     sent: int = 0
@@ -143,7 +145,7 @@ class Feeder:
             await asyncio.gather(*(self._work(client, requests, pace) for _ in range(workers)))
 
     async def _work(self, client: httpx.AsyncClient, requests: Iterator, pace: float) -> None:
-        headers = {"X-Kizuna-Tenant": self.tenant, "Content-Type": "application/json"}
+        headers = {**self.auth, "Content-Type": "application/json"}
         for events in requests:  # one shared iterator: each request goes to one worker
             body = orjson.dumps({"events": events})
             while True:
@@ -227,7 +229,9 @@ async def run_faults(
         say(f"stack ready in {time.monotonic() - started:.1f}s")
         watcher = asyncio.create_task(stack.watch(stop))
         requests = generate(tenant, customers, events, today, seed, sizes)
-        feeder = Feeder(stack.url("ingest") + "/v1/purchases", tenant)
+        feeder = Feeder(
+            stack.url("ingest") + "/v1/purchases", await bench_key(stack.database_url, tenant)
+        )
         total = events  # the faults' moments: by events sent (duplicates make a few more)
         rnd = random.Random(seed)
         # each fault at a random moment of its own slice of the feed: spread, not bunched
@@ -346,7 +350,10 @@ async def check(url: str, tenant: str, today: date, accepted: set[str]) -> tuple
         lapsed: dict[str, str] = {}
         for customer, purchases in by_customer.items():
             for scope in {"all"} | {p.branch_id for p in purchases}:
-                figures, segment = from_scratch(purchases, scope, today, DEFAULT_RULES)
+                entries = timeline(purchases, scope, Borders(), today)
+                figures, segment = (
+                    (entries[-1].figures, entries[-1].segment) if entries else (None, None)
+                )
                 if figures is None or segment is None:
                     expected[(customer, scope)] = (None, 0, Decimal(0))
                     continue

@@ -20,6 +20,7 @@ from .common import (
     ROOT,
     Env,
     append_report,
+    bench_key,
     free_port,
     percentile,
 )
@@ -107,7 +108,7 @@ async def scenario_latency(rate: int, seconds: int, partitions: int, cold: bool 
         ingest = stack.url("ingest")
         rnd = random.Random(5)
         today = date.today()
-        tenant = {"X-Kizuna-Tenant": "bench"}
+        tenant = await bench_key(stack.database_url)
         headers = {**tenant, "Content-Type": "application/json"}
         ticks_per_second = 10
         per_tick = rate // ticks_per_second

@@ -22,6 +22,7 @@ from .common import (
     BENCH_NOW,
     Env,
     append_report,
+    bench_key,
     free_port,
     percentile,
 )
@@ -91,6 +92,7 @@ async def scenario_portfolio(sizes: list[int], requests: int) -> str:
             print(f"seeding report tables for {size:,} customers …", flush=True)
             await seed_reports(pool, "bench", size)
             await pool.close()
+            auth = await bench_key(url)
             port = free_port()
             proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "services.cli", "serve", "reports"],
@@ -105,7 +107,7 @@ async def scenario_portfolio(sizes: list[int], requests: int) -> str:
             )
             try:
                 base = f"http://127.0.0.1:{port}"
-                async with httpx.AsyncClient(timeout=10, headers={"X-Kizuna-Tenant": "bench"}) as c:
+                async with httpx.AsyncClient(timeout=10, headers=auth) as c:
                     for _ in range(200):
                         with suppress(httpx.HTTPError):
                             if (await c.get(base + "/healthz")).status_code == 200:

@@ -42,7 +42,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import IO, Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .cells import _show
 from .dialect import HEAD_BYTES, Dialect, detect
@@ -108,7 +112,9 @@ class _Lines:
         if dialect.encoding == "utf-8-sig" and head.startswith(codecs.BOM_UTF8):
             head = head[3:]
             self.position = 3
-        self._raw = self._split(self._chunks(head))
+        self._runs = self._split(self._chunks(head))
+        # the run of lines decoded and not yet read: first line's number, texts, positions
+        self._first, self._texts, self._positions, self._at = 1, [], [], 0
         self.read = 0  # lines read from the file
         self.pushed: deque[tuple[int, str]] = deque()
         self.record: list[tuple[int, str]] = []
@@ -117,7 +123,9 @@ class _Lines:
 
     @property
     def bytes_read(self) -> int:
-        return self.consumed if self.encoding == "utf-16" else self.position
+        if self.encoding == "utf-16":
+            return self._positions[self._at - 1] if self._at else self.consumed
+        return self.position
 
     def _chunks(self, head: bytes) -> Iterator[bytes]:
         if self.encoding == "utf-16":
@@ -135,15 +143,19 @@ class _Lines:
             self.consumed += len(chunk)
             yield chunk
 
-    def _split(self, chunks: Iterator[bytes]) -> Iterator[tuple[int, str]]:
-        """(number, text) of each line, decoded a chunk at a time: one decode call per chunk
-        of lines rather than per line. A chunk that does not decode as a whole (a bad byte
-        somewhere, or a first non-ASCII byte while the encoding is still a guess) is decoded
-        line by line, which finds the bad lines and makes the guess."""
+    def _split(self, chunks: Iterator[bytes]) -> Iterator[tuple[int, list[str], list[int]]]:
+        """Runs of lines: (number of the first, their texts, the bytes read after each),
+        decoded a chunk at a time: one decode call per chunk of lines rather than per line. A
+        chunk that does not decode as a whole (a bad byte somewhere, or a first non-ASCII byte
+        while the encoding is still a guess) is decoded line by line, which finds the bad lines
+        and makes the guess."""
         nl = self.newline
         nl_text = nl.decode()
         step = len(nl)
         rest = b""
+        position = self.position
+        number = 1
+        utf16 = self.encoding == "utf-16"
         for chunk in chunks:
             if rest:
                 chunk = rest + chunk
@@ -162,20 +174,49 @@ class _Lines:
                     pass
             if texts is not None and len(texts) == len(parts) + 1:
                 texts.pop()
-                for part, text in zip(parts, texts, strict=True):
-                    self.position += len(part) + step
-                    self.read += 1
-                    yield self.read, text + nl_text
+                texts = [text + nl_text for text in texts]
             else:
-                for part in parts:
-                    raw = part + nl
-                    self.position += len(raw)
-                    self.read += 1
-                    yield self.read, self._decode(raw, self.read)
+                texts = [self._decode(part + nl, n) for n, part in enumerate(parts, start=number)]
+            ends = list(accumulate((len(part) + step for part in parts), initial=position))
+            position = ends[-1]
+            del ends[0]
+            yield number, texts, [self.consumed] * len(texts) if utf16 else ends
+            number += len(texts)
         if rest:
-            self.position += len(rest)
-            self.read += 1
-            yield self.read, self._decode(rest, self.read)
+            position += len(rest)
+            yield number, [self._decode(rest, number)], [self.consumed if utf16 else position]
+
+    def _fill(self) -> bool:
+        """Whether a decoded line is waiting (decoding the next run when none is)."""
+        while self._at >= len(self._texts):
+            run = next(self._runs, None)
+            if run is None:
+                return False
+            self._first, self._texts, self._positions = run
+            self._at = 0
+        return True
+
+    def _next_line(self) -> tuple[int, str]:
+        if not self._fill():
+            raise StopIteration
+        at = self._at
+        self._at = at + 1
+        self.read = self._first + at
+        self.position = self._positions[at]
+        return self.read, self._texts[at]
+
+    def take(self, n: int) -> tuple[int, list[str], list[int]]:
+        """Up to ``n`` lines as one run: (number of the first, texts, bytes read after each)."""
+        first, texts, positions = self.read + 1, [], []
+        while len(texts) < n and self._fill():
+            at = self._at
+            until = min(len(self._texts), at + n - len(texts))
+            texts += self._texts[at:until]
+            positions += self._positions[at:until]
+            self._at = until
+            self.read = self._first + until - 1
+            self.position = self._positions[until - 1]
+        return first, texts, positions
 
     def __iter__(self) -> _Lines:
         return self
@@ -184,7 +225,7 @@ class _Lines:
         record = self.record
         if len(record) >= MAX_RECORD_LINES:
             raise _TooLong
-        item = self.pushed.popleft() if self.pushed else next(self._raw)
+        item = self.pushed.popleft() if self.pushed else self._next_line()
         record.append(item)
         return item[1]
 
@@ -331,6 +372,8 @@ class _Reader:
         self.closed = False
         self._stream, self._owned, start = _open(source)
         self._pending: list[_Record] = []
+        self._bytes_at: int | None = None
+        self._pushed_at: dict[int, int] = {}  # line → bytes read after it, for pushed-back lines
         try:
             head = self._stream.read(HEAD_BYTES)
             if isinstance(head, str):
@@ -360,7 +403,8 @@ class _Reader:
 
     @property
     def bytes_read(self) -> int:
-        return self._lines.bytes_read
+        """Bytes of the file read up to the last result given (a block is read ahead)."""
+        return self._lines.bytes_read if self._bytes_at is None else self._bytes_at
 
     @property
     def line(self) -> int:
@@ -460,6 +504,9 @@ class _Reader:
         if self.mapping is None:
             self.close()
             return
+        if self.block_rows:
+            yield from self._run_blocks()
+            return
         try:
             records = self._records
             while True:
@@ -487,7 +534,125 @@ class _Reader:
         finally:
             self.close()
 
+    # -- a block of rows at a time (sales: see _rows) ----------------------------------------
+
+    block_rows = 0  # > 0: rows are parsed a block at a time by _rows
+
+    def _run_blocks(self) -> Iterator[Any]:
+        try:
+            while True:
+                block = self._plain_block()
+                if block is None:
+                    block = self._record_block()
+                if block is None:
+                    break
+                lines, columns, positions, before = block
+                results = self._rows(lines, columns) if lines else []
+                for i, result in enumerate(_merged(results, before)):
+                    self.rows += 1
+                    if result.ok:
+                        self.accepted += 1
+                    else:
+                        self.rejected += 1
+                    self._bytes_at = positions[i]
+                    if self.on_progress and self.rows % self.progress_every == 0:
+                        self.on_progress(self)
+                    yield result
+            self._bytes_at = None
+            self._finish()
+            if self.on_progress:
+                self.on_progress(self)
+        finally:
+            self.close()
+
+    def _plain_block(self) -> _Block | None:
+        """The next lines as a block when they are plain — one record a line, no quotes, no
+        bad bytes, no blank rows, the header's number of cells each — split in C by Arrow;
+        ``None`` (the lines pushed back for :meth:`_record_block`) otherwise."""
+        lines = self._lines
+        if self._pending or lines.pushed:
+            return None
+        first, texts, positions = lines.take(self.block_rows)
+        if not texts:
+            return None
+        nl = lines.newline.decode()
+        body = "".join(texts)
+        numbers = range(first, first + len(texts))
+        n = len(self._header_cells)
+        plain = (
+            self.dialect.quotechar not in body
+            and (body.count("\r") == body.count("\r\n") if nl == "\n" else "\n" not in body)
+            and "\x00" not in body
+            and not (lines.bad and any(number in lines.bad for number in numbers))
+        )
+        if plain:
+            ends = "\r\n" if nl == "\n" and body.endswith("\r\n") else nl
+            cut = len(ends)
+            if all(text.endswith(ends) for text in texts):
+                array = pa.array([text[:-cut] for text in texts], pa.string())
+            else:
+                array = pa.array([text.rstrip("\r\n") for text in texts], pa.string())
+            split = pc.split_pattern(array, self.dialect.delimiter)
+            if pc.all(pc.equal(pc.list_value_length(split), n)).as_py():
+                columns = [pc.list_element(split, i) for i in range(n)]
+                if not _has_blank_row(columns):
+                    return list(numbers), columns, positions, {}
+        lines.push_back(list(zip(numbers, texts, strict=True)))
+        self._pushed_at.update(zip(numbers, positions, strict=True))
+        return None
+
+    def _record_block(self) -> _Block | None:
+        """Rows read record by record (quotes, rows spanning lines, bad bytes, blank rows): up
+        to a block of them, stopping once the lines pushed back by :meth:`_plain_block` are
+        read, so plain lines after them go the fast way again."""
+        lines, numbers, cells, positions = self._lines, [], [], []
+        before: dict[int, list[tuple[Any, int]]] = {}
+        n = len(self._header_cells)
+        records = self._records
+        taken = 0
+        while taken < self.block_rows:
+            if self._pending:
+                record = self._pending.pop(0)
+            else:
+                if not lines.pushed and taken and not self._pending:
+                    break
+                record = next(records, None)
+                if record is None:
+                    break
+            row = record.cells
+            if record.error is None and not (row and row[0].strip()) and _blank(row):
+                continue
+            taken += 1
+            last = record.lines[-1][0]
+            position = self._pushed_at.pop(last, None) or lines.bytes_read
+            for number, _ in record.lines[:-1]:
+                self._pushed_at.pop(number, None)
+            result = self._cells(record)
+            if isinstance(result, Rejection):
+                before.setdefault(len(numbers), []).append((result, position))
+                continue
+            numbers.append(record.start)
+            cells.append(result[:n])
+            positions.append(position)
+        if not taken:
+            return None
+        columns = [pa.array([row[i] for row in cells], pa.string()) for i in range(n)]
+        order = []  # positions in file order, rejections before the rows they precede
+        for i, position in enumerate(positions):
+            order.extend(p for _, p in before.get(i, ()))
+            order.append(position)
+        order.extend(p for _, p in before.get(len(positions), ()))
+        return numbers, columns, order, {i: [r for r, _ in rs] for i, rs in before.items()}
+
     def _check(self, record: _Record):
+        result = self._cells(record)
+        if isinstance(result, Rejection):
+            return result
+        return self._row(result, record.start)
+
+    def _cells(self, record: _Record) -> list[str] | Rejection:
+        """A record's cells, or the rejection of a record that is not a row of the table
+        (broken quotes, the wrong number of columns, bytes not in the file's encoding)."""
         if record.error:
             return Rejection(record.start, None, _first_line(record), record.error)
         cells = record.cells
@@ -519,7 +684,7 @@ class _Reader:
                     (self._header_cells[i] for i, c in enumerate(cells) if "\ufffd" in c), None
                 )
                 return Rejection(record.start, column, None, reasons[0])
-        return self._row(cells, record.start)
+        return cells
 
     def _malformed(self, record: _Record) -> bool:
         """Whether a record's quotes are broken: a quote that closes a field but is followed by
@@ -552,6 +717,11 @@ class _Reader:
     def _row(self, cells: list[str], line: int):
         raise NotImplementedError
 
+    def _rows(self, lines: list[int], columns: list[pa.Array]) -> list[Any]:
+        """One result per row of a block (``block_rows`` > 0): ``columns`` holds the cells of
+        every header column, ``lines`` each row's line."""
+        raise NotImplementedError
+
     def _finish(self) -> None:
         pass
 
@@ -568,6 +738,37 @@ class _Reader:
 
 def _blank(cells: list[str]) -> bool:
     return not any(c.strip() for c in cells)
+
+
+# the characters str.strip() removes (str.isspace), for Arrow's regular expressions (RE2)
+_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BLANK_RE = f"^[{_SPACE}]*$"
+
+
+def _has_blank_row(columns: list[pa.Array]) -> bool:
+    """Whether a row of the block is blank (every cell white space): such rows are skipped,
+    not counted — the record reader does that."""
+    maybe = pc.match_substring_regex(columns[0], _BLANK_RE)
+    if not pc.any(maybe).as_py():
+        return False
+    rows = pc.indices_nonzero(maybe).to_pylist()
+    picked = [pc.take(column, rows).to_pylist() for column in columns]
+    return any(_blank(cells) for cells in zip(*picked, strict=True))
+
+
+# (lines, columns, byte position after each result, rejections before the i-th row)
+_Block = tuple[list[int], list[pa.Array], list[int], dict[int, list[Rejection]]]
+
+
+def _merged(results: list[Any], before: dict[int, list[Rejection]]) -> Iterator[Any]:
+    """The rows' results with the block's record rejections put back in file order."""
+    if not before:
+        yield from results
+        return
+    for i, result in enumerate(results):
+        yield from before.get(i, ())
+        yield result
+    yield from before.get(len(results), ())
 
 
 def _first_line(record: _Record) -> str:

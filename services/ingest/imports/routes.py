@@ -37,8 +37,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from shared import http
-from shared.http import Pool, TenantId
+from shared import access, http
+from shared.access import TenantId
+from shared.http import Pool
 
 from . import store, views
 from .headers import MappingError
@@ -46,7 +47,12 @@ from .preview import preview
 from .runner import ImportRequest, ImportRunner, remove_file
 
 log = logging.getLogger("kizuna.ingest.imports")
-router = APIRouter(prefix="/v1/imports", tags=["imports"])
+# Imports are the chain's: a file can hold any branch, so a key of some branches may not import.
+router = APIRouter(
+    prefix="/v1/imports",
+    tags=["imports"],
+    dependencies=[access.allow(access.Permission.INGEST, chain_only=True)],
+)
 
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "kizuna-imports"
 PREVIEW_ROWS = 10

@@ -264,10 +264,9 @@ def _pg_micros(occurred_at: str) -> int:
 def stage_record(row: SaleRow) -> bytes:
     """SaleRow → its row of the staging table in binary COPY format: occurred_at (the sort
     key), line, customer, the event as JSON."""
-    event = row.event
-    customer = event["customer_id"].encode()
-    value = orjson.dumps(event)
-    head = _staged_head(4, 8, _pg_micros(event["occurred_at"]), 8, row.line, len(customer))
+    customer = row.customer.encode()
+    value = row.json or orjson.dumps(row.event)
+    head = _staged_head(4, 8, _pg_micros(row.occurred_at), 8, row.line, len(customer))
     return b"".join((head, customer, _length(len(value)), value))
 
 

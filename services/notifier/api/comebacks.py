@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.access import Permission, TenantId, allow
+from shared.http import ApiError, AppSettings, Pool
 
 from .. import store
 from ..domain.followups import CHAIN
@@ -16,7 +17,7 @@ from .params import tenant_today
 router = APIRouter()
 
 
-@router.get("/v1/comebacks", tags=["followups"])
+@router.get("/v1/comebacks", tags=["followups"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def comebacks(
     pool: Pool,
     tenant_id: TenantId,

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.access import Caller, Permission, TenantId, allow
+from shared.http import ApiError, AppSettings, Pool
 
 from .. import store
 from ..domain.followups import CHAIN, decode_cursor, encode_cursor
-from .params import tenant_today
+from .params import _problems, tenant_today
 
 router = APIRouter()
 
@@ -70,7 +71,12 @@ def _item(f: store.Followup) -> FollowupItem:
     )
 
 
-@router.get("/v1/followups", response_model=FollowupPage, tags=["followups"])
+@router.get(
+    "/v1/followups",
+    response_model=FollowupPage,
+    tags=["followups"],
+    dependencies=[allow(Permission.FOLLOWUPS)],
+)
 async def list_followups(
     pool: Pool,
     tenant_id: TenantId,
@@ -122,17 +128,29 @@ class DoneBody(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-@router.post("/v1/followups/{followup_id}/done", response_model=FollowupItem, tags=["followups"])
+@router.post(
+    "/v1/followups/{followup_id}/done",
+    response_model=FollowupItem,
+    tags=["followups"],
+    dependencies=[allow(Permission.WORK_FOLLOWUPS)],
+)
 async def mark_done(
     followup_id: int,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
     settings: AppSettings,
-    body: Annotated[DoneBody | None, Body()] = None,
+    payload: Annotated[Any, Body()] = None,
 ) -> FollowupItem:
     """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
-    "note": "…"}``. Doing it again changes nothing."""
-    body = body or DoneBody()
+    "note": "…"}``. Doing it again changes nothing. A task of a branch outside the caller's is
+    not found (404)."""
+    tenant_id = who.tenant_id
+    try:
+        body = DoneBody.model_validate(payload or {})
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_request", "the request is not valid", problems=_problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         followup = await store.mark_done(
             conn,
@@ -141,6 +159,7 @@ async def mark_done(
             await tenant_today(conn, tenant_id, settings),
             body.outcome,
             body.note,
+            branches=None if who.chain_wide else who.branches,
         )
     if followup is None:
         raise ApiError(404, "not_found", f"no follow-up {followup_id}", id=followup_id)
@@ -155,9 +174,23 @@ async def mark_done(
     return _item(followup)
 
 
-@router.get("/v1/customers/{customer_id}/followups", tags=["followups"])
-async def customer_followups(customer_id: str, pool: Pool, tenant_id: TenantId) -> dict:
-    """Every task of one customer (open and closed), oldest first: the customer's page."""
+@router.get(
+    "/v1/customers/{customer_id}/followups",
+    tags=["followups"],
+    dependencies=[allow(Permission.CUSTOMERS)],
+)
+async def customer_followups(customer_id: str, pool: Pool, who: Caller) -> dict:
+    """Every task of one customer (open and closed), oldest first: the customer's page. A
+    branch login sees the tasks of its branches only (404 when there are none)."""
     async with pool.acquire() as conn:
-        rows = await store.customer_followups(conn, tenant_id, customer_id)
-    return {"items": [_item(f) for f in rows]}
+        rows = await store.customer_followups(conn, who.tenant_id, customer_id)
+    items = [_item(f) for f in rows if who.covers(f.branch_id)]
+    if not items and not who.chain_wide:
+        # the same answer for a customer of another branch and one without tasks
+        raise ApiError(
+            404,
+            "not_found",
+            f"no tasks of customer {customer_id!r} in your branches",
+            customer_id=customer_id,
+        )
+    return {"items": items}

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import Field
+from fastapi import APIRouter, Body, Query
+from pydantic import Field, ValidationError
 
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.access import Permission, TenantId, allow
+from shared.http import ApiError, AppSettings, Pool
 
 from .. import messages, store
 from ..domain.followups import CHAIN
 from ..domain.settings import NotificationSettings
+from .params import _problems
 
 router = APIRouter()
 
@@ -28,6 +30,14 @@ class SettingsBody(NotificationSettings):
     )
 
 
+SETTINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SettingsBody.model_json_schema()}},
+    }
+}
+
+
 def _settings_view(stored: store.StoredSettings) -> dict:
     return {
         "version": stored.version,
@@ -41,7 +51,11 @@ def _settings_view(stored: store.StoredSettings) -> dict:
     }
 
 
-@router.get("/v1/notifications/settings", tags=["notifications"])
+@router.get(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
     """Recipients (per branch, or chain-wide), immediate or digest per segment, the at-risk
     policy and templates; the defaults (version 0) until set. The webhook secret is never
@@ -50,12 +64,23 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
         return _settings_view(await store.load_settings(conn, tenant_id))
 
 
-@router.put("/v1/notifications/settings", tags=["notifications"])
+@router.put(
+    "/v1/notifications/settings",
+    tags=["notifications"],
+    openapi_extra=SETTINGS_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def put_notification_settings(
-    pool: Pool, tenant_id: TenantId, settings: AppSettings, body: SettingsBody
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
 ) -> dict:
     """Replace the settings. They apply to alerts raised from now on (an alert's routing and
     text are fixed when it is raised, so its resends stay identical)."""
+    try:
+        body = SettingsBody.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_settings", "the settings are not valid", problems=_problems(exc)
+        ) from None
     settings = NotificationSettings.model_validate(body.model_dump(exclude={"webhook_secret"}))
     async with pool.acquire() as conn, conn.transaction():
         current = await store.load_settings(conn, tenant_id)
@@ -73,7 +98,11 @@ async def put_notification_settings(
 DeliveryStatus = Literal["pending", "sent", "dead", "cancelled", "digested"]
 
 
-@router.get("/v1/notifications/deliveries", tags=["notifications"])
+@router.get(
+    "/v1/notifications/deliveries",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def list_deliveries(
     pool: Pool,
     tenant_id: TenantId,
@@ -86,7 +115,11 @@ async def list_deliveries(
         return {"items": await store.list_deliveries(conn, tenant_id, status, limit)}
 
 
-@router.post("/v1/notifications/deliveries/{delivery_id}/retry", tags=["notifications"])
+@router.post(
+    "/v1/notifications/deliveries/{delivery_id}/retry",
+    tags=["notifications"],
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
 async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> dict:
     """Send a dead delivery again (same id: a receiver that did get it can drop it)."""
     async with pool.acquire() as conn:
@@ -100,7 +133,7 @@ async def retry_delivery(delivery_id: str, pool: Pool, tenant_id: TenantId) -> d
     return row
 
 
-@router.get("/v1/alerts", tags=["notifications"])
+@router.get("/v1/alerts", tags=["notifications"], dependencies=[allow(Permission.FOLLOWUPS)])
 async def list_alerts(
     pool: Pool,
     tenant_id: TenantId,

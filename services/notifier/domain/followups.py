@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -84,21 +85,64 @@ class Reactivated:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelFollowup:
-    """The lapse ``lapse_seq`` was premature (the clock ran ahead of history still arriving):
-    its task, if still open, is cancelled; the customer never left, so no comeback."""
+class Withdrawal:
+    """A correction of a customer's chain-wide timeline, opened by change ``seq``: what the
+    changes with a lower seq (from ``since_seq`` on) dated on or after ``since_day`` made no
+    longer holds. Their lapse tasks and sequence steps still open are cancelled (outcome
+    ``withdrawn``), their alerts withdrawn (nothing unsent goes out), their comebacks no longer
+    counted, and what they closed is open again. A lapse or segment entry the corrected
+    timeline makes again (same segment, a later change of this correction) takes its withdrawn
+    task back with the new dates instead of opening another (``store.open_tasks``)."""
 
     tenant_id: str
     customer_id: str
-    lapse_seq: int
-    on: date
-
-    @property
-    def dedupe_key(self) -> str:
-        return lapse_key(self.customer_id, self.lapse_seq)
+    seq: int
+    since_day: date
+    on: date  # the day the correction was noticed (done_on of what it cancels)
+    since_seq: int = 0
 
 
-Action = OpenFollowup | Reactivated | CancelFollowup
+Action = OpenFollowup | Reactivated
+
+
+def withdrawal(change: SegmentChange, today: date) -> Withdrawal | None:
+    """The withdrawal a chain-wide change opens, or ``None``: from ``corrects_from`` on; or, from
+    a producer of schema 1, exactly the premature lapse its ``supersedes_seq`` names (one policy
+    for both versions)."""
+    if change.scope != CHAIN:
+        return None
+    if change.corrects_from is not None:
+        return Withdrawal(
+            change.tenant_id, change.customer_id, change.seq, change.corrects_from, today
+        )
+    if change.supersedes_seq is not None:
+        return Withdrawal(
+            change.tenant_id, change.customer_id, change.seq, date.min, today, change.supersedes_seq
+        )
+    return None
+
+
+def in_force(
+    changes: Iterable[SegmentChange], today: Mapping[str, date]
+) -> tuple[list[SegmentChange], list[Withdrawal]]:
+    """A batch's changes without those a later correction in the same batch withdraws (they
+    never make work), and the batch's withdrawals. The store applies the withdrawals first:
+    they concern only what earlier batches made, because whatever they withdraw in this
+    batch is left out here."""
+    ordered = sorted(changes, key=lambda c: (c.tenant_id, c.customer_id, c.scope, c.seq))
+    withdrawals = [w for c in ordered if (w := withdrawal(c, today[c.tenant_id])) is not None]
+    kept = []
+    for c in ordered:
+        if not any(
+            w.tenant_id == c.tenant_id
+            and w.customer_id == c.customer_id
+            and c.scope == CHAIN
+            and w.since_seq <= c.seq < w.seq
+            and c.effective_on >= w.since_day
+            for w in withdrawals
+        ):
+            kept.append(c)
+    return kept, withdrawals
 
 
 def lapse_key(customer_id: str, seq: int) -> str:
@@ -126,19 +170,19 @@ def decide(change: SegmentChange, today: date, max_age_days: int) -> Action | No
     """What a segment change asks of the staff, or ``None`` for nothing.
 
     - ``X_active`` → ``X_lapsed`` by the lapse clock, chain-wide: open a follow-up task, unless
-      the lapse is older than ``max_age_days`` on ``today`` (history being loaded: nobody
-      should phone about a lapse from years ago). The task is due the day it is noticed.
-    - Chain-wide change that supersedes an earlier one: cancel that lapse's task.
+      the lapse's true date is more than ``max_age_days`` before ``today`` (history being
+      loaded: nobody should phone about a lapse from years ago). The task is due the day it is
+      noticed.
     - Chain-wide ``*_lapsed`` → ``*_active``: close the open lapse tasks; a comeback unless
       only new borders (cause ``rules``) moved the customer.
-    - Anything else, and every branch-scope change: nothing.
+    - Anything else, and every branch-scope change: nothing. A correction's first message may
+      move nobody (``from_segment == to_segment``): its withdrawal is all it carries
+      (``withdrawal``).
     """
-    if change.scope != CHAIN:
+    if change.scope != CHAIN or change.supersedes_seq is not None:
+        # Schema 1: a change superseding a premature lapse names the lapsed segment as its
+        # from_segment, but the customer never left; its withdrawal is all it means.
         return None
-    if change.supersedes_seq is not None:
-        # Checked first: the superseding change may look like lapsed → active, but the
-        # customer never really left, so it must not count as a comeback.
-        return CancelFollowup(change.tenant_id, change.customer_id, change.supersedes_seq, today)
     before, after = _split(change.from_segment), _split(change.to_segment)
     if before is None or after is None:
         return None

@@ -63,7 +63,8 @@ def plan_sequence(
     name: str | None = None,
 ) -> list[NewTask]:
     """The tasks a chain-wide change into a segment with a sequence schedules: each step due
-    ``effective_on + offset_days``. Nothing for branch scope, a change that only corrects a
+    ``effective_on + offset_days``. Nothing for branch scope, a change that moves nobody (a
+    correction's first message may only withdraw), a schema-1 change that only undoes a
     premature lapse (the customer never left), or an entry older than ``max_age_days`` (history
     being loaded)."""
     if (
@@ -114,14 +115,13 @@ def plan_sequence(
 class StopSequence:
     """The customer moved (change ``seq``, into ``segment``): open steps of sequences entered
     before, for another segment, due after ``on`` are cancelled; steps already due stay on the
-    list (carried over). ``superseded_seq``: that entry never happened; all its open steps go."""
+    list (carried over). Steps of an entry a correction withdrew go by ``Withdrawal``."""
 
     tenant_id: str
     customer_id: str
     seq: int
     segment: str | None
     on: date
-    superseded_seq: int | None = None
 
 
 def stop_sequence(change: SegmentChange) -> StopSequence | None:
@@ -133,5 +133,4 @@ def stop_sequence(change: SegmentChange) -> StopSequence | None:
         change.seq,
         change.to_segment,
         change.effective_on,
-        change.supersedes_seq,
     )

@@ -22,7 +22,6 @@ from .customers import customer_names
 from .followups import (
     ITEM_COLUMNS,
     Followup,
-    cancel_followups,
     customer_comebacks,
     customer_followups,
     list_followups,
@@ -30,7 +29,9 @@ from .followups import (
     open_followups,
     open_tasks,
     reactivate,
+    revive,
     time_zones,
+    withdraw,
 )
 from .sequences import (
     delete_sequence,
@@ -49,7 +50,6 @@ __all__ = [
     "ITEM_COLUMNS",
     "StoredSettings",
     "at_risk_candidates",
-    "cancel_followups",
     "claim_deliveries",
     "close_at_risk",
     "comeback_counts",
@@ -73,6 +73,7 @@ __all__ = [
     "record_failure",
     "record_sent",
     "retry_delivery",
+    "revive",
     "save_sequence",
     "save_settings",
     "stop_sequences",
@@ -81,4 +82,5 @@ __all__ = [
     "tenants",
     "time_zones",
     "webhook_secrets",
+    "withdraw",
 ]

@@ -70,23 +70,20 @@ async def stop_sequences(conn: asyncpg.Connection, stops: list[StopSequence]) ->
         return 0
     rows = await conn.fetch(
         "WITH s AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
-        "   $5::date[], $6::bigint[]) AS s(tenant_id, customer_id, seq, segment, on_, superseded)),"
+        "   $5::date[]) AS s(tenant_id, customer_id, seq, segment, on_)),"
         " hit AS ("
-        "   SELECT DISTINCT ON (f.id) f.id, s.on_, s.superseded = f.entry_seq AS superseded"
+        "   SELECT DISTINCT ON (f.id) f.id, s.on_, s.seq"
         "   FROM followups f JOIN s ON f.tenant_id = s.tenant_id AND f.customer_id = s.customer_id"
-        "   WHERE f.status = 'open' AND f.reason = 'sequence' AND ("
-        "     f.entry_seq = s.superseded"
-        "     OR (f.entry_seq < s.seq AND f.segment IS DISTINCT FROM s.segment AND f.due_on > s.on_))"
+        "   WHERE f.status = 'open' AND f.reason = 'sequence' AND f.entry_seq < s.seq"
+        "     AND f.segment IS DISTINCT FROM s.segment AND f.due_on > s.on_"
         "   ORDER BY f.id, s.seq)"
-        " UPDATE followups f SET status = 'cancelled',"
-        "   outcome = CASE WHEN hit.superseded THEN 'superseded' ELSE 'left_segment' END,"
-        "   done_on = hit.on_, updated_at = now()"
+        " UPDATE followups f SET status = 'cancelled', outcome = 'left_segment',"
+        "   done_on = hit.on_, closed_by_seq = hit.seq, updated_at = now()"
         " FROM hit WHERE f.id = hit.id RETURNING f.id",
         [s.tenant_id for s in stops],
         [s.customer_id for s in stops],
         [s.seq for s in stops],
         [s.segment for s in stops],
         [s.on for s in stops],
-        [s.superseded_seq for s in stops],
     )
     return len(rows)

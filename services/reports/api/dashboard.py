@@ -8,13 +8,14 @@ import json
 from collections import Counter
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.access import Caller, Permission, TenantId, allow, privacy
 from shared.cpm import SEGMENT_NAMES_JA, Rules
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.http import ApiError, AppSettings, Pool
 from shared.tenants import load_tenant
 
 from .. import domain, store, views
@@ -27,7 +28,7 @@ DEFAULT_TARGET = Decimal("0.5")
 NEWS_LIST = 20
 
 
-@router.get("/v1/dashboard/news")
+@router.get("/v1/dashboard/news", dependencies=[allow(Permission.REPORTS)])
 async def news(
     pool: Pool,
     tenant_id: TenantId,
@@ -59,7 +60,7 @@ async def news(
     }
 
 
-@router.get("/v1/dashboard/customers/{customer_id}")
+@router.get("/v1/dashboard/customers/{customer_id}", dependencies=[allow(Permission.CUSTOMERS)])
 async def customer_page(
     customer_id: str,
     pool: Pool,
@@ -109,11 +110,12 @@ async def customer_page(
     }
 
 
-@router.get("/v1/dashboard/segments/{segment}/customers")
+@router.get("/v1/dashboard/segments/{segment}/customers", dependencies=[allow(Permission.LISTS)])
 async def segment_list(
     segment: str,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     q: Annotated[str | None, Query(max_length=100, description="customer_id starts with")] = None,
@@ -122,7 +124,9 @@ async def segment_list(
     size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict:
     """A page of a segment's customers for the list screen: search by id prefix, sort, numbered
-    pages and the number that match (the CSV download is ``/v1/segments/{segment}/customers``)."""
+    pages and the number that match (the CSV download is ``/v1/segments/{segment}/customers``).
+    Each page is recorded in the audit log as an export."""
+    tenant_id = who.tenant_id
     if segment not in domain.KNOWN_SEGMENTS:
         raise ApiError(404, "unknown_segment", f"no segment {segment!r}")
     async with pool.acquire() as conn:
@@ -130,6 +134,7 @@ async def segment_list(
         total, rows = await store.segment_search(
             conn, tenant_id, scope, segment, q or None, sort, (page - 1) * size, size
         )
+    await privacy.record_export(pool, who, privacy.list_subject(request), len(rows), "json")
     return {
         "segment": segment,
         "name_ja": SEGMENT_NAMES_JA[segment],
@@ -145,7 +150,7 @@ def _buckets(raw) -> dict[int, int]:
     return {int(k): v for k, v in json.loads(raw).items()}
 
 
-@router.get("/v1/rules/distribution", tags=["rules"])
+@router.get("/v1/rules/distribution", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_distribution(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
@@ -164,11 +169,11 @@ async def rules_distribution(
     }
 
 
-@router.get("/v1/rules/suggestion", tags=["rules"])
+@router.get("/v1/rules/suggestion", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_suggestion(
     pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
-    """Borders computed from the tenant's data (see domain/dashboard.py, suggest_rules, for how),
+    """Borders computed from the tenant's data (see dashboard_domain.suggest_rules for how),
     each with the figure it came from; nothing is saved."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
@@ -184,17 +189,27 @@ async def rules_suggestion(
     return {"scope": scope, "rules": rules.model_dump(mode="json"), "basis": reasons}
 
 
-@router.post("/v1/rules/preview", tags=["rules"])
+def _rules(payload: Any) -> Rules:
+    try:
+        return Rules.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
+        ) from None
+
+
+@router.post("/v1/rules/preview", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_preview(
     pool: Pool,
     tenant_id: TenantId,
     settings: AppSettings,
-    rules: Rules,
     scope: Scope = "all",
+    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """How many customers of the scope would move between segments if these borders were
     saved now: each customer's figures classified by the same function the classifier uses,
     against the segment they are in. Nothing is saved."""
+    rules = _rules(payload)
     moves: Counter = Counter()
     async with pool.acquire() as conn:
         today = await tenant_today(conn, tenant_id, settings)
@@ -211,7 +226,7 @@ class DashboardSettings(BaseModel):
     )
 
 
-@router.get("/v1/dashboard/settings")
+@router.get("/v1/dashboard/settings", dependencies=[allow()])
 async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
     """The tenant's dashboard settings and its today (every login needs the day: a task due
     before it was carried over)."""
@@ -224,8 +239,16 @@ async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppS
     }
 
 
-@router.put("/v1/dashboard/settings")
-async def put_dashboard_settings(pool: Pool, tenant_id: TenantId, body: DashboardSettings) -> dict:
+@router.put("/v1/dashboard/settings", dependencies=[allow(Permission.SETTINGS, chain_only=True)])
+async def put_dashboard_settings(
+    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
+    try:
+        body = DashboardSettings.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_settings", "the settings are not valid", problems=views.problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         await store.save_target(conn, tenant_id, body.first_to_fledgling_target)
     return {"first_to_fledgling_target": str(body.first_to_fledgling_target)}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
+from pydantic import ValidationError
 
-from shared.http import ApiError, Pool, TenantId
+from shared.access import Permission, TenantId, allow
+from shared.http import ApiError, Pool
 
 from .. import domain, store, views
 from .params import CsvBom, CsvEncoding, CsvHeader, invalid, month_of
@@ -22,9 +24,22 @@ async def _dm_table(conn, tenant_id: str, table_id: int):
     return table
 
 
-@router.post("/v1/dm-tables", tags=["dm"], status_code=201)
-async def create_dm_table(pool: Pool, tenant_id: TenantId, spec: domain.DmTable) -> dict:
+@router.post(
+    "/v1/dm-tables",
+    tags=["dm"],
+    status_code=201,
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
+async def create_dm_table(
+    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
     """A new named DM response table (レスポンス推移表) for a scope: ``{"name", "scope"}``."""
+    try:
+        spec = domain.DmTable.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_dm_table", "the table is not valid", problems=views.problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         row = await store.create_dm_table(conn, tenant_id, spec.name, spec.scope)
     if row is None:
@@ -32,7 +47,7 @@ async def create_dm_table(pool: Pool, tenant_id: TenantId, spec: domain.DmTable)
     return views.dm_body(row, [])
 
 
-@router.get("/v1/dm-tables", tags=["dm"])
+@router.get("/v1/dm-tables", tags=["dm"], dependencies=[allow(Permission.REPORTS, chain_only=True)])
 async def list_dm_tables(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's saved DM response tables."""
     async with pool.acquire() as conn:
@@ -51,7 +66,12 @@ async def list_dm_tables(pool: Pool, tenant_id: TenantId) -> dict:
     }
 
 
-@router.get("/v1/dm-tables/{table_id}", tags=["dm"], response_model=None)
+@router.get(
+    "/v1/dm-tables/{table_id}",
+    tags=["dm"],
+    response_model=None,
+    dependencies=[allow(Permission.REPORTS, chain_only=True)],
+)
 async def get_dm_table(
     table_id: int,
     pool: Pool,
@@ -82,18 +102,28 @@ async def get_dm_table(
     )
 
 
-@router.put("/v1/dm-tables/{table_id}/months/{month}", tags=["dm"])
+@router.put(
+    "/v1/dm-tables/{table_id}/months/{month}",
+    tags=["dm"],
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def put_dm_month(
     table_id: int,
     month: str,
     pool: Pool,
     tenant_id: TenantId,
-    entry: domain.DmMonth,
+    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """Record (or replace) a month: ``{"sent_on": "YYYY-MM-DD"?, "segments": [{"segment",
     "mailed", "responses"}, …]}``; each segment's size on ``sent_on`` (default the month's first
     day) is filled in from the portfolio history. Returns the whole table."""
     m = month_of(month)
+    try:
+        entry = domain.DmMonth.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_dm_month", "the month is not valid", problems=views.problems(exc)
+        ) from None
     sent_on = entry.sent_on or m
     if domain.month_start(sent_on) != m:
         raise invalid("sent_on", f"must lie in {domain.month_text(m)}")
@@ -111,7 +141,11 @@ async def put_dm_month(
     return views.dm_body(table, entries)
 
 
-@router.delete("/v1/dm-tables/{table_id}/months/{month}", tags=["dm"])
+@router.delete(
+    "/v1/dm-tables/{table_id}/months/{month}",
+    tags=["dm"],
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def delete_dm_month(table_id: int, month: str, pool: Pool, tenant_id: TenantId) -> dict:
     """Delete one month of a DM table; returns the table."""
     m = month_of(month)
@@ -123,7 +157,13 @@ async def delete_dm_month(table_id: int, month: str, pool: Pool, tenant_id: Tena
     return views.dm_body(table, entries)
 
 
-@router.delete("/v1/dm-tables/{table_id}", tags=["dm"], status_code=204, response_model=None)
+@router.delete(
+    "/v1/dm-tables/{table_id}",
+    tags=["dm"],
+    status_code=204,
+    response_model=None,
+    dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
+)
 async def delete_dm_table(table_id: int, pool: Pool, tenant_id: TenantId) -> Response:
     """Delete a DM table and its months."""
     async with pool.acquire() as conn:

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from shared.http import ApiError, AppSettings
-from shared.settings import Settings
+from shared.access import allow
+from shared.http import ApiError
+from shared.settings import get_settings
 
-router = APIRouter(include_in_schema=False)
+# Signed-in callers only (answered here, before a hop); the service behind checks the rest.
+router = APIRouter(include_in_schema=False, dependencies=[allow()])
 
 # What a caller's request carries that the service behind must see, and what of its answer the
 # browser needs; nothing else crosses (no Host, no hop-by-hop headers).
@@ -21,7 +23,6 @@ REQUEST_HEADERS = (
     "authorization",
     "cookie",
     "x-csrf-token",
-    "x-kizuna-tenant",
     "content-type",
     "content-length",
     "accept",
@@ -30,20 +31,17 @@ RESPONSE_HEADERS = ("content-type", "content-disposition", "set-cookie", "locati
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def _base(service: str, settings: Settings) -> str:
+def _base(service: str) -> str:
+    settings = get_settings()
     if service == "notifier":
         return settings.notifier_url or f"http://{settings.host}:{settings.notifier_port}"
     return settings.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
 
 
-async def _forward(
-    service: str, path: str, request: Request, settings: Settings
-) -> StreamingResponse:
+async def _forward(service: str, path: str, request: Request) -> StreamingResponse:
     if not path.startswith("v1/"):
         raise ApiError(404, "not_found", f"no {service} path {path!r}")
-    client = httpx.AsyncClient(
-        base_url=_base(service, settings), timeout=httpx.Timeout(60, connect=5)
-    )
+    client = httpx.AsyncClient(base_url=_base(service), timeout=httpx.Timeout(60, connect=5))
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     outgoing = client.build_request(
         request.method,
@@ -73,10 +71,10 @@ async def _forward(
 
 
 @router.api_route("/notifier/{path:path}", methods=METHODS)
-async def to_notifier(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
-    return await _forward("notifier", path, request, settings)
+async def to_notifier(path: str, request: Request) -> StreamingResponse:
+    return await _forward("notifier", path, request)
 
 
 @router.api_route("/ingest/{path:path}", methods=METHODS)
-async def to_ingest(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
-    return await _forward("ingest", path, request, settings)
+async def to_ingest(path: str, request: Request) -> StreamingResponse:
+    return await _forward("ingest", path, request)

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from shared.http import AppSettings, Pool, TenantId
+from shared.access import Permission, TenantId, allow
+from shared.http import AppSettings, Pool
 
 from .. import domain, store, views
 from .params import MonthOrDay, Scope, invalid, tenant_today
@@ -14,7 +15,7 @@ from .params import MonthOrDay, Scope, invalid, tenant_today
 router = APIRouter()
 
 
-@router.get("/v1/portfolio/history", tags=["history"])
+@router.get("/v1/portfolio/history", tags=["history"], dependencies=[allow(Permission.REPORTS)])
 async def portfolio_history(
     pool: Pool,
     tenant_id: TenantId,
@@ -46,7 +47,7 @@ async def portfolio_history(
     return views.history_body(scope, granularity, labels, ends, points)
 
 
-@router.get("/v1/transitions", tags=["history"])
+@router.get("/v1/transitions", tags=["history"], dependencies=[allow(Permission.REPORTS)])
 async def transitions(
     pool: Pool,
     tenant_id: TenantId,
@@ -65,7 +66,7 @@ async def transitions(
     (初回→よちよち, active→lapsed and comebacks per tier) and ``six_month``: per tier, the share
     of the tier's customers at the month-end six months earlier that reached the next tier or a
     higher one by this month's end. Read from the maintained monthly moves and the portfolio
-    history (domain/timeline.py), never per customer."""
+    history (services/reports/history.py), never per customer."""
     async with pool.acquire() as conn:
         today = await tenant_today(conn, tenant_id, settings)
         try:

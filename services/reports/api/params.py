@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
 
@@ -10,6 +12,8 @@ import asyncpg
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 
+from shared import access
+from shared.access import privacy
 from shared.cpm import SEGMENTS
 from shared.http import ApiError
 from shared.settings import Settings, today_in
@@ -65,13 +69,23 @@ def invalid(field: str, reason: str) -> ApiError:
     )
 
 
+@dataclass(frozen=True)
+class Export:
+    """Who takes a list out, and which list (the audit log's record)."""
+
+    who: access.Principal
+    subject: str
+
+
 async def csv_download(
-    pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
+    pool, export: Export, settings, name, page, cells, header_row, after, limit, encoding, bom
 ) -> StreamingResponse:
     """A customer list as a CSV download (UTF-8 with or without BOM, or CP932), streamed page by
     page: ``page(conn, after, size)`` fetches rows after a (total, customer_id) keyset,
     ``cells(row, today)`` turns one into CSV cells. A connection is held per page, not for the
-    whole download (a customer who moves during a long download may be missed or listed twice)."""
+    whole download (a customer who moves during a long download may be missed or listed twice).
+    The audit log records the rows sent, when the download ends or breaks off."""
+    tenant_id = export.who.tenant_id
     try:
         charset = views.csv_encoding(encoding)
     except ValueError as exc:
@@ -82,18 +96,25 @@ async def csv_download(
     async def stream():
         prefix = "\ufeff" if charset == "utf-8" and bom else ""
         yield views.encode_csv(prefix + views.csv_text([header_row]), charset)
-        position, left = after, limit
-        while left is None or left > 0:
-            size = CSV_PAGE if left is None else min(CSV_PAGE, left)
-            async with pool.acquire() as conn:
-                rows = await page(conn, position, size)
-            if not rows:
-                break
-            yield views.encode_csv(views.csv_text([cells(r, today) for r in rows]), charset)
-            if len(rows) < size:
-                break
-            position = (rows[-1]["total_amount"], rows[-1]["customer_id"])
-            left = None if left is None else left - len(rows)
+        position, left, sent = after, limit, 0
+        try:
+            while left is None or left > 0:
+                size = CSV_PAGE if left is None else min(CSV_PAGE, left)
+                async with pool.acquire() as conn:
+                    rows = await page(conn, position, size)
+                if not rows:
+                    break
+                yield views.encode_csv(views.csv_text([cells(r, today) for r in rows]), charset)
+                sent += len(rows)
+                if len(rows) < size:
+                    break
+                position = (rows[-1]["total_amount"], rows[-1]["customer_id"])
+                left = None if left is None else left - len(rows)
+        finally:
+            # Shielded: a client that hangs up cancels the stream, not its audit record.
+            await asyncio.shield(
+                privacy.record_export(pool, export.who, export.subject, sent, "csv")
+            )
 
     media = "text/csv; charset=" + ("Shift_JIS" if charset == "cp932" else "utf-8")
     # Header values are latin-1: keep the file name to safe characters whatever the scope.

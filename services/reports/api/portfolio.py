@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from shared.http import ApiError, AppSettings, Pool, TenantId
+from shared.access import Caller, Permission, TenantId, allow
+from shared.http import ApiError, AppSettings, Pool
 from shared.settings import today_in
 
 from .. import store, views
@@ -16,7 +17,7 @@ from .params import Scope, tenant_today
 router = APIRouter()
 
 
-@router.get("/v1/portfolio", tags=["portfolio"])
+@router.get("/v1/portfolio", tags=["portfolio"], dependencies=[allow(Permission.REPORTS)])
 async def portfolio(
     pool: Pool,
     tenant_id: TenantId,
@@ -31,7 +32,9 @@ async def portfolio(
     return views.portfolio_body(scope, day, counts)
 
 
-@router.get("/v1/customers/{customer_id}", tags=["portfolio"])
+@router.get(
+    "/v1/customers/{customer_id}", tags=["portfolio"], dependencies=[allow(Permission.CUSTOMERS)]
+)
 async def customer(
     customer_id: str, pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all"
 ) -> dict:
@@ -54,9 +57,12 @@ async def customer(
     return views.customer_body(row, scope, today)
 
 
-@router.get("/v1/scopes", tags=["portfolio"])
-async def scopes(pool: Pool, tenant_id: TenantId) -> dict:
-    """The scopes with portfolio numbers (``all`` and each branch); for the dashboard."""
+@router.get("/v1/scopes", tags=["portfolio"], dependencies=[allow()])
+async def scopes(pool: Pool, who: Caller) -> dict:
+    """The scopes with portfolio numbers the caller may see (``all`` and each branch; a branch
+    login: its branches); for the dashboard."""
+    if not who.chain_wide:
+        return {"scopes": list(who.branches)}
     async with pool.acquire() as conn:
-        found = await store.scopes(conn, tenant_id)
+        found = await store.scopes(conn, who.tenant_id)
     return {"scopes": found or ["all"]}

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from shared.http import AppSettings, Pool, TenantId
+from shared.access import Permission, TenantId, allow
+from shared.http import AppSettings, Pool
 
 from .. import domain, store, views
 from .params import Month, Scope, invalid, month_of, tenant_today
@@ -14,7 +15,7 @@ from .params import Month, Scope, invalid, month_of, tenant_today
 router = APIRouter()
 
 
-@router.get("/v1/questions", tags=["analysis"])
+@router.get("/v1/questions", tags=["analysis"], dependencies=[allow(Permission.REPORTS)])
 async def questions(
     pool: Pool,
     tenant_id: TenantId,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
-from shared.http import AppSettings, Pool, TenantId
+from shared.access import Caller, Permission, TenantId, allow, privacy
+from shared.http import ApiError, AppSettings, Pool
 
 from .. import domain, store, views
 from .params import (
@@ -15,6 +17,7 @@ from .params import (
     CsvEncoding,
     CsvHeader,
     Cursor,
+    Export,
     ListLimit,
     Scope,
     csv_download,
@@ -30,7 +33,15 @@ async def _rfm_thresholds(conn, tenant_id: str) -> domain.RfmThresholds:
     return domain.RfmThresholds.model_validate_json(stored) if stored else domain.DEFAULT_RFM
 
 
-@router.get("/v1/rfm/thresholds", tags=["rfm"])
+RFM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": domain.RfmThresholds.model_json_schema()}},
+    }
+}
+
+
+@router.get("/v1/rfm/thresholds", tags=["rfm"], dependencies=[allow(Permission.REPORTS)])
 async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's RFM borders (defaults until set)."""
     async with pool.acquire() as conn:
@@ -39,15 +50,31 @@ async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     return {"default": stored is None, "thresholds": t.model_dump(mode="json")}
 
 
-@router.put("/v1/rfm/thresholds", tags=["rfm"])
-async def put_rfm_thresholds(pool: Pool, tenant_id: TenantId, t: domain.RfmThresholds) -> dict:
+@router.put(
+    "/v1/rfm/thresholds",
+    tags=["rfm"],
+    openapi_extra=RFM_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
+async def put_rfm_thresholds(
+    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
+) -> dict:
     """Set the tenant's RFM borders (four per measure, strictly increasing)."""
+    try:
+        t = domain.RfmThresholds.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid_thresholds",
+            "the RFM borders are not valid",
+            problems=views.problems(exc),
+        ) from None
     async with pool.acquire() as conn:
         await store.save_rfm_thresholds(conn, tenant_id, t.model_dump_json())
     return {"default": False, "thresholds": t.model_dump(mode="json")}
 
 
-@router.get("/v1/rfm", tags=["rfm"])
+@router.get("/v1/rfm", tags=["rfm"], dependencies=[allow(Permission.REPORTS)])
 async def rfm(pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Scope = "all") -> dict:
     """Customers and sales per (R, F, M) cell with the tenant's borders, as of today; the R×F
     table and totals per rank. Recency changes every day, so this is one aggregate query over the
@@ -62,10 +89,13 @@ async def rfm(pool: Pool, tenant_id: TenantId, settings: AppSettings, scope: Sco
 Rank = Annotated[int, Query(ge=1, le=5)]
 
 
-@router.get("/v1/rfm/customers", tags=["rfm"], response_model=None)
+@router.get(
+    "/v1/rfm/customers", tags=["rfm"], response_model=None, dependencies=[allow(Permission.LISTS)]
+)
 async def rfm_customers(
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     r_min: Rank = 1,
@@ -83,7 +113,8 @@ async def rfm_customers(
 ) -> dict | StreamingResponse:
     """The customers whose ranks lie in the given ranges (e.g. ``r_min=4&f_min=4``: bought
     recently and often), most valuable first: a JSON page, or the whole list as CSV for mail
-    and label software (the segment list's columns plus R, F, M)."""
+    and label software (the segment list's columns plus R, F, M). Audited as an export."""
+    tenant_id = who.tenant_id
     for name, lo, hi in (("r", r_min, r_max), ("f", f_min, f_max), ("m", m_min, m_max)):
         if lo > hi:
             raise invalid(f"{name}_min", f"{name}_min is above {name}_max")
@@ -107,13 +138,17 @@ async def rfm_customers(
 
         header_row = (*views.CSV_HEADERS[header], *views.RFM_CSV_EXTRA[header])
         name = f"rfm-R{r_min}{r_max}F{f_min}{f_max}M{m_min}{m_max}-{scope}"
+        export = Export(who, privacy.list_subject(request))
         return await csv_download(
-            pool, tenant_id, settings, name, page, cells, header_row, after, limit, encoding, bom
+            pool, export, settings, name, page, cells, header_row, after, limit, encoding, bom
         )
     size = limit or 100
     async with pool.acquire() as conn:
         rows = await page(conn, after, size + 1)
     last = rows[size - 1] if len(rows) > size else None
+    await privacy.record_export(
+        pool, who, privacy.list_subject(request), min(len(rows), size), "json"
+    )
     return {
         "scope": scope,
         "ranks": {"r": [r_min, r_max], "f": [f_min, f_max], "m": [m_min, m_max]},

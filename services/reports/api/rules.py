@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Body
+from pydantic import ValidationError
+
+from shared.access import Permission, TenantId, allow
 from shared.cpm import Rules
-from shared.http import AppSettings, Pool, TenantId
+from shared.http import ApiError, AppSettings, Pool
 from shared.tenants import load_tenant, save_rules
 
-from .. import store
+from .. import store, views
 
 router = APIRouter()
 
 
-@router.get("/v1/rules", tags=["rules"])
+RULES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": Rules.model_json_schema()}},
+    }
+}
+
+
+@router.get("/v1/rules", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
     """The tenant's current borders (the published defaults, version 0, until set)."""
     async with pool.acquire() as conn:
@@ -26,9 +38,22 @@ async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> d
     }
 
 
-@router.put("/v1/rules", tags=["rules"])
-async def put_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings, rules: Rules) -> dict:
+@router.put(
+    "/v1/rules",
+    tags=["rules"],
+    openapi_extra=RULES_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
+async def put_rules(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
+) -> dict:
     """Store a new version of the borders; the classifier re-classifies every customer."""
+    try:
+        rules = Rules.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
+        ) from None
     async with pool.acquire() as conn:
         version = await save_rules(conn, tenant_id, rules, settings.default_time_zone)
     return {"version": version, "rules": rules.model_dump(mode="json")}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from shared.access import Caller, Permission, allow, privacy
 from shared.cpm import SEGMENT_NAMES_JA
-from shared.http import AppSettings, Pool, TenantId
+from shared.http import AppSettings, Pool
 
 from .. import store, views
 from .params import (
@@ -16,6 +17,7 @@ from .params import (
     CsvEncoding,
     CsvHeader,
     Cursor,
+    Export,
     ListLimit,
     Scope,
     csv_download,
@@ -27,11 +29,17 @@ from .params import (
 router = APIRouter()
 
 
-@router.get("/v1/segments/{segment}/customers", tags=["segments"], response_model=None)
+@router.get(
+    "/v1/segments/{segment}/customers",
+    tags=["segments"],
+    response_model=None,
+    dependencies=[allow(Permission.LISTS)],
+)
 async def segment_customers(
     segment: str,
     pool: Pool,
-    tenant_id: TenantId,
+    who: Caller,
+    request: Request,
     settings: AppSettings,
     scope: Scope = "all",
     format: Literal["json", "csv"] = "json",
@@ -42,7 +50,9 @@ async def segment_customers(
     header: CsvHeader = "ja",
 ) -> dict | StreamingResponse:
     """A segment's customers, most valuable first (total desc, then customer_id): a JSON page,
-    or as CSV the whole list (from ``cursor``, up to ``limit`` when given), streamed."""
+    or as CSV the whole list (from ``cursor``, up to ``limit`` when given), streamed. Each
+    response is an export of personal data: the audit log records it."""
+    tenant_id = who.tenant_id
     known_segment(segment)
     try:
         after = views.decode_cursor(cursor) if cursor else None
@@ -58,7 +68,7 @@ async def segment_customers(
 
         return await csv_download(
             pool,
-            tenant_id,
+            Export(who, privacy.list_subject(request)),
             settings,
             f"{segment}-{scope}",
             page,
@@ -74,6 +84,9 @@ async def segment_customers(
         today = await tenant_today(conn, tenant_id, settings)
         rows = await store.segment_page(conn, tenant_id, scope, segment, after, size + 1)
     last = rows[size - 1] if len(rows) > size else None
+    await privacy.record_export(
+        pool, who, privacy.list_subject(request), min(len(rows), size), "json"
+    )
     return {
         "segment": segment,
         "name_ja": SEGMENT_NAMES_JA[segment],

@@ -32,6 +32,9 @@ from .portfolio import (
     move,
     problem_with,
     sum_deltas,
+    timeline_deltas,
+    touches_from,
+    withdraws_from,
 )
 from .questions import (
     DORMANT_FROM_DAYS,
@@ -54,7 +57,6 @@ from .timeline import (
     month_moves,
     moves_delta,
     segment_at,
-    updated,
 )
 from .transitions import (
     MAX_TRANSITION_MONTHS,
@@ -145,7 +147,9 @@ __all__ = [
     "suggest_rules",
     "sum_deltas",
     "timeline_changes",
+    "timeline_deltas",
+    "touches_from",
     "transition_cells",
     "transition_months",
-    "updated",
+    "withdraws_from",
 ]

@@ -31,18 +31,6 @@ def segment_at(entries: Iterable[Entry], day: date) -> str | None:
     return e.segment if e else None
 
 
-def updated(
-    entries: Sequence[Entry], removed: Iterable[int], added: Iterable[Entry]
-) -> list[Entry]:
-    """The timeline after removing superseded seqs and appending new entries (seq order)."""
-    gone = set(removed)
-    kept = {e.seq: e for e in entries if e.seq not in gone}
-    for e in added:
-        if e.seq not in gone:
-            kept[e.seq] = e
-    return [kept[s] for s in sorted(kept)]
-
-
 def load_since(lowest_change: date) -> date:
     """From which day a customer's timeline must be read to recompute their cells after a change
     effective on ``lowest_change`` or later: the six-month view looks back six month-ends (the

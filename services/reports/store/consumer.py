@@ -129,8 +129,9 @@ async def load_timelines(conn: asyncpg.Connection, since: Mapping[Key, date]) ->
 
 
 async def remove_entries(conn: asyncpg.Connection, gone: list[tuple[Key, Entry]]) -> None:
-    """Delete the stored entries of undone (superseded) changes, each by its whole key (a few
-    per batch; a join with the batch's keys would have the planner scan the table)."""
+    """Delete the stored entries a correction withdrew, each by its whole key: as many as the
+    corrected customers have entries from the correction's day on, never a scan (a join with
+    the batch's keys would have the planner scan the table)."""
     if gone:
         await conn.executemany(
             "DELETE FROM report_timeline WHERE tenant_id = $1 AND scope = $2"

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium (/usr/bin/chromium, installed by
 deploy/install-test-tools.sh) driven by Playwright for Python, against the four services as
-real processes on the test broker and database, with a small demo chain loaded once for the
+real processes on a broker and database of their own, with a small demo chain loaded once for the
 whole browser suite (the clock pinned, so every number is the same on every run)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from services.cli import demo
 from shared.events import CUSTOMER_STATES, PURCHASES, SEGMENT_CHANGES
 from shared.kafka import group_lag
 from tests.e2e.conftest import ServiceProcess
-from tests.helpers import wait_for
+from tests.helpers import api_key, person, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 # No browser download and no calls home: Playwright drives the system's Chromium as it is.
@@ -71,9 +71,11 @@ class Stack:
     notifier: str
     pool: asyncpg.Pool
     bootstrap: str
+    auth: dict[str, str]  # an admin key of the tenant, as headers
+    owner: tuple[str, str]  # the owner's e-mail and password: how the browser logs in
 
     async def api(self, path: str, **params) -> dict:
-        async with httpx.AsyncClient(timeout=30, headers={"X-Kizuna-Tenant": self.tenant}) as c:
+        async with httpx.AsyncClient(timeout=30, headers=self.auth) as c:
             r = await c.get(self.reports + path, params=params)
             assert r.status_code == 200, r.text
             return r.json()
@@ -108,16 +110,38 @@ class Stack:
         await wait_for(self.settled, timeout=240, interval=0.5, what="the demo chain to settle")
 
 
-@pytest.fixture(scope="module")
-async def stack(broker, database_url):
+@pytest.fixture(scope="session")
+async def own_broker():
+    """A broker of the browser suite's own: its stack runs for the whole session, and its
+    consumers (clock pinned to TODAY) must not join the groups of other tests' services."""
+    from shared.embedded import EmbeddedBroker
+    from shared.kafka import ensure_topics
+    from tests.helpers import TMP, free_port
+
+    b = EmbeddedBroker(free_port(), log_file=TMP / "tansu-browser.log")
+    await b.start()
+    await ensure_topics(b.bootstrap, 4)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+async def own_database(database_url):
+    from tests.helpers import scratch_database
+
+    async with scratch_database(database_url, "browser") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def stack(own_broker, own_database):
     """ingest, classifier, reports and notifier as processes, the demo chain loaded and
-    settled; stopped after the module, as their consumer groups share the session's broker and
-    database with the in-process tests that follow. The browser talks to reports only (the notifier and ingest through its gateway)."""
+    settled. The browser talks to reports only (the notifier and ingest through its gateway)."""
     tenant = f"dash{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "DATABASE_URL": own_database,
+        "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap,
         "KIZUNA_TOPIC_PARTITIONS": "4",
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_NOW": NOW,
@@ -131,7 +155,7 @@ async def stack(broker, database_url):
     env.update({f"KIZUNA_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     env.update(KIZUNA_NOTIFIER_URL=urls["notifier"], KIZUNA_INGEST_URL=urls["ingest"])
     procs = [ServiceProcess(name, env, port) for name, port in ports.items()]
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(own_database, min_size=1, max_size=4)
     try:
         for p in procs:
             p.start()
@@ -142,8 +166,19 @@ async def stack(broker, database_url):
                 customers=CUSTOMERS, branches=5, years=3, seed=11, tenant=tenant, end=TODAY
             )
         )
-        await demo.load(urls["ingest"], tenant, events)
-        s = Stack(tenant, urls["ingest"], urls["reports"], urls["notifier"], pool, broker.bootstrap)
+        auth = await api_key(pool, tenant, "admin", name="browser suite")
+        owner = await person(pool, tenant, "owner")
+        await demo.load(urls["ingest"], auth["Authorization"].removeprefix("Bearer "), events)
+        s = Stack(
+            tenant,
+            urls["ingest"],
+            urls["reports"],
+            urls["notifier"],
+            pool,
+            own_broker.bootstrap,
+            auth,
+            owner,
+        )
 
         async def all_stored():
             stored = await pool.fetchval(
@@ -163,8 +198,8 @@ async def stack(broker, database_url):
 @pytest.fixture
 async def page_at(browser, stack):
     """``await page_at(width, "#/home")``: a fresh browser context (nothing remembered) at that
-    width, the page loaded and drawn; ``page.errors`` collects console errors and uncaught
-    exceptions."""
+    width, logged in as the owner through the login page, the page loaded and drawn;
+    ``page.errors`` collects console errors and uncaught exceptions."""
     contexts = []
 
     async def open_(width: int, route: str, height: int = 900, context=None):
@@ -183,12 +218,26 @@ async def page_at(browser, stack):
         )
         page.on("pageerror", lambda e: page.errors.append(f"uncaught: {e}"))
         await page.goto(stack.reports + "/" + route)
+        # a fresh context has no session: the dashboard sends it to the login page
+        await page.wait_for_selector("main[data-ready=true], #login", timeout=30_000)
+        if "/login" in page.url:
+            await log_in(page, *stack.owner)
+            page.errors.clear()  # the browser logs the 401 that sent it to the login page
         await drawn(page)
         return page
 
     yield open_
     for c in contexts:
         await c.close()
+
+
+async def log_in(page, email: str, password: str) -> None:
+    """Fill in the login page and wait until it has sent us on."""
+    await page.wait_for_selector("#login")
+    await page.fill("#email", email)
+    await page.fill("#password", password)
+    async with page.expect_navigation():
+        await page.click("#submit")
 
 
 async def drawn(page) -> None:

@@ -38,6 +38,7 @@ PAGES = {
     "dm": "#/dm",
     "questions": "#/questions",
     "imports": "#/imports",
+    "people": "#/people",
 }
 SEGMENTS = [
     f"{tier}_{state}"
@@ -159,7 +160,7 @@ async def test_marking_a_task_done_removes_it_from_todays_list(page_at, stack):
     await drawn(page)
     ids = await page.eval_on_selector_all("#tasks .task", "ts => ts.map(t => t.dataset.id)")
     assert task_id not in ids
-    async with httpx.AsyncClient(headers={"X-Kizuna-Tenant": stack.tenant}) as c:
+    async with httpx.AsyncClient(headers=stack.auth) as c:
         open_today = (
             await c.get(stack.notifier + "/v1/followups", params={"due": "today", "limit": 500})
         ).json()

@@ -29,7 +29,7 @@ from shared.cpm import Purchase, compute_figures
 from shared.events import PURCHASES
 from shared.kafka import group_lag, new_producer
 from shared.settings import get_settings
-from tests.helpers import FIXTURES, wait_for
+from tests.helpers import FIXTURES, api_key, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +69,13 @@ async def running(broker, database_url):
 
 
 @pytest.fixture
-async def ingest(running):
+async def ingest(running, database_url, tenant):
+    """The ingest app, called with an admin key of the test's tenant."""
     transport = httpx.ASGITransport(app=ingest_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+    auth = await api_key(database_url, tenant)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://ingest", headers=auth
+    ) as client:
         yield client
 
 
@@ -80,7 +84,7 @@ def data(path: Path) -> bytes:
 
 
 async def post_file(ingest, tenant, kind, path: Path, *, multipart=False, **params):
-    headers = {"X-Kizuna-Tenant": tenant}
+    headers = {}
     if multipart:
         files = {"file": (path.name, data(path), "text/csv")}
         return await ingest.post(f"/v1/imports/{kind}", params=params, files=files, headers=headers)
@@ -95,7 +99,7 @@ async def post_file(ingest, tenant, kind, path: Path, *, multipart=False, **para
 
 async def finished(ingest, tenant, import_id):
     async def ended():
-        r = await ingest.get(f"/v1/imports/{import_id}", headers={"X-Kizuna-Tenant": tenant})
+        r = await ingest.get(f"/v1/imports/{import_id}", headers={})
         body = r.json()
         return body if body["status"] != "running" else None
 
@@ -194,7 +198,7 @@ async def test_every_broken_row_is_reported_and_downloadable(ingest, pool, tenan
     inline = body["rejections"]
     assert [(r["line"], r["column"], r["value"]) for r in inline] == BROKEN_REJECTED
     assert all(r["reason"] for r in inline)
-    h = {"X-Kizuna-Tenant": tenant}
+    h = {}
 
     r = await ingest.get(
         f"/v1/imports/{body['id']}/rejections", params={"format": "json"}, headers=h
@@ -226,8 +230,8 @@ async def _count(pool, sql, *args, want):
     return await pool.fetchval(sql, *args) == want
 
 
-async def test_mapping_error_dry_run_and_unknown_import(ingest, tenant, tmp_path):
-    h = {"X-Kizuna-Tenant": tenant}
+async def test_mapping_error_dry_run_and_unknown_import(ingest, tenant, tmp_path, database_url):
+    h = {}
     bad = tmp_path / "bad.csv"
     bad.write_text("Cust ID,Date,Amount\nA,2003/3/30,100\n")
     r = await post_file(ingest, tenant, "sales", bad, branch="b")
@@ -252,7 +256,9 @@ async def test_mapping_error_dry_run_and_unknown_import(ingest, tenant, tmp_path
     r = await ingest.get("/v1/imports", headers=h)
     assert [i["id"] for i in r.json()["items"]] == [ok.json()["id"]]  # a dry run records nothing
     assert (await ingest.get("/v1/imports/99999999", headers=h)).status_code == 404
-    other = await ingest.get(f"/v1/imports/{ok.json()['id']}", headers={"X-Kizuna-Tenant": "x"})
+    other = await ingest.get(
+        f"/v1/imports/{ok.json()['id']}", headers=await api_key(database_url, "x")
+    )
     assert other.status_code == 404  # another tenant's import is not visible
 
 
@@ -381,7 +387,7 @@ async def test_interrupted_import_resumes_with_every_row_exactly_once(
     path = tmp_path / "sales.tsv"
     newest_first(path, 120, customers=25, seed=3)
     await import_crashing(pool, broker, path, tenant, ok=3)
-    h = {"X-Kizuna-Tenant": tenant}
+    h = {}
     (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
     assert (failed["status"], failed["resumable"], failed["phase"]) == ("failed", True, "publish")
     # the whole file was read and staged; 3 pages of 20 were acknowledged and checkpointed
@@ -454,7 +460,7 @@ async def test_an_import_interrupted_while_reading_stages_every_row_once(
     finally:
         await producer.stop()
     monkeypatch.undo()
-    h = {"X-Kizuna-Tenant": tenant}
+    h = {}
     (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
     assert (failed["status"], failed["phase"], failed["published"]) == ("failed", "read", 0)
     assert (failed["accepted"], failed["last_line"]) == (60, 61)
@@ -485,7 +491,7 @@ async def test_staged_rows_lost_with_the_database_are_read_again(
     path = tmp_path / "sales.tsv"
     newest_first(path, 120, customers=25, seed=5)
     await import_crashing(pool, broker, path, tenant, ok=2)
-    h = {"X-Kizuna-Tenant": tenant}
+    h = {}
     (failed,) = (await ingest.get("/v1/imports", headers=h)).json()["items"]
     assert (failed["phase"], failed["published"]) == ("publish", 40)
     # what a crash of PostgreSQL does to an unlogged table
@@ -563,7 +569,8 @@ async def test_customers_are_stored_and_updated(ingest, pool, tenant, tmp_path):
 
 
 async def run_cli(argv, tenant):
-    args = build_parser().parse_args(["import", *argv, "--tenant", tenant])
+    key = (await api_key(get_settings().database_url, tenant, "ingest"))["Authorization"][7:]
+    args = build_parser().parse_args(["import", *argv, "--tenant", tenant, "--key", key])
     out, err = io.StringIO(), io.StringIO()
     transport = httpx.ASGITransport(app=ingest_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
@@ -626,7 +633,7 @@ async def test_a_cancelled_import_keeps_what_it_stored_and_resumes(ingest, pool,
     r = await post_file(ingest, tenant, "customers", path)
     assert r.status_code == 202 and r.json()["started"] == "new"
     import_id = r.json()["id"]
-    h = {"X-Kizuna-Tenant": tenant}
+    h = {}
 
     async def checkpointed():
         body = (await ingest.get(f"/v1/imports/{import_id}", headers=h)).json()

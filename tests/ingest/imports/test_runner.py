@@ -399,7 +399,7 @@ def base_row(**kw):
 
 
 async def cli(argv, ingest: ScriptedIngest):
-    args = build_parser().parse_args(["import", *argv])
+    args = build_parser().parse_args(["import", "--key", "kzk_test", *argv])
     args.tenant = args.tenant or "demo"
     out, err = io.StringIO(), io.StringIO()
     async with httpx.AsyncClient(
@@ -409,6 +409,15 @@ async def cli(argv, ingest: ScriptedIngest):
             args, Settings(), client=client, out=out, err=err, poll_seconds=0
         )
     return code, out.getvalue(), err.getvalue()
+
+
+async def test_cli_without_a_key_says_how_to_get_one(tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_bytes(CP932_SALES.read_bytes())
+    args = build_parser().parse_args(["import", "sales", str(path), "--tenant", "demo"])
+    err = io.StringIO()
+    code = await cli_imports.run(args, Settings(api_key=None), out=io.StringIO(), err=err)
+    assert code == 3 and "KIZUNA_API_KEY" in err.getvalue() and "keys create" in err.getvalue()
 
 
 async def test_cli_all_rows_imported_exits_0(tmp_path):
@@ -422,7 +431,8 @@ async def test_cli_all_rows_imported_exits_0(tmp_path):
         "s.tsv",
         ["伝票番号=order_id"],
     )
-    assert post.headers["X-Kizuna-Tenant"] == "demo" and post.content == CP932_SALES.read_bytes()
+    assert post.headers["Authorization"] == "Bearer kzk_test"
+    assert post.content == CP932_SALES.read_bytes()
     assert "取込完了 / import done — import 9" in out and "accepted 8" in out
     assert "行 rows" in err and not (tmp_path / "s.tsv.rejections.csv").exists()
 
@@ -468,7 +478,9 @@ async def test_cli_server_side_errors(tmp_path):
     def refuse(request):
         raise httpx.ConnectError("connection refused")
 
-    args = build_parser().parse_args(["import", "sales", str(path), "--tenant", "demo"])
+    args = build_parser().parse_args(
+        ["import", "sales", str(path), "--tenant", "demo", "--key", "kzk_test"]
+    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x") as c:
         err = io.StringIO()
         assert await cli_imports.run(args, Settings(), client=c, out=io.StringIO(), err=err) == 3

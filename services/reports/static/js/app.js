@@ -1,6 +1,6 @@
 // The dashboard's shell: who is logged in, the menu, the branch and date controls, and a hash
 // router (#/page/arg?scope=…&as_of=…) that draws one page at a time into <main>.
-import { ApiError, getJSON, loadSession, logout, session } from "./api.js";
+import { getJSON, loadSession, logout, session } from "./api.js";
 import { day, parseDay } from "./fmt.js";
 import { lang, setLang, t } from "./i18n.js";
 import { destroyCharts, el, message, spinner } from "./ui.js";
@@ -17,14 +17,15 @@ const PAGES = {
   dm: () => import("./pages/dm.js"),
   questions: () => import("./pages/questions.js"),
   imports: () => import("./pages/imports.js"),
+  people: () => import("./pages/people.js"),
 };
-const MENU = ["home", "trends", "customers", "followups", "rules", "rfm", "ltv", "dm", "questions", "imports"];
+const MENU = ["home", "trends", "customers", "followups", "rules", "rfm", "ltv", "dm", "questions", "imports", "people"];
 // What each page needs of the login (shared/access Permission values; GET /v1/session lists the
 // login's). Staff, who may see tasks and customers only, start the day on their task list.
 const NEEDS = {
   home: "reports", trends: "reports", customers: "lists", customer: "customers",
   followups: "followups", rules: "reports", rfm: "reports", ltv: "reports", dm: "reports",
-  questions: "reports", imports: "ingest",
+  questions: "reports", imports: "ingest", people: "people",
 };
 // Pages whose numbers are "as of a day" show the date control.
 const DATED = new Set(["home"]);
@@ -37,8 +38,8 @@ export const ctx = {
   get scope() { return parseHash().params.get("scope") || ctx.scopes[0]; },
   get asOf() { return parseHash().params.get("as_of") || ""; },
   reload: () => render(),
-  // Whether the login may do this (a development stack without accounts may do everything).
-  may: (permission) => !session.who || !session.who.permissions || session.who.permissions.includes(permission),
+  // Whether the login may do this (GET /v1/session lists what its role may).
+  may: (permission) => Boolean(session.who && (session.who.permissions || []).includes(permission)),
   isOwner: () => ctx.may("settings"),
   // Changes the hash (and so the page) keeping the branch and date unless given.
   go(page, arg = "", params = {}) {
@@ -76,7 +77,7 @@ function drawControls(page) {
   $("as-of").placeholder = t("today");
   $("lang").textContent = t("language");
   $("logout").textContent = t("logout");
-  $("logout").hidden = !session.who || session.who.kind === "development";
+  $("logout").hidden = !session.who;
   $("menu-toggle").setAttribute("aria-label", t("menu"));
   $("who").textContent = session.who && session.who.email ? session.who.email : "";
 }
@@ -142,18 +143,9 @@ async function render() {
 }
 
 async function start() {
-  try {
-    await loadSession();
-  } catch (e) {
-    if (!(e instanceof ApiError && e.status === 404)) throw e;
-    // No accounts on this server yet (GET /v1/session unknown): a development stack, where
-    // every request is the default tenant's and the person is its owner.
-    session.who = { kind: "development", role: "owner", branches: [] };
-  }
-  const { scopes } = await getJSON("/v1/scopes");
-  const mine = session.who.branches || [];
-  ctx.scopes = session.who.role === "owner" || mine.length === 0 ? scopes : scopes.filter((s) => mine.includes(s));
-  if (!ctx.scopes.length) ctx.scopes = mine.length ? mine : ["all"];
+  await loadSession();
+  // The chain and each branch for a chain-wide login; a branch login's own branches only.
+  ctx.scopes = (await getJSON("/v1/scopes")).scopes;
   wireControls();
   await render();
 }

@@ -195,6 +195,27 @@ const WORDS = {
   status: ["状態", "Status"],
   recent_imports: ["最近の取込", "Recent imports"],
   owners_only: ["オーナーのみ", "Owners only"],
+  // people, keys, audit
+  password: ["パスワード", "password"],
+  shown_once: ["この画面でだけ表示されます。控えてお渡しください", "Shown only now: note it and hand it over"],
+  role: ["役割", "Role"],
+  role_owner: ["オーナー", "Owner"],
+  role_manager: ["店長", "Manager"],
+  role_staff: ["スタッフ", "Staff"],
+  branches_hint: ["店舗（カンマ区切り、空欄で全店）", "Branches (comma-separated; empty: chain)"],
+  add: ["追加", "Add"],
+  enable: ["有効にする", "Enable"],
+  disable: ["無効にする", "Disable"],
+  disabled: ["無効", "Disabled"],
+  api_keys: ["API キー", "API keys"],
+  revoke: ["失効", "Revoke"],
+  revoked: ["失効済み", "Revoked"],
+  last_used: ["最終利用", "Last used"],
+  audit_log: ["持ち出し記録", "Audit log"],
+  who: ["誰が", "Who"],
+  list: ["リスト", "List"],
+  rows: ["件数", "Rows"],
+  format: ["形式", "Format"],
 };
 
 const KEY = "kizuna.lang";
