@@ -12,9 +12,12 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.events.segments import SEGMENTS
+
 TIERS = ("first", "fledgling", "steady", "trendy", "loyal")
 STATES = ("active", "lapsed")
-SEGMENTS = tuple(f"{tier}_{state}" for tier in TIERS for state in STATES)
+# The segment ids are the contracts' (shared/events/segments.py): tier × state, in this order.
+assert tuple(f"{tier}_{state}" for tier in TIERS for state in STATES) == SEGMENTS
 
 SEGMENT_NAMES_JA = {
     "first_active": "初回客",

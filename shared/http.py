@@ -1,13 +1,14 @@
-"""What every service's HTTP side shares: health, readiness, metrics, error shape, and the
-dependencies handlers declare (``Pool``, ``AppSettings``): the lifespan owns the pool, settings
-are read once at start-up, and a handler gets both as parameters. Who is asking (``Caller``,
-``TenantId``): shared/access."""
+"""What every service's HTTP side shares: health, readiness, metrics, error shape (one handler
+for invalid requests: a handler declares its body as a pydantic model), and the dependencies
+handlers declare (``Pool``, ``AppSettings``): the lifespan owns the pool, settings are read once
+at start-up, and a handler gets both as parameters. Who is asking (``Caller``, ``TenantId``):
+shared/access."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
@@ -15,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import metrics
@@ -143,6 +145,35 @@ async def _send_too_large(send, exc: BodyTooLarge) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def problems(errors: Iterable[Mapping[str, Any]], fields: Iterable[str] = ()) -> list[dict]:
+    """Validation errors as ``{"field", "reason"}``: the field's path (without the ``body``
+    FastAPI puts first), pydantic's reason without its "Value error, " prefix. An error of the
+    whole body (fields that contradict each other) is attributed to the field of ``fields`` its
+    message names first (on a tie the longer name: lapse_days_by_tier, not lapse_days)."""
+    fields = list(fields)
+    out = []
+    for error in errors:
+        loc = [str(p) for p in error["loc"] if p != "body"]
+        reason = error["msg"].removeprefix("Value error, ")
+        if not loc:
+            named = [(reason.find(f), f) for f in fields if f in reason]
+            loc = [min(named, key=lambda n: (n[0], -len(n[1])))[1]] if named else []
+        out.append({"field": ".".join(loc) or "body", "reason": reason})
+    return out
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The field names of the route's body model, if it has one."""
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    args = getattr(model, "__args__", None)  # Model | None
+    for candidate in (model, *(args or ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return list(candidate.model_fields)
+    return []
+
+
 def install(
     app: FastAPI,
     ready: Callable[[], Awaitable[dict[str, bool]]],
@@ -226,13 +257,13 @@ def install(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            error_body("invalid_request", "the request is not valid", problems=problems),
+            error_body(
+                "invalid_request",
+                "the request is not valid",
+                problems=problems(exc.errors(), _body_fields(request)),
+            ),
             status_code=422,
         )
 

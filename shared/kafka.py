@@ -125,7 +125,9 @@ def decode_records(
             value = model.model_validate_json(record.value or b"")
         except ValidationError as exc:
             reason = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                + (f" (got {e['input']!r})" if e["type"] == "literal_error" else "")
+                for e in exc.errors()
             )
         else:
             reason = check(value) if check else None

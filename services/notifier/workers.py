@@ -27,17 +27,10 @@ import httpx
 from shared.settings import Settings, today_in, utcnow
 
 from . import messages, metrics, store
-from .domain import (
-    AT_RISK,
-    NewTask,
-    SendResult,
-    after_attempt,
-    assess_at_risk,
-    backoff_seconds,
-    digest_id,
-    plan_alert,
-)
-from .pipeline import NameLookup
+from .consumer import NameLookup
+from .domain.alerts import SendResult, after_attempt, backoff_seconds, digest_id, plan_alert
+from .domain.at_risk import assess_at_risk
+from .domain.followups import AT_RISK, NewTask
 
 log = logging.getLogger("kizuna.notifier")
 

@@ -8,6 +8,7 @@ from shared.events.customer_states import CustomerState, FiguresBefore
 from shared.events.deadletter import DeadLetter
 from shared.events.purchases import LineItem, PurchaseEvent
 from shared.events.segment_changes import Cause, SegmentChange
+from shared.events.segments import SEGMENTS, Segment
 
 PURCHASES = "kizuna.purchases.v1"
 CUSTOMER_STATES = "kizuna.customer-states.v1"
@@ -25,6 +26,7 @@ __all__ = [
     "CUSTOMER_STATES",
     "DEADLETTER",
     "PURCHASES",
+    "SEGMENTS",
     "SEGMENT_CHANGES",
     "Cause",
     "CustomerState",
@@ -32,6 +34,7 @@ __all__ = [
     "FiguresBefore",
     "LineItem",
     "PurchaseEvent",
+    "Segment",
     "SegmentChange",
     "message_key",
 ]

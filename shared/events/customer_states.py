@@ -8,13 +8,14 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from shared.events.segment_changes import SegmentChange
+from shared.events.segments import Segment
 
 
 class FiguresBefore(BaseModel):
     """The customer's figures in this scope on the eve of the change (in a correction: on the
     eve of its ``effective_on`` in the corrected timeline)."""
 
-    segment: str | None = Field(
+    segment: Segment | None = Field(
         description="Segment before the change (null when the customer was in none).",
         examples=["first_active"],
     )

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events.segments import Segment
+
 Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
 
@@ -36,11 +38,11 @@ class SegmentChange(BaseModel):
         "with the highest seq carries the customer's current figures and segment.",
         examples=[7],
     )
-    from_segment: str | None = Field(
+    from_segment: Segment | None = Field(
         description="The segment on the eve of `effective_on` (null: in no segment, e.g. new).",
         examples=["loyal_active"],
     )
-    to_segment: str | None = Field(
+    to_segment: Segment | None = Field(
         description="The segment from `effective_on` on (null: in no segment, e.g. every "
         "purchase voided).",
         examples=["loyal_lapsed"],

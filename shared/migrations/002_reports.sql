@@ -1,4 +1,4 @@
--- Owner: the reports service (services/reports/store.py); no other service reads these.
+-- Owner: the reports service (services/reports/store/); no other service reads these.
 -- Reports: per-customer view from customer-states, portfolio aggregates and daily deltas.
 -- Invariant kept by services/reports: for every (tenant, scope, segment),
 --   portfolio_current = SUM(portfolio_daily_deltas over all days)

@@ -1,4 +1,4 @@
--- Owner: the notifier (services/notifier/store.py); no other service reads these.
+-- Owner: the notifier (services/notifier/store/); no other service reads these.
 -- Notifier: follow-up tasks (one per customer and lapse) and comebacks.
 CREATE TABLE followups (
     id            bigserial PRIMARY KEY,
@@ -10,7 +10,7 @@ CREATE TABLE followups (
     -- cancelled: the lapse behind the task turned out premature (history still arriving).
     status        text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'done', 'cancelled')),
     outcome       text,                       -- done (by staff) | comeback | reclassified | superseded
-    -- Most valuable first (loyal_lapsed = 0 …); decided in services/notifier/domain.py and
+    -- Most valuable first (loyal_lapsed = 0 …); decided in services/notifier/domain/followups.py and
     -- stored so that listing and paging walk an index instead of sorting every open task.
     priority      smallint NOT NULL,
     lapse_seq     bigint,                     -- seq of the 'all'-scope change that opened it

@@ -1,7 +1,7 @@
--- Owner: the reports service (services/reports/store.py); no other service reads these.
+-- Owner: the reports service (services/reports/store/); no other service reads these.
 -- Reports (issue 6): history, transitions, the owner's questions, RFM, DM response tracking.
--- Design and reasons: services/reports/history.py (timeline and monthly moves) and
--- services/reports/analysis.py. Invariants kept by services/reports, in the consumer's
+-- Design and reasons: services/reports/domain/timeline.py (timeline and monthly moves) and
+-- services/reports/domain/ (rfm, ltv, dm). Invariants kept by services/reports, in the consumer's
 -- transaction:
 --   portfolio_monthly_deltas = portfolio_daily_deltas summed per calendar month;
 --   report_timeline          = every applied customer state, superseded ones removed;

@@ -1,4 +1,4 @@
--- Owner: the notifier (services/notifier/store.py); no other service reads these.
+-- Owner: the notifier (services/notifier/store/); no other service reads these.
 -- Notifier (issue 7): alerts and their deliveries, per-tenant notification settings, follow-up
 -- sequences, and additive columns on the task list and comebacks. Design and reasons:
 -- services/notifier/README.md.

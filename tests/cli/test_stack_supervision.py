@@ -8,8 +8,7 @@ import sys
 
 from prometheus_client import generate_latest
 
-from services.cli import stack as supervisor
-from services.cli.stack import Stack
+from services.cli.stack import FAILING_AFTER, REGISTRY, Stack
 from shared.settings import Settings
 from tests.helpers import TMP, wait_for
 
@@ -48,14 +47,14 @@ async def test_a_unit_that_keeps_dying_is_failing_and_does_not_hold_up_the_other
         assert status["ready"] is False
         crashy = status["units"]["crashy"]
         assert crashy["failing"] and crashy["last_exit_code"] == 3
-        assert crashy["deaths_in_a_row"] >= supervisor.FAILING_AFTER
+        assert crashy["deaths_in_a_row"] >= FAILING_AFTER
         assert status["units"]["steady"] == {
             **status["units"]["steady"],
             "running": True,
             "failing": False,
             "restarts": 0,
         }
-        metrics = generate_latest(supervisor.REGISTRY).decode()
+        metrics = generate_latest(REGISTRY).decode()
         assert 'kizuna_stack_failing{unit="crashy"} 1.0' in metrics
         assert 'kizuna_stack_restarts_total{unit="crashy"}' in metrics
         # the steady unit was never touched while the other was restarted again and again

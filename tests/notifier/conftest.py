@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from services.notifier.app import GROUP, app, build_consumer
-from services.notifier.pipeline import Notifier
+from services.notifier.consumer import Notifier
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
 from shared.http import get_pool
 from shared.kafka import new_producer

@@ -14,21 +14,17 @@ import pytest
 from pydantic import ValidationError
 
 from services.notifier import messages
-from services.notifier.domain import (
-    AtRiskCandidate,
-    AtRiskPolicy,
-    NotificationSettings,
-    Recipient,
+from services.notifier.domain.alerts import (
     SendResult,
     after_attempt,
-    assess_at_risk,
     at_risk_key,
     backoff_seconds,
     digest_id,
     next_digest_at,
     plan_alert,
-    usual_gap_days,
 )
+from services.notifier.domain.at_risk import AtRiskCandidate, assess_at_risk, usual_gap_days
+from services.notifier.domain.settings import AtRiskPolicy, NotificationSettings, Recipient
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)  # 10:30 in Tokyo

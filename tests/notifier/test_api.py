@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from services.notifier import store
-from services.notifier.pipeline import Notifier
+from services.notifier.consumer import Notifier
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in, utcnow
 from tests.helpers import api_key

@@ -4,6 +4,7 @@ back over HTTP. One consumer serves the module: a group join on the embedded bro
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from services.notifier import store
 from services.notifier.app import GROUP
-from services.notifier.pipeline import Notifier
+from services.notifier.consumer import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange
 from shared.kafka import pending_outbox
 from shared.settings import get_settings, today_in
@@ -167,9 +168,10 @@ async def test_a_re_dated_lapse_keeps_its_one_task(publish, client, service_pool
 
 async def test_undecodable_goes_to_the_dead_letter_outbox(publish, client, service_pool, tenant):
     key = f"{tenant}:bad".encode()
-    wrong_segment = (
-        change(tenant, "bad", 1, "loyal_active", "vip_lapsed", "lapse").model_dump_json().encode()
+    wrong = change(tenant, "bad", 1, "loyal_active", "loyal_lapsed", "lapse").model_dump(
+        mode="json"
     )
+    wrong_segment = json.dumps({**wrong, "to_segment": "vip_lapsed"}).encode()
     await publish((key, b"{not json"), (key, wrong_segment))
     # Processing went on past them: a good change behind them is handled.
     await publish(change(tenant, "good", 1, "first_active", "first_lapsed", "lapse"))

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from services.notifier import store
-from services.notifier.domain import FollowupSequence, NotificationSettings
+from services.notifier.domain.sequences import FollowupSequence
+from services.notifier.domain.settings import NotificationSettings
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in
 

@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
 from services.notifier.app import GROUP
-from services.notifier.domain import NotificationSettings
+from services.notifier.domain.settings import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.notifier.domain import (
+from services.notifier.consumer import contract_problem
+from services.notifier.domain.followups import (
     VALUE_ORDER,
     OpenFollowup,
     Reactivated,
@@ -21,7 +22,6 @@ from services.notifier.domain import (
     priority,
     withdrawal,
 )
-from services.notifier.pipeline import contract_problem
 from shared.cpm import SEGMENTS
 from shared.events import SegmentChange
 

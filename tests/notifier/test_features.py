@@ -14,8 +14,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notifier import store
+from services.notifier.consumer import Notifier
 from services.notifier.domain import NotificationSettings
-from services.notifier.pipeline import Notifier
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.notifier.domain import (
+from services.notifier.domain.sequences import (
     FollowupSequence,
     StopSequence,
     plan_sequence,

@@ -1,4 +1,4 @@
-"""The reports consumer's batch fold in memory: what ``services.reports.pipeline`` does with a
+"""The reports consumer's batch fold in memory: what ``services.reports.consumer`` does with a
 batch of customer states, without a database (shared by the reports' unit tests)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 
-from services.reports.domain import Entry, fold, sum_deltas, touches_from
-from services.reports.history import entry_at, load_since, month_moves, moves_delta
+from services.reports.domain.portfolio import Entry, fold, sum_deltas, touches_from
+from services.reports.domain.timeline import entry_at, load_since, month_moves, moves_delta
 from shared.events import CustomerState
 
 

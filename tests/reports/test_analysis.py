@@ -13,27 +13,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.reports.analysis import (
-    DEFAULT_RFM,
-    DmMonth,
+from services.reports.domain.dm import DmMonth
+from services.reports.domain.ltv import (
     RateChange,
-    RfmThresholds,
     Simulation,
     changed_matrix,
-    dm_body,
-    dm_csv,
-    dormant_window,
+    measured_model,
+    project,
+)
+from services.reports.domain.questions import dormant_window, previous_quarter, quarter_label
+from services.reports.domain.rfm import (
+    DEFAULT_RFM,
+    RfmThresholds,
     f_rank,
     m_rank,
-    measured_model,
-    previous_quarter,
-    project,
-    quarter_label,
     r_rank,
     rfm_filter,
-    sales_split,
-    simulation_body,
 )
+from services.reports.views.dm import dm_body, dm_csv
+from services.reports.views.ltv import simulation_body
+from services.reports.views.questions import sales_split
 from shared.cpm import SEGMENTS
 
 

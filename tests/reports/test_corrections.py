@@ -20,7 +20,9 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.reports.history import NEW, NONE, add_months, month_end, months, transition_cells
+from services.reports.domain.calendar import add_months, month_end, months
+from services.reports.domain.timeline import NEW, NONE
+from services.reports.domain.transitions import transition_cells
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures, lapse_due_on
 from shared.events import CustomerState, FiguresBefore
 from tests.reports.fold import Folder, recomputed_moves

@@ -14,7 +14,8 @@ from datetime import date
 
 import pytest
 
-from services.reports.history import NEW, NONE, add_months, month_end
+from services.reports.domain.calendar import add_months, month_end
+from services.reports.domain.timeline import NEW, NONE
 from tests.helpers import api_key
 from tests.reports import test_service as base
 from tests.reports.test_corrections import (

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.reports import dashboard_domain as dash
+from services.reports import domain, views
 from shared.cpm import DEFAULT_RULES, Figures, Rules, classify
 
 
@@ -28,7 +28,7 @@ from shared.cpm import DEFAULT_RULES, Figures, Rules, classify
     ],
 )
 def test_news_kind(before, after, kind):
-    assert dash.news_kind(before, after) == kind
+    assert domain.news_kind(before, after) == kind
 
 
 def entry(segment, count, total, on="2026-01-01"):
@@ -52,11 +52,11 @@ def entry(segment, count, total, on="2026-01-01"):
     ],
 )
 def test_change_cause(previous, now, cause):
-    assert dash.change_cause(previous, now) == cause
+    assert domain.change_cause(previous, now) == cause
 
 
 def test_timeline_changes_are_the_moves_newest_first_with_the_segment_before():
-    changes = dash.timeline_changes(
+    changes = domain.timeline_changes(
         [
             entry("first_active", 1, 5000, "2025-01-05"),
             entry("fledgling_active", 2, 9000, "2025-02-01"),
@@ -75,7 +75,7 @@ def test_timeline_changes_are_the_moves_newest_first_with_the_segment_before():
 
 def test_histogram_reads_postgresql_width_bucket_indexes():
     # width_bucket(v, ARRAY[0, 30, 60]): 0 below 0, 1 for [0, 30), 2 for [30, 60), 3 for ≥ 60
-    buckets = dash.histogram([0, 30, 60], {0: 5, 1: 2, 3: 7})
+    buckets = domain.histogram([0, 30, 60], {0: 5, 1: 2, 3: 7})
     assert buckets == [
         {"from": 0, "to": 30, "count": 2},
         {"from": 30, "to": 60, "count": 0},
@@ -84,7 +84,7 @@ def test_histogram_reads_postgresql_width_bucket_indexes():
 
 
 def test_suggested_borders_round_the_data_and_keep_loyal_above_fledgling():
-    rules, basis = dash.suggest_rules(
+    rules, basis = domain.suggest_rules(
         DEFAULT_RULES,
         gap_p90=68,
         second_purchase_p75=100,
@@ -103,7 +103,7 @@ def test_suggested_borders_round_the_data_and_keep_loyal_above_fledgling():
 
 
 def test_without_data_the_suggestion_is_the_current_borders():
-    rules, basis = dash.suggest_rules(
+    rules, basis = domain.suggest_rules(
         DEFAULT_RULES,
         gap_p90=None,
         second_purchase_p75=None,
@@ -138,9 +138,9 @@ def test_the_preview_counts_each_customer_by_the_one_classification(rows, lapse,
             r["purchase_count"], r["total_amount"], r["first_purchase_on"], r["last_purchase_on"]
         )
         r["segment"] = classify(fig, today, DEFAULT_RULES)
-    moves = dash.preview_moves(rows, today, rules)
+    moves = domain.preview_moves(rows, today, rules)
     assert sum(moves.values()) == len(rows)
-    body = dash.preview_body("all", today, rules, moves)
+    body = views.preview_body("all", today, rules, moves)
     for r in rows:
         fig = Figures(
             r["purchase_count"], r["total_amount"], r["first_purchase_on"], r["last_purchase_on"]

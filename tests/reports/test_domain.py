@@ -12,25 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.reports.domain import (
+from services.reports.domain.portfolio import (
     CustomerRow,
     Delta,
     Entry,
-    amount_text,
-    csv_encoding,
-    csv_row,
-    csv_text,
-    decode_cursor,
-    encode_cursor,
     fold,
-    neutralise,
-    portfolio_body,
     problem_with,
-    rule_problems,
-    share,
     sum_deltas,
     touches_from,
 )
+from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutralise
+from services.reports.views.cursors import decode_cursor, encode_cursor
+from services.reports.views.portfolio import amount_text, portfolio_body, share
+from services.reports.views.problems import rule_problems
 from shared.cpm import SEGMENTS, Rules
 from shared.events import CustomerState
 

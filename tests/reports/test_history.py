@@ -21,26 +21,17 @@ from hypothesis import strategies as st
 
 from services.classifier.domain import ScopeState, advance, on_new_events
 from services.classifier.store import outbox_rows
-from services.reports.domain import Entry
-from services.reports.history import (
-    NEW,
-    NONE,
-    accumulate,
-    add_months,
-    entry_at,
+from services.reports.domain.calendar import add_months, month_end, months, parse_month
+from services.reports.domain.history import accumulate, periods
+from services.reports.domain.portfolio import Entry
+from services.reports.domain.timeline import NEW, NONE, entry_at, month_moves, moves_delta
+from services.reports.domain.transitions import (
     headline,
-    history_body,
-    month_end,
-    month_moves,
-    months,
-    moves_delta,
-    parse_month,
-    periods,
     six_month_view,
     transition_cells,
     transition_months,
-    transitions_body,
 )
+from services.reports.views.history import history_body, transitions_body
 from shared.cpm import DEFAULT_RULES, SEGMENTS, Purchase, classify, compute_figures, tier_part
 from shared.events import CUSTOMER_STATES, CustomerState
 from shared.timeline import Borders

@@ -18,8 +18,9 @@ import asyncpg
 import pytest
 
 from services.reports.app import app as reports_app
-from services.reports.domain import Entry
-from services.reports.history import NONE, add_months, month_end, months
+from services.reports.domain.calendar import add_months, month_end, months
+from services.reports.domain.portfolio import Entry
+from services.reports.domain.timeline import NONE
 from shared.events import CustomerState
 from shared.settings import get_settings
 from tests.helpers import api_key

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiokafka import ConsumerRecord
 
-from services.reports.pipeline import on_customer_states
+from services.reports.consumer import on_customer_states
 from shared.db import migrate
 from shared.events import CustomerState
 from tests.helpers import scratch_database

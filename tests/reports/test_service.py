@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.reports.app import app
-from services.reports.pipeline import SERVICE, on_customer_states
+from services.reports.consumer import SERVICE, on_customer_states
 from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
 from shared.kafka import PgOffsetConsumer, new_producer, pending_outbox
 from shared.settings import get_settings

@@ -1,6 +1,6 @@
 """The reports service keeps the planner statistics of the tables its consumer grows
 (``shared.pgstats``): on a server without autovacuum (this project's CI machine) a table that
-grew from empty would otherwise keep the plans chosen for an empty one (services/reports/store.py).
+grew from empty would otherwise keep the plans chosen for an empty one (services/reports/store/consumer.py).
 Here: when, as a table grows, its statistics count as stale."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from services.reports import store
-from services.reports.analysis import DEFAULT_RFM, f_rank, m_rank, r_rank, rfm_filter
+from services.reports.domain.rfm import DEFAULT_RFM, f_rank, m_rank, r_rank, rfm_filter
 
 pytestmark = pytest.mark.integration
 

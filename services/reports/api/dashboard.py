@@ -10,34 +10,22 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-import asyncpg
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.access import Caller, Permission, TenantId, allow, privacy
 from shared.cpm import SEGMENT_NAMES_JA, Rules
 from shared.http import ApiError, AppSettings, Pool
-from shared.settings import Settings, today_in
 from shared.tenants import load_tenant
 
-from .. import analysis, domain, store
-from .. import dashboard_domain as dash
-from .. import dashboard_store as dstore
+from .. import domain, store, views
+from .params import Scope, tenant_today
 
 router = APIRouter(tags=["dashboard"])
 
 
-Scope = Annotated[
-    str,
-    Query(min_length=1, max_length=100, description="A branch_id, or 'all' for the whole chain."),
-]
 DEFAULT_TARGET = Decimal("0.5")
 NEWS_LIST = 20
-
-
-async def _today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
-    tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
-    return today_in(tenant.time_zone, settings)
 
 
 @router.get("/v1/dashboard/news", dependencies=[allow(Permission.REPORTS)])
@@ -51,11 +39,11 @@ async def news(
     """The day's news for the home page: new first-time customers, comebacks and newly lapsed
     customers on ``as_of``, each with how many and the most valuable first (up to 20)."""
     async with pool.acquire() as conn:
-        day = as_of or await _today(conn, tenant_id, settings)
-        rows = await dstore.day_changes(conn, tenant_id, scope, day)
-    lists: dict[str, list] = {kind: [] for kind in dash.NEWS_KINDS}
+        day = as_of or await tenant_today(conn, tenant_id, settings)
+        rows = await store.day_changes(conn, tenant_id, scope, day)
+    lists: dict[str, list] = {kind: [] for kind in domain.NEWS_KINDS}
     for r in rows:
-        kind = dash.news_kind(r["before"], r["after"])
+        kind = domain.news_kind(r["before"], r["after"])
         if kind:
             lists[kind].append(
                 {
@@ -93,21 +81,19 @@ async def customer_page(
                 customer_id=customer_id,
                 scope=scope,
             )
-        today = await _today(conn, tenant_id, settings)
+        today = await tenant_today(conn, tenant_id, settings)
         stored = await store.rfm_thresholds(conn, tenant_id)
-        entries = await dstore.timeline(conn, tenant_id, scope, customer_id)
-        bought = await dstore.purchases(conn, tenant_id, scope, customer_id, limit)
-    thresholds = (
-        analysis.RfmThresholds.model_validate_json(stored) if stored else analysis.DEFAULT_RFM
-    )
+        entries = await store.timeline(conn, tenant_id, scope, customer_id)
+        bought = await store.purchases(conn, tenant_id, scope, customer_id, limit)
+    thresholds = domain.RfmThresholds.model_validate_json(stored) if stored else domain.DEFAULT_RFM
     body = (
-        analysis.rfm_item(row, scope, today, thresholds)
+        views.rfm_item(row, scope, today, thresholds)
         if row["segment"]
-        else domain.customer_body(row, scope, today)
+        else views.customer_body(row, scope, today)
     )
     return {
         "customer": body,
-        "changes": dash.timeline_changes(entries),
+        "changes": domain.timeline_changes(entries),
         "purchases": [
             {
                 "event_id": p["event_id"],
@@ -144,8 +130,8 @@ async def segment_list(
     if segment not in domain.KNOWN_SEGMENTS:
         raise ApiError(404, "unknown_segment", f"no segment {segment!r}")
     async with pool.acquire() as conn:
-        today = await _today(conn, tenant_id, settings)
-        total, rows = await dstore.segment_search(
+        today = await tenant_today(conn, tenant_id, settings)
+        total, rows = await store.segment_search(
             conn, tenant_id, scope, segment, q or None, sort, (page - 1) * size, size
         )
     await privacy.record_export(pool, who, privacy.list_subject(request), len(rows), "json")
@@ -156,7 +142,7 @@ async def segment_list(
         "total": total,
         "page": page,
         "size": size,
-        "items": [domain.customer_body(r, scope, today) for r in rows],
+        "items": [views.customer_body(r, scope, today) for r in rows],
     }
 
 
@@ -173,13 +159,13 @@ async def rules_distribution(
     PostgreSQL (one pass over the scope's sales, one over its customers)."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
-        gaps = await dstore.gap_figures(conn, tenant_id, scope, dash.GAP_EDGES)
-        totals = await dstore.total_figures(conn, tenant_id, scope, dash.TOTAL_EDGES)
+        gaps = await store.gap_figures(conn, tenant_id, scope, domain.GAP_EDGES)
+        totals = await store.total_figures(conn, tenant_id, scope, domain.TOTAL_EDGES)
     return {
         "scope": scope,
         "rules": tenant.rules.model_dump(mode="json"),
-        "repurchase_gaps": dash.histogram(dash.GAP_EDGES, _buckets(gaps["buckets"])),
-        "totals": dash.histogram(dash.TOTAL_EDGES, _buckets(totals["buckets"])),
+        "repurchase_gaps": domain.histogram(domain.GAP_EDGES, _buckets(gaps["buckets"])),
+        "totals": domain.histogram(domain.TOTAL_EDGES, _buckets(totals["buckets"])),
     }
 
 
@@ -191,9 +177,9 @@ async def rules_suggestion(
     each with the figure it came from; nothing is saved."""
     async with pool.acquire() as conn:
         tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
-        gaps = await dstore.gap_figures(conn, tenant_id, scope, dash.GAP_EDGES)
-        totals = await dstore.total_figures(conn, tenant_id, scope, dash.TOTAL_EDGES)
-    rules, reasons = dash.suggest_rules(
+        gaps = await store.gap_figures(conn, tenant_id, scope, domain.GAP_EDGES)
+        totals = await store.total_figures(conn, tenant_id, scope, domain.TOTAL_EDGES)
+    rules, reasons = domain.suggest_rules(
         tenant.rules,
         gap_p90=gaps["gap_p90"],
         second_purchase_p75=gaps["second_p75"],
@@ -208,7 +194,7 @@ def _rules(payload: Any) -> Rules:
         return Rules.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(
-            422, "invalid_rules", "the borders are not valid", problems=domain.problems(exc)
+            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
         ) from None
 
 
@@ -226,11 +212,11 @@ async def rules_preview(
     rules = _rules(payload)
     moves: Counter = Counter()
     async with pool.acquire() as conn:
-        today = await _today(conn, tenant_id, settings)
+        today = await tenant_today(conn, tenant_id, settings)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            async for rows in dstore.customer_figures(conn, tenant_id, scope):
-                dash.preview_moves(rows, today, rules, moves)
-    return dash.preview_body(scope, today, rules, moves)
+            async for rows in store.customer_figures(conn, tenant_id, scope):
+                domain.preview_moves(rows, today, rules, moves)
+    return views.preview_body(scope, today, rules, moves)
 
 
 class DashboardSettings(BaseModel):
@@ -245,8 +231,8 @@ async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppS
     """The tenant's dashboard settings and its today (every login needs the day: a task due
     before it was carried over)."""
     async with pool.acquire() as conn:
-        value = await dstore.target(conn, tenant_id)
-        today = await _today(conn, tenant_id, settings)
+        value = await store.target(conn, tenant_id)
+        today = await tenant_today(conn, tenant_id, settings)
     return {
         "first_to_fledgling_target": str(value if value is not None else DEFAULT_TARGET),
         "today": today.isoformat(),
@@ -261,8 +247,8 @@ async def put_dashboard_settings(
         body = DashboardSettings.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(
-            422, "invalid_settings", "the settings are not valid", problems=domain.problems(exc)
+            422, "invalid_settings", "the settings are not valid", problems=views.problems(exc)
         ) from None
     async with pool.acquire() as conn:
-        await dstore.save_target(conn, tenant_id, body.first_to_fledgling_target)
+        await store.save_target(conn, tenant_id, body.first_to_fledgling_target)
     return {"first_to_fledgling_target": str(body.first_to_fledgling_target)}

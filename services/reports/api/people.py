@@ -16,7 +16,7 @@ from shared.access import store as access_store
 from shared.access.principal import KEY_ROLES, PERSON_ROLES
 from shared.http import ApiError, AppSettings, Pool
 
-from .. import domain
+from .. import views
 
 router = APIRouter(tags=["people"], dependencies=[allow(Permission.PEOPLE, chain_only=True)])
 Branches = list[Annotated[str, Field(min_length=1, max_length=100)]]
@@ -48,7 +48,7 @@ def _body(model: type[BaseModel], payload: Any) -> BaseModel:
         return model.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(
-            422, "invalid_request", "the request is not valid", problems=domain.problems(exc)
+            422, "invalid_request", "the request is not valid", problems=views.problems(exc)
         ) from None
 
 

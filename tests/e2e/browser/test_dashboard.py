@@ -18,7 +18,7 @@ from itertools import pairwise
 import httpx
 import pytest
 
-from services.reports.domain import CSV_HEADERS
+from services.reports.views.csv import CSV_HEADERS
 from tests.e2e.browser.conftest import SCREENSHOTS, drawn, painted
 from tests.helpers import wait_for
 

@@ -1,9 +1,4 @@
-"""The SQL of the dashboard's own endpoints (services/reports/api/dashboard.py). Every read is
-bounded by an index range or pages on the server, so pages on a million customers answer as
-fast as the API, except the rules page's distributions, which read every repeat purchase of
-the scope (a page opened when borders are reviewed, not every morning).
-
-(Target room after the reports split: services/reports/store/dashboard.py.)"""
+"""Reads for the dashboard (the classifier's events through its view ``purchase_events``)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from .store import CUSTOMER_COLUMNS
+from .portfolio import CUSTOMER_COLUMNS
 
 
 async def day_changes(conn: asyncpg.Connection, tenant_id: str, scope: str, day: date) -> list:

@@ -23,17 +23,9 @@ from shared.kafka import decode_records, write_outbox
 from shared.settings import Settings, today_in, utcnow
 
 from . import metrics, store
-from .domain import (
-    LAPSED,
-    SEQUENCE,
-    OpenFollowup,
-    Reactivated,
-    decide,
-    in_force,
-    plan_alert,
-    plan_sequence,
-    stop_sequence,
-)
+from .domain.alerts import plan_alert
+from .domain.followups import LAPSED, SEQUENCE, OpenFollowup, Reactivated, decide, in_force
+from .domain.sequences import plan_sequence, stop_sequence
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"

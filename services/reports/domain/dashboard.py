@@ -1,8 +1,5 @@
-"""Pure arithmetic behind the dashboard's own endpoints (services/reports/api/dashboard.py): the
-day's news, why a customer's segment changed, distributions and a suggested set of borders,
-and the preview of a change of borders. No I/O; the classification is shared/cpm.py's.
-
-(Target room after the reports split: services/reports/domain/dashboard.py.)"""
+"""The dashboard's arithmetic: the day's news, causes of a change, histograms, suggested
+borders and a preview of a change of borders."""
 
 from __future__ import annotations
 
@@ -12,7 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 
-from shared.cpm import Figures, Rules, classify, is_lapsed, tier_part
+from shared.cpm import (
+    Figures,
+    Rules,
+    classify,
+    is_lapsed,
+    tier_part,
+)
 
 NEWS_KINDS = ("new_customers", "comebacks", "newly_lapsed")
 
@@ -173,18 +176,3 @@ def preview_moves(
         )
         moves[(row["segment"], classify(figures, today, rules))] += 1
     return moves
-
-
-def preview_body(scope: str, today: date, rules: Rules, moves: Counter) -> dict:
-    cells = [
-        {"from": a, "to": b, "customers": n}
-        for (a, b), n in sorted(moves.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
-    return {
-        "scope": scope,
-        "as_of": today.isoformat(),
-        "rules": rules.model_dump(mode="json"),
-        "customers": sum(moves.values()),
-        "moving": sum(n for (a, b), n in moves.items() if a != b),
-        "moves": [c for c in cells if c["from"] != c["to"]],
-    }

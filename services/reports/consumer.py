@@ -13,8 +13,8 @@ from shared.events import CustomerState
 from shared.kafka import decode_records, write_outbox
 
 from . import metrics, store
-from .domain import fold, problem_with, sum_deltas, touches_from
-from .history import add_moves, load_since, moves_delta
+from .domain.portfolio import fold, problem_with, sum_deltas, touches_from
+from .domain.timeline import add_moves, load_since, moves_delta
 
 log = logging.getLogger("kizuna.reports")
 SERVICE = "reports"

@@ -1,0 +1,59 @@
+"""``/v1/rules``: the tenant's borders, versioned."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import ValidationError
+
+from shared.access import Permission, TenantId, allow
+from shared.cpm import Rules
+from shared.http import ApiError, AppSettings, Pool
+from shared.tenants import load_tenant, save_rules
+
+from .. import store, views
+
+router = APIRouter()
+
+
+RULES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": Rules.model_json_schema()}},
+    }
+}
+
+
+@router.get("/v1/rules", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
+async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> dict:
+    """The tenant's current borders (the published defaults, version 0, until set)."""
+    async with pool.acquire() as conn:
+        tenant = await load_tenant(conn, tenant_id, settings.default_time_zone)
+        applied = await store.applied_rules_version(conn, tenant_id)
+    return {
+        "version": tenant.rules_version,
+        "applied_version": applied,
+        "rules": tenant.rules.model_dump(mode="json"),
+    }
+
+
+@router.put(
+    "/v1/rules",
+    tags=["rules"],
+    openapi_extra=RULES_BODY,
+    dependencies=[allow(Permission.SETTINGS, chain_only=True)],
+)
+async def put_rules(
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
+) -> dict:
+    """Store a new version of the borders; the classifier re-classifies every customer."""
+    try:
+        rules = Rules.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
+        ) from None
+    async with pool.acquire() as conn:
+        version = await save_rules(conn, tenant_id, rules, settings.default_time_zone)
+    return {"version": version, "rules": rules.model_dump(mode="json")}
