@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,38 +13,12 @@ from prometheus_client import REGISTRY
 from services.notifier import store
 from services.notifier.app import GROUP
 from services.notifier.consumer import Notifier
-from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter, SegmentChange
+from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter
 from shared.kafka import pending_outbox
-from shared.settings import get_settings, today_in
+from shared.settings import get_settings
+from tests.notifier.changes import change, today
 
 pytestmark = pytest.mark.integration
-
-
-def today():
-    return today_in(get_settings().default_time_zone)
-
-
-def change(
-    tenant, customer, seq, from_segment, to_segment, cause, total="100000", **extra
-) -> SegmentChange:
-    return SegmentChange(
-        tenant_id=tenant,
-        scope=extra.pop("scope", "all"),
-        customer_id=customer,
-        seq=seq,
-        from_segment=from_segment,
-        to_segment=to_segment,
-        effective_on=extra.pop("effective_on", today() - timedelta(days=1)),
-        cause=cause,
-        purchase_count=4,
-        total_amount=Decimal(total),
-        first_purchase_on=None,
-        last_purchase_on=None,
-        tenure_days=None,
-        lapse_days=None,
-        home_branch_id=extra.pop("home_branch_id", "shibuya"),
-        **extra,
-    )
 
 
 async def tasks_of(pool, tenant, customer):

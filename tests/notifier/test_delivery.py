@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 from datetime import timedelta
-from decimal import Decimal
 from email import message_from_bytes, policy
 
 import asyncpg
@@ -25,39 +24,20 @@ from services.notifier.app import GROUP
 from services.notifier.domain.settings import NotificationSettings
 from services.notifier.workers import DeliveryWorker
 from shared.events import SegmentChange
-from shared.settings import get_settings, today_in
+from shared.settings import get_settings
 from tests.helpers import free_port, wait_for
+from tests.notifier import changes
+from tests.notifier.changes import today
 
 pytestmark = pytest.mark.integration
 
 SECRET = "webhook-secret-for-tests-0123456789"
 
 
-def today():
-    return today_in(get_settings().default_time_zone)
-
-
-def change(
-    tenant, customer, seq, from_segment, to_segment, cause, total="100000", **extra
-) -> SegmentChange:
-    return SegmentChange(
-        tenant_id=tenant,
-        scope=extra.pop("scope", "all"),
-        customer_id=customer,
-        seq=seq,
-        from_segment=from_segment,
-        to_segment=to_segment,
-        effective_on=extra.pop("effective_on", today() - timedelta(days=1)),
-        cause=cause,
-        purchase_count=extra.pop("purchase_count", 4),
-        total_amount=Decimal(total),
-        first_purchase_on=None,
-        last_purchase_on=extra.pop("last_purchase_on", today() - timedelta(days=241)),
-        tenure_days=None,
-        lapse_days=None,
-        home_branch_id=extra.pop("home_branch_id", "shibuya"),
-        **extra,
-    )
+def change(*args, **extra) -> SegmentChange:
+    """A lapse's change: the last purchase 241 days ago unless given."""
+    extra.setdefault("last_purchase_on", today() - timedelta(days=241))
+    return changes.change(*args, **extra)
 
 
 def lapse(tenant, customer, seq, tier="loyal", total="100000", branch="shibuya"):
