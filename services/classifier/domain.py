@@ -79,9 +79,13 @@ def published_until(state: ScopeState, borders: Borders) -> date:
 def is_late(state: ScopeState, since: date, borders: Borders) -> bool:
     """Whether what holds from ``since`` changes changes already published: a day before the
     latest one, or that day when it lapsed the customer (a customer who bought on a day did not
-    lapse on it). More events on the latest day otherwise just follow it, in seq order."""
+    lapse on it) or when newer borders took effect on it (its entry was classified under the
+    old ones: the day is restated, even if nobody moves, so that its ``rules_version`` is the
+    timeline's). More events on the latest day otherwise just follow it, in seq order."""
     until = published_until(state, borders)
-    return since < until or (since == until and is_lapsed(state.segment))
+    if since != until:
+        return since < until
+    return is_lapsed(state.segment) or state.rules_version < borders.on(until).version
 
 
 def advance(

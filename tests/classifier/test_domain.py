@@ -9,7 +9,6 @@ from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -383,13 +382,6 @@ def test_branch_by_branch_and_date_order_publish_the_same_timeline(events, rnd, 
     check_against_scratch(sim, events, BORDERS)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 11: when new borders take effect on the day of a "
-    "customer's last entry and move nobody (C1: sales at b1 and b2 on 2023-07-20, borders from "
-    "that day, the b2 sale late), the live entry keeps rules_version 0 where timeline() says 1; "
-    "segments, figures and dates agree",
-)
 @settings(max_examples=100, deadline=None)
 @given(histories(), st.randoms(use_true_random=False), st.integers(200, 1000))
 def test_new_borders_then_late_events_publish_the_from_scratch_timeline(events, rnd, border_day):
@@ -407,3 +399,27 @@ def test_new_borders_then_late_events_publish_the_from_scratch_timeline(events, 
     sim.batch(events[half:])
     sim.sweep(TODAY)
     check_against_scratch(sim, events, borders)
+
+
+def test_borders_from_the_day_of_the_latest_entry_restate_that_day_even_if_nobody_moves():
+    """The case hypothesis found: the day's entry was published under the old borders; the new
+    ones from that day move nobody, yet the timeline says that day is classified under them."""
+    first, late = sale("e1", 200, 1, branch="b1"), sale("e2", 200, 1, branch="b2")
+    sim = Simulated()
+    sim.batch([("C1", first)])
+    stricter = Rules(
+        amount_border=Decimal(30_000), lapse_days=120, lapse_days_by_tier={"first": 90}
+    )
+    borders = Borders([Border(on(200), 1, stricter)])
+    sim.new_borders(borders, 1, on(200))
+    assert [
+        (c.effective_on, c.segment, c.rules_version, c.corrects_from)
+        for _, c in sim.published
+        if c.scope == "all"
+    ] == [
+        (on(200), "first_active", 0, None),
+        (on(200), "first_active", 1, on(200)),  # restated under the new borders
+    ]
+    sim.batch([("C1", late)])
+    sim.sweep(TODAY)
+    check_against_scratch(sim, [("C1", first), ("C1", late)], borders)
