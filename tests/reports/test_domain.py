@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from services.reports.domain.portfolio import (
     CustomerRow,
@@ -24,8 +23,7 @@ from services.reports.domain.portfolio import (
 from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutralise
 from services.reports.views.cursors import decode_cursor, encode_cursor
 from services.reports.views.portfolio import amount_text, portfolio_body, share
-from services.reports.views.problems import rule_problems
-from shared.cpm import SEGMENTS, Rules
+from shared.cpm import SEGMENTS
 from shared.events import CustomerState
 
 D = date(2025, 1, 1)
@@ -582,38 +580,3 @@ def test_csv_encoding(name, codec):
 def test_csv_encoding_rejects_others():
     with pytest.raises(ValueError):
         csv_encoding("latin-1")
-
-
-ANY_REASON = object()
-
-
-@pytest.mark.parametrize(
-    ("body", "problems"),
-    [
-        ({"lapse_days": 0}, [{"field": "lapse_days", "reason": "Input should be greater than 0"}]),
-        (
-            {"loyal_tenure_days": 60},
-            [
-                {
-                    "field": "loyal_tenure_days",
-                    "reason": "loyal_tenure_days must be greater than fledgling_tenure_days",
-                }
-            ],
-        ),
-        (
-            {"lapse_days_by_tier": {"vip": 10}},
-            [{"field": "lapse_days_by_tier", "reason": ANY_REASON}],
-        ),
-        ({"colour": "red"}, [{"field": "colour", "reason": "Extra inputs are not permitted"}]),
-        ([], [{"field": "body", "reason": ANY_REASON}]),
-    ],
-)
-def test_rule_problems_name_field_and_reason(body, problems):
-    with pytest.raises(ValidationError) as caught:
-        Rules.model_validate(body)
-    found = rule_problems(caught.value)
-    assert [p["field"] for p in found] == [p["field"] for p in problems]
-    for got, want in zip(found, problems, strict=True):
-        if want["reason"] is not ANY_REASON:
-            assert got["reason"] == want["reason"]
-        assert got["reason"]

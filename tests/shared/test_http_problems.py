@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import httpx
+import pytest
 from fastapi import Body, FastAPI
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared import http
+from shared.cpm import Rules
 
 
 class Template(BaseModel):
@@ -91,3 +93,39 @@ async def test_an_optional_body_may_be_left_out_but_not_be_wrong():
     assert (await _call("POST", "/optional")).json()["high"] == 2
     assert (await _call("POST", "/optional", json={"high": 5})).json()["high"] == 5
     assert [p["field"] for p in await _problems("POST", "/optional", json={"high": 0})] == ["high"]
+
+
+# The borders (shared.cpm.Rules) as every handler that takes them reports them.
+ANY_REASON = object()
+
+
+@pytest.mark.parametrize(
+    ("body", "problems"),
+    [
+        ({"lapse_days": 0}, [{"field": "lapse_days", "reason": "Input should be greater than 0"}]),
+        (
+            {"loyal_tenure_days": 60},
+            [
+                {
+                    "field": "loyal_tenure_days",
+                    "reason": "loyal_tenure_days must be greater than fledgling_tenure_days",
+                }
+            ],
+        ),
+        (
+            {"lapse_days_by_tier": {"vip": 10}},
+            [{"field": "lapse_days_by_tier", "reason": ANY_REASON}],
+        ),
+        ({"colour": "red"}, [{"field": "colour", "reason": "Extra inputs are not permitted"}]),
+        ([], [{"field": "body", "reason": ANY_REASON}]),
+    ],
+)
+def test_rules_problems_name_field_and_reason(body, problems):
+    with pytest.raises(ValidationError) as caught:
+        Rules.model_validate(body)
+    found = http.problems(caught.value.errors(), Rules.model_fields)
+    assert [p["field"] for p in found] == [p["field"] for p in problems]
+    for got, want in zip(found, problems, strict=True):
+        if want["reason"] is not ANY_REASON:
+            assert got["reason"] == want["reason"]
+        assert got["reason"]
