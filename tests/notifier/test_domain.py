@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
-from services.notifier.consumer import contract_problem
+from services.notifier.consumer import SERVICE, contract_problem
 from services.notifier.domain.followups import (
     VALUE_ORDER,
     OpenFollowup,
@@ -23,7 +24,9 @@ from services.notifier.domain.followups import (
     withdrawal,
 )
 from shared.cpm import SEGMENTS
-from shared.events import SegmentChange
+from shared.events import SEGMENT_CHANGES, DeadLetter, SegmentChange
+from shared.kafka import decode_records
+from tests.helpers import consumed
 
 TODAY = date(2026, 11, 23)
 MAX_AGE = 30
@@ -407,3 +410,14 @@ def test_cursor_rejects_what_it_did_not_make(bad):
 )
 def test_versions_1_and_2_are_read_alike(version, problem):
     assert contract_problem(change().model_copy(update={"schema_version": version})) == problem
+
+
+@pytest.mark.parametrize("field", ["from_segment", "to_segment"])
+def test_a_segment_outside_the_contract_is_dead_lettered_with_its_reason(field):
+    record = consumed(
+        SEGMENT_CHANGES, orjson.dumps({**change().model_dump(mode="json"), field: "vip"})
+    )
+    decoded, dead = decode_records([record], SegmentChange, SERVICE, contract_problem)
+    assert decoded == [] and len(dead) == 1
+    reason = DeadLetter.model_validate_json(dead[0][2]).reason
+    assert reason.startswith(f"{field}: ") and "'vip'" in reason

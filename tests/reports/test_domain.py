@@ -7,10 +7,12 @@ from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.reports.consumer import decode
 from services.reports.domain.portfolio import (
     CustomerRow,
     Delta,
@@ -24,7 +26,8 @@ from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutrali
 from services.reports.views.cursors import decode_cursor, encode_cursor
 from services.reports.views.portfolio import amount_text, portfolio_body, share
 from shared.cpm import SEGMENTS
-from shared.events import CustomerState
+from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, DeadLetter
+from tests.helpers import consumed
 
 D = date(2025, 1, 1)
 
@@ -444,8 +447,6 @@ def seq_of(e: Entry) -> int:
     ("change", "reason"),
     [
         ({}, None),
-        ({"to_segment": "vip_active"}, "to_segment: unknown segment 'vip_active'"),
-        ({"from_segment": "loyal"}, "from_segment: unknown segment 'loyal'"),
         ({"schema_version": 3}, "schema_version 3 is newer than this service reads"),
         ({"seq": 0}, "seq: must be positive"),
         ({"customer_id": ""}, "tenant_id, scope and customer_id must not be empty"),
@@ -453,6 +454,21 @@ def seq_of(e: Entry) -> int:
 )
 def test_problem_with(change, reason):
     assert problem_with(state(1, "first_active", 100, 0).model_copy(update=change)) == reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("to_segment", "vip_active"), ("from_segment", "loyal")]
+)
+def test_an_unknown_segment_is_dead_lettered_with_its_reason(field, value):
+    odd = {**state(1, "first_active", 100, 0).model_dump(mode="json"), field: value}
+    good = state(2, "first_active", 100, 0).model_dump_json().encode()
+    states, dead = decode(
+        [consumed(CUSTOMER_STATES, orjson.dumps(odd)), consumed(CUSTOMER_STATES, good, 1)]
+    )
+    assert [s.seq for s in states] == [2]
+    [(topic, _, letter)] = dead
+    reason = DeadLetter.model_validate_json(letter).reason
+    assert topic == DEADLETTER and reason.startswith(f"{field}: ") and repr(value) in reason
 
 
 # --- response shapes -----------------------------------------------------------------------------
