@@ -28,7 +28,6 @@ from .domain.sequences import plan_sequence, stop_sequence
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -46,15 +45,6 @@ class Applied:
     stopped: int = 0
 
 
-def contract_problem(change: SegmentChange) -> str | None:
-    """Why a well-formed message still breaks the contract, or ``None`` (a segment id outside
-    the contract's does not validate: ``SegmentChange`` types it)."""
-    if change.schema_version > SCHEMA_VERSION:
-        # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
-    return None
-
-
 class Notifier:
     def __init__(self, settings: Settings, names: NameLookup = store.customer_names):
         self.settings = settings
@@ -62,7 +52,7 @@ class Notifier:
 
     async def handle(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
         """One consumed batch: decode, dead-letter what cannot be used, apply the rest."""
-        changes, outbox = decode_records(records, SegmentChange, SERVICE, contract_problem)
+        changes, outbox = decode_records(records, SegmentChange, SERVICE)
         await self.apply(conn, changes)
         await write_outbox(conn, outbox)
 

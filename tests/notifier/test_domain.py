@@ -8,7 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from services.notifier.consumer import SERVICE, contract_problem
+from services.notifier.consumer import SERVICE
 from services.notifier.domain.followups import (
     VALUE_ORDER,
     OpenFollowup,
@@ -321,20 +321,12 @@ def test_cursor_rejects_what_it_did_not_make(bad):
         decode_cursor(bad)
 
 
-@pytest.mark.parametrize(
-    ("version", "problem"),
-    [(1, None), (2, None), (3, "schema_version: 3 is not supported (up to 2)")],
-)
-def test_versions_1_and_2_are_read_alike(version, problem):
-    assert contract_problem(change().model_copy(update={"schema_version": version})) == problem
-
-
 @pytest.mark.parametrize("field", ["from_segment", "to_segment"])
 def test_a_segment_outside_the_contract_is_dead_lettered_with_its_reason(field):
     record = consumed(
         SEGMENT_CHANGES, orjson.dumps({**change().model_dump(mode="json"), field: "vip"})
     )
-    decoded, dead = decode_records([record], SegmentChange, SERVICE, contract_problem)
+    decoded, dead = decode_records([record], SegmentChange, SERVICE)
     assert decoded == [] and len(dead) == 1
     reason = DeadLetter.model_validate_json(dead[0][2]).reason
     assert reason.startswith(f"{field}: ") and "'vip'" in reason

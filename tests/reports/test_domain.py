@@ -447,7 +447,6 @@ def seq_of(e: Entry) -> int:
     ("change", "reason"),
     [
         ({}, None),
-        ({"schema_version": 3}, "schema_version 3 is newer than this service reads"),
         ({"seq": 0}, "seq: must be positive"),
         ({"customer_id": ""}, "tenant_id, scope and customer_id must not be empty"),
     ],
