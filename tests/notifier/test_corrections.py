@@ -167,6 +167,29 @@ async def _send_all(pool, tenant) -> int:
     return int(result.split()[-1])
 
 
+async def test_a_clock_lapse_restated_by_a_void_on_its_day_keeps_its_one_task(
+    apply, pool, tenant, webhook
+):
+    """Issue 13: the sweep lapses the customer; a void of someone else's order dated that day
+    arrives later. The classifier restates the day (a correction) with the events' cause: the
+    same lapse, so its one task stays open and its alert is not sent again."""
+    await apply(lapse(tenant, 3, days_ago=2, tier="fledgling"))
+    assert await _send_all(pool, tenant) == 1
+    restated = change(
+        tenant, 4, "fledgling_active", "fledgling_lapsed", 2, "void", corrects_from=ago(2)
+    )
+    await apply(restated)
+    await apply(restated)  # redelivered
+    tasks, alerts, comebacks = await state(pool, tenant)
+    assert [(t.status, t.outcome, t.created_on, t.segment) for t in tasks] == [
+        ("open", None, ago(2), "fledgling_lapsed")
+    ]
+    assert [(a["alert_key"], a["status"], a["deliveries"]) for a in alerts] == [
+        ("lapsed:C:4", "raised", ["sent"])
+    ]
+    assert comebacks == []
+
+
 async def test_a_lapse_re_dated_to_another_tier_is_a_new_lapse(apply, pool, tenant, webhook):
     await apply(lapse(tenant, 3, days_ago=10, tier="steady"))
     await apply(withdrawal_only(tenant, 4, days_ago=20, segment="steady_active"))

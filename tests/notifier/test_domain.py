@@ -8,6 +8,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from services.classifier.domain import advance
+from services.classifier.store import outbox_rows
 from services.notifier.consumer import SERVICE
 from services.notifier.domain.followups import (
     VALUE_ORDER,
@@ -23,9 +25,10 @@ from services.notifier.domain.followups import (
     priority,
     withdrawal,
 )
-from shared.cpm import SEGMENTS
+from shared.cpm import SEGMENTS, Purchase
 from shared.events import SEGMENT_CHANGES, DeadLetter, SegmentChange
 from shared.kafka import decode_records
+from shared.timeline import Borders
 from tests.helpers import consumed
 from tests.notifier import changes
 
@@ -103,6 +106,27 @@ CASES = [
     ("lapsed segment reached by a purchase is no lapse", {"cause": "purchase"}, None),
     ("lapsed segment reached by new borders is no lapse", {"cause": "rules"}, None),
     ("lapse into another tier is not the clock", {"to_segment": "steady_lapsed"}, None),
+    (
+        "lapsed on a day whose only event was a void (of someone else's order) opens",
+        {"cause": "void"},
+        OpenFollowup,
+    ),
+    ("lapsed on a day whose only event was a return opens", {"cause": "return"}, OpenFollowup),
+    (
+        "a return on the due day that also lowered the tier opens",
+        {"cause": "return", "to_segment": "steady_lapsed"},
+        OpenFollowup,
+    ),
+    (
+        "a void-caused lapse older than max age: history",
+        {"cause": "void", "effective_on": TODAY - timedelta(days=MAX_AGE + 1)},
+        None,
+    ),
+    (
+        "branch-scope void-caused lapse: nothing",
+        {"cause": "void", "scope": "shibuya"},
+        None,
+    ),
     (
         "already lapsed, moved tier",
         {"from_segment": "loyal_lapsed", "to_segment": "steady_lapsed", "cause": "return"},
@@ -194,6 +218,59 @@ def test_lapse_task_fields():
     assert action.reason == "lapsed"
     assert action.dedupe_key == "lapsed:C1:7" == lapse_key("C1", 7)
     assert action.priority == 0
+
+
+# Issue 13: customer F0000532 of `kizuna bench faults` (200,000 events, seed 13): three sales,
+# the last on 2026-02-28 (fledgling: 66 days of tenure), then on 2026-10-26, the day the lapse
+# came due (240 days on), a void of another customer's order. The day's entry carries the
+# events' cause (``void``), whether the void came in order or after the sweep had lapsed them.
+BENCH_TODAY = date(2026, 11, 20)
+F532_SALES = [
+    Purchase("faults-42438", "sale", "b0", date(2025, 12, 24), Decimal(35872), "o42438"),
+    Purchase("faults-65332", "sale", "b2", date(2026, 2, 20), Decimal(16561), "o65332"),
+    Purchase("faults-74622", "sale", "b2", date(2026, 2, 28), Decimal(25204), "o74622"),
+]
+F532_VOID = Purchase("faults-190387", "void", "b1", date(2026, 10, 26), Decimal(0), "o190386")
+
+
+def _published(state, events, since, *, clock=False):
+    """What the classifier publishes on segment-changes for F0000532 (its own domain and
+    serialisation), and its state after."""
+    state, changes = advance(state, "all", events, since, Borders(), BENCH_TODAY, clock=clock)
+    return state, [
+        SegmentChange.model_validate_json(body)
+        for c in changes
+        for topic, _, body in outbox_rows("faults", "F0000532", c)
+        if topic == SEGMENT_CHANGES
+    ]
+
+
+@pytest.mark.parametrize("sweep_first", [False, True], ids=["void in order", "sweep first"])
+def test_a_lapse_on_the_day_of_someone_elses_void_opens_its_task(sweep_first):
+    state, _ = _published(None, F532_SALES, F532_SALES[0].occurred_on)
+    if sweep_first:
+        state, swept = _published(state, None, None, clock=True)
+        assert [(m.cause, m.effective_on) for m in swept] == [("lapse", date(2026, 10, 26))]
+    _, late = _published(state, [*F532_SALES, F532_VOID], F532_VOID.occurred_on)
+    assert [(m.from_segment, m.to_segment, m.cause, m.effective_on) for m in late] == [
+        ("fledgling_active", "fledgling_lapsed", "void", date(2026, 10, 26))
+    ]
+    # (after the sweep it is a correction: it withdraws the clock's lapse, and its task comes
+    # back to this change: tests/notifier/test_corrections.py)
+    assert (late[0].corrects_from is not None) == sweep_first
+    kept, _ = in_force(late, {"faults": BENCH_TODAY})
+    [action] = [decide(m, BENCH_TODAY, MAX_AGE) for m in kept]
+    assert action == OpenFollowup(
+        tenant_id="faults",
+        customer_id="F0000532",
+        lapse_seq=late[0].seq,
+        branch_id="b2",
+        segment="fledgling_lapsed",
+        created_on=date(2026, 10, 26),
+        due_on=BENCH_TODAY,
+        total_amount=Decimal(77637),
+        last_purchase_on=date(2026, 2, 28),
+    )
 
 
 def test_comeback_and_rules_reactivation():

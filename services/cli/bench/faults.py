@@ -13,7 +13,8 @@ What is checked after the feed, for the tenant fed:
 - every portfolio cell (customers, sales) equals the from-scratch segments summed, and the
   daily deltas add up to the cells;
 - the open follow-up tasks are exactly one per customer whose from-scratch chain-wide segment
-  is lapsed, lapsed within ``followup_max_age_days`` of today, none for anyone else.
+  is lapsed, lapsed (``lapsed_on``) within ``followup_max_age_days`` of today, none for anyone
+  else.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ import orjson
 
 from services.cli.bench.common import bench_key
 from services.cli.stack import Stack
-from shared.cpm import DEFAULT_RULES, Purchase
+from shared.cpm import Purchase, is_lapsed
 from shared.db import migrate
 from shared.settings import Settings
-from shared.timeline import Borders, timeline
+from shared.timeline import Borders, Entry, timeline
 
 log = logging.getLogger("kizuna.faults")
 ZONE = ZoneInfo("Asia/Tokyo")
@@ -329,6 +330,19 @@ async def wait_caught_up(stack: Stack, url: str, tenant: str, today: date, timeo
         await asyncio.sleep(1.0)
 
 
+def lapsed_on(entries: list[Entry]) -> date | None:
+    """The day a customer lapsed, when their timeline ends lapsed: that of the entry that moved
+    them from active to lapsed (the lapse's true date, the notifier's ``effective_on``). The
+    clock's day (last purchase + lapse border), unless a void took back the purchase that kept
+    them active: then the void's day, as of which they no longer count as active."""
+    for entry in reversed(entries):
+        if not is_lapsed(entry.segment):
+            return None
+        if entry.before_segment is not None and not is_lapsed(entry.before_segment):
+            return entry.effective_on
+    return None
+
+
 async def check(url: str, tenant: str, today: date, accepted: set[str]) -> tuple[list[str], dict]:
     """Everything the stack holds for ``tenant`` against a from-scratch computation."""
     problems: list[str] = []
@@ -380,12 +394,9 @@ async def check(url: str, tenant: str, today: date, accepted: set[str]) -> tuple
                 )
                 cells[(scope, segment)][0] += 1
                 cells[(scope, segment)][1] += figures.total_amount
-                if scope == "all" and segment.endswith("_lapsed"):
-                    tier = segment.removesuffix("_lapsed")
-                    lapse_on = figures.last_purchase_on + timedelta(
-                        days=DEFAULT_RULES.lapse_days_for(tier)
-                    )
-                    if (today - lapse_on).days <= FOLLOWUP_MAX_AGE_DAYS:
+                if scope == "all":
+                    lapse_on = lapsed_on(entries)
+                    if lapse_on is not None and (today - lapse_on).days <= FOLLOWUP_MAX_AGE_DAYS:
                         lapsed[customer] = segment
 
         def compare(what: str, rows, columns) -> int:

@@ -166,12 +166,27 @@ def _split(segment: str | None) -> tuple[str, str] | None:
     return tier, state
 
 
+def newly_lapsed(cause: str, before: tuple[str, str], after: tuple[str, str]) -> bool:
+    """Whether a chain-wide move from ``before`` to ``after`` (tier, state) is a lapse to follow
+    up: by the lapse clock (cause ``lapse``: no figure changes, so the tier stays); or on a day
+    whose only events are returns or voids (cause ``return`` or ``void``, in any tier): a
+    timeline entry is named by its day's events, but the customer lapsed that day all the same,
+    whether the lapse came due on it (a void of someone else's order on the due day, issue 13)
+    or a void took back the purchase that kept them active. Not new borders (``rules``), and
+    never a purchase (a customer who buys on a day is active on it)."""
+    if before[1] != "active" or after[1] != "lapsed":
+        return False
+    if cause == "lapse":
+        return before[0] == after[0]
+    return cause in ("return", "void")
+
+
 def decide(change: SegmentChange, today: date, max_age_days: int) -> Action | None:
     """What a segment change asks of the staff, or ``None`` for nothing.
 
-    - ``X_active`` → ``X_lapsed`` by the lapse clock, chain-wide: open a follow-up task, unless
-      the lapse's true date is more than ``max_age_days`` before ``today`` (history being
-      loaded: nobody should phone about a lapse from years ago). The task is due the day it is
+    - Chain-wide, active → lapsed (``newly_lapsed``): open a follow-up task, unless the
+      lapse's true date is more than ``max_age_days`` before ``today`` (history being loaded:
+      nobody should phone about a lapse from years ago). The task is due the day it is
       noticed.
     - Chain-wide ``*_lapsed`` → ``*_active``: close the open lapse tasks; a comeback unless
       only new borders (cause ``rules``) moved the customer.
@@ -186,7 +201,7 @@ def decide(change: SegmentChange, today: date, max_age_days: int) -> Action | No
     before, after = _split(change.from_segment), _split(change.to_segment)
     if before is None or after is None:
         return None
-    if change.cause == "lapse" and before == (after[0], "active") and after[1] == "lapsed":
+    if newly_lapsed(change.cause, before, after):
         if (today - change.effective_on).days > max_age_days:
             return None
         return OpenFollowup(
