@@ -516,26 +516,49 @@ LONG_FAULTS = (
 )
 
 
-async def scenario_faults(events: int) -> str:
-    """`kizuna bench faults`: the fault run at size, its result appended to the report."""
-    from .common import ROOT, append_report, free_port
+async def run_at_size(
+    events: int, faults: tuple[str, ...], name: str, drain_timeout: float
+) -> tuple[dict, float]:
+    """A run of ``kizuna bench`` size on ports of its own, progress printed; the result and the
+    whole run's seconds (start, feed, drain, check)."""
+    from .common import ROOT, free_port
 
     ports = {n: free_port() for n in ("stack", "broker", "ingest", "classifier", "reports")}
     ports["notifier"] = free_port()
     started = time.monotonic()
     result = await run_faults(
-        ROOT / ".kizuna" / "bench" / f"faults-{ports['stack']}",
+        ROOT / ".kizuna" / "bench" / f"{name}-{ports['stack']}",
         ports,
         events=events,
         customers=max(100, events // 5),
-        faults=LONG_FAULTS,
+        faults=faults,
         workers=4,
         sizes=(100, 500, 1000),
-        drain_timeout=3600,
+        drain_timeout=drain_timeout,
         progress=lambda line: print(line, flush=True),
         keep_failed=True,  # problems: the scratch database stays up for a look
     )
-    wall = time.monotonic() - started
+    return result, time.monotonic() - started
+
+
+def checked_rows(result: dict) -> list[tuple[str, str]]:
+    """The report's rows of what was compared with a from-scratch computation, and the problems."""
+    return [
+        (
+            "checked against a from-scratch computation",
+            f"{result['stored_events']:,} stored events, {result['customers']:,} customers,"
+            f" {result['states_checked']:,} states and timelines, {result['portfolio_cells']}"
+            f" portfolio cells, {result['open_followups']:,} open follow-ups",
+        ),
+        ("problems", "; ".join(result["problems"]) or "none"),
+    ]
+
+
+async def scenario_faults(events: int) -> str:
+    """`kizuna bench faults`: the fault run at size, its result appended to the report."""
+    from .common import append_report
+
+    result, wall = await run_at_size(events, LONG_FAULTS, "faults", drain_timeout=3600)
     faults = ", ".join(f"{name} at {at:,}" for at, name in result["faults"])
     rows = [
         (
@@ -552,13 +575,7 @@ async def scenario_faults(events: int) -> str:
         ),
         ("caught up after the feed", f"{result['drain_seconds']:.0f} s"),
         ("whole run (start, feed, drain, check)", f"{wall:.0f} s"),
-        (
-            "checked against a from-scratch computation",
-            f"{result['stored_events']:,} stored events, {result['customers']:,} customers,"
-            f" {result['states_checked']:,} states and timelines, {result['portfolio_cells']}"
-            f" portfolio cells, {result['open_followups']:,} open follow-ups",
-        ),
-        ("problems", "; ".join(result["problems"]) or "none"),
+        *checked_rows(result),
     ]
     notes = [
         "services/cli/bench/faults.py: `kizuna up`'s Stack with the embedded broker and broker "

@@ -5,28 +5,12 @@ computation. The fault run without faults (faults.py), so both measure the same 
 
 from __future__ import annotations
 
-import time
-
-from .common import ROOT, append_report, free_port
-from .faults import run_faults
+from .common import append_report
+from .faults import checked_rows, run_at_size
 
 
 async def scenario_pipeline(events: int) -> str:
-    ports = {n: free_port() for n in ("stack", "broker", "ingest", "classifier", "reports")}
-    ports["notifier"] = free_port()
-    started = time.monotonic()
-    result = await run_faults(
-        ROOT / ".kizuna" / "bench" / f"pipeline-{ports['stack']}",
-        ports,
-        events=events,
-        customers=max(100, events // 5),
-        faults=(),
-        workers=4,
-        sizes=(100, 500, 1000),
-        drain_timeout=7200,
-        progress=lambda line: print(line, flush=True),
-    )
-    wall = time.monotonic() - started
+    result, wall = await run_at_size(events, (), "pipeline", drain_timeout=7200)
     unique, fed, drained = result["events_unique"], result["feed_seconds"], result["drain_seconds"]
     rss = ", ".join(
         f"{name} {mb:.0f} MB" for name, mb in result["peak_rss_mb"].items() if mb is not None
@@ -44,13 +28,7 @@ async def scenario_pipeline(events: int) -> str:
         ),
         ("peak RSS per process (VmHWM)", rss),
         ("whole run (start, feed, drain, check)", f"{wall:.0f} s"),
-        (
-            "checked against a from-scratch computation",
-            f"{result['stored_events']:,} stored events, {result['customers']:,} customers,"
-            f" {result['states_checked']:,} states and timelines, {result['portfolio_cells']}"
-            f" portfolio cells, {result['open_followups']:,} open follow-ups",
-        ),
-        ("problems", "; ".join(result["problems"]) or "none"),
+        *checked_rows(result),
     ]
     notes = [
         "services/cli/bench/pipeline.py: the fault run (faults.py) without faults; embedded broker "
