@@ -1,12 +1,16 @@
 """The notifier's fixtures, shared by its test modules: the service's pool, its consumer run
 in-process, a producer to publish segment changes and wait until they are processed, the HTTP
-API over ASGI, and ``apply`` for feeding changes straight to the pipeline."""
+API over ASGI, ``apply`` for feeding changes straight to the pipeline, and a real SMTP server
+(aiosmtpd, in-process on a free port) with the inbox it fills."""
 
 from __future__ import annotations
+
+from email import message_from_bytes, policy
 
 import asyncpg
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.consumer import Notifier
@@ -14,7 +18,7 @@ from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
 from shared.http import get_pool
 from shared.kafka import new_producer
 from shared.settings import get_settings
-from tests.helpers import RunningConsumer, wait_for
+from tests.helpers import RunningConsumer, free_port, wait_for
 from tests.notifier.changes import change
 
 
@@ -121,3 +125,28 @@ def publish(producer, service, service_pool):
         await wait_for(processed, timeout=60, what="the notifier to process what was published")
 
     return run
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every accepted message (runs in the controller's thread)."""
+
+    def __init__(self):
+        self.messages: list[tuple[list[str], object]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list:
+        return [m for rcpt, m in self.messages if address in rcpt]
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """A real SMTP server for the module: ``(controller, inbox)``."""
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
