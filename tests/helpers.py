@@ -1,5 +1,6 @@
 """Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
-a consumed record, running a consumer in-process."""
+a consumed record, a topic read from its start, running a consumer in-process, an HTTP client
+of an app in-process."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from shared.access import store as access_store
 from shared.db import _with_database, database_name, migrate
-from shared.kafka import PgOffsetConsumer
+from shared.kafka import PgOffsetConsumer, high_watermarks
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / ".kizuna" / "test"  # logs and data of what the tests start
@@ -31,9 +33,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def asgi_client(app, base_url: str, **options) -> httpx.AsyncClient:
+    """An HTTP client of ``app`` in-process (ASGI, no server); ``options`` as httpx takes them
+    (``headers``)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **options)
+
+
 def consumed(topic: str, value: bytes, offset: int = 0, key: bytes = b"k") -> ConsumerRecord:
     """A record of partition 0 as the consumer hands it to a service's handler."""
     return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, 0, 0, [])
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the beginning up to its high-water marks now, partition by
+    partition, without a consumer group."""
+    marks = await high_watermarks(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out = []
+    try:
+        consumer.assign(list(marks))
+        for tp in marks:
+            consumer.seek(tp, 0)
+        remaining = {tp for tp, hw in marks.items() if hw > 0}
+        while remaining:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out += records
+                if records and records[-1].offset + 1 >= marks[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
@@ -157,3 +187,27 @@ class RunningConsumer:
     @property
     def healthy(self) -> bool:
         return bool(self.consumer and self.consumer.healthy and self.task and not self.task.done())
+
+
+@asynccontextmanager
+async def consuming(
+    pool, bootstrap: str, topic: str, handle, *, service: str, group: str
+) -> AsyncIterator[PgOffsetConsumer]:
+    """``handle`` consuming ``topic`` as ``service`` in ``group`` (a short session: a joining
+    member waits about half of it) until the block ends."""
+    running = RunningConsumer(
+        lambda: PgOffsetConsumer(
+            service=service,
+            bootstrap=bootstrap,
+            group_id=group,
+            topics=[topic],
+            pool=pool,
+            handle=handle,
+            session_timeout_ms=2000,
+        )
+    )
+    await running.start()
+    try:
+        yield running.consumer
+    finally:
+        await running.stop()

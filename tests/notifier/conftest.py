@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from email import message_from_bytes, policy
 
-import asyncpg
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -16,9 +14,8 @@ from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.consumer import Notifier
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
 from shared.http import get_pool
-from shared.kafka import new_producer
 from shared.settings import get_settings
-from tests.helpers import RunningConsumer, free_port, wait_for
+from tests.helpers import RunningConsumer, asgi_client, free_port, wait_for
 from tests.notifier.changes import change
 
 
@@ -31,13 +28,6 @@ def settings():
 
 
 @pytest.fixture(scope="module")
-async def service_pool(database_url, broker):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
 async def service(service_pool, settings):
     """The notifier's consumer, consuming ``kizuna.segment-changes.v1`` as the service does."""
     running = RunningConsumer(lambda: build_consumer(service_pool, settings))
@@ -46,23 +36,11 @@ async def service(service_pool, settings):
     await running.stop()
 
 
-@pytest.fixture(scope="module")
-async def producer(broker):
-    p = new_producer(broker.bootstrap)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 @pytest.fixture
 async def client(service_pool, tenant, auth):
     """The notifier's HTTP API as ``tenant`` (an admin key of it)."""
     app.dependency_overrides[get_pool] = lambda: service_pool
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://notifier",
-        headers=auth,
-    ) as c:
+    async with asgi_client(app, "http://notifier", headers=auth) as c:
         yield c
     app.dependency_overrides.pop(get_pool, None)
 
