@@ -17,7 +17,7 @@ import pytest
 from services.reports.domain.calendar import add_months, month_end
 from services.reports.domain.timeline import NEW, NONE
 from tests.helpers import api_key
-from tests.reports import test_service as base
+from tests.reports.service import processed, publish
 from tests.reports.test_corrections import (
     SCOPES,
     START,
@@ -33,11 +33,6 @@ from tests.reports.test_history_service import (
 )
 
 pytestmark = pytest.mark.integration
-
-# The reports module's consumer and ASGI client (same consumer group); its pool and producer
-# are tests/conftest.py's.
-consumer, client = base.consumer, base.client
-processed, publish = base.processed, base.publish
 
 
 def arrivals(events, how: str, rng: random.Random) -> list:

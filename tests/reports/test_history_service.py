@@ -24,7 +24,7 @@ from services.reports.domain.timeline import NONE
 from shared.events import CustomerState
 from shared.settings import get_settings
 from tests.helpers import api_key
-from tests.reports import test_service as base
+from tests.reports.service import processed, publish
 from tests.reports.test_history import (
     classifier_stream,
     recomputed_moves,
@@ -33,11 +33,6 @@ from tests.reports.test_history import (
 )
 
 pytestmark = pytest.mark.integration
-
-# The reports module's consumer and ASGI client (same consumer group); its pool and producer
-# are tests/conftest.py's.
-consumer, client = base.consumer, base.client
-processed, publish = base.processed, base.publish
 
 
 def pin_clock(monkeypatch, day: date) -> None:

@@ -4,66 +4,22 @@ handler, and read back through the HTTP API (ASGI, in-process)."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import re
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
 from services.reports.app import app
-from services.reports.consumer import SERVICE, on_customer_states
-from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
-from shared.kafka import PgOffsetConsumer, pending_outbox
-from shared.settings import get_settings
-from tests.helpers import api_key, asgi_client, wait_for
+from shared.events import DEADLETTER, CustomerState, message_key
+from shared.kafka import pending_outbox
+from tests.helpers import api_key
+from tests.reports.service import TODAY, processed, publish
 
 pytestmark = pytest.mark.integration
-
-TODAY = date(2025, 6, 30)
-GROUP = f"kizuna-reports-test-{uuid.uuid4().hex[:8]}"
-
-
-# --- one consumer and HTTP client for the whole module (a group join takes ~3 s) ---------------
-
-
-@pytest.fixture(scope="module")
-async def consumer(broker, service_pool):
-    consumer = PgOffsetConsumer(
-        service=SERVICE,
-        bootstrap=broker.bootstrap,
-        group_id=GROUP,
-        topics=[CUSTOMER_STATES],
-        pool=service_pool,
-        handle=on_customer_states,
-        session_timeout_ms=get_settings().session_timeout_ms,
-    )
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    await asyncio.wait_for(consumer.assigned_once.wait(), 30)
-    yield consumer, task
-    stop.set()
-    await task
-    await consumer.stop()
-
-
-@pytest.fixture
-async def client(service_pool, consumer, monkeypatch):
-    """The reports app over ASGI with the module's pool and consumer, the clock pinned."""
-    monkeypatch.setenv("KIZUNA_NOW", f"{TODAY.isoformat()}T12:00:00+09:00")
-    get_settings.cache_clear()
-    app.state.pool = service_pool
-    app.state.consumer, task = consumer
-    app.state.tasks = [task]
-    async with asgi_client(app, "http://reports") as c:
-        yield c
-    get_settings.cache_clear()
-
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -102,39 +58,6 @@ def cs(
         corrects_from=corrects_from,
         schema_version=2,
     )
-
-
-async def publish(producer, items) -> list:
-    """Publish states (or raw (key, bytes) pairs); returns the broker's record metadata."""
-    futures = []
-    for item in items:
-        if isinstance(item, CustomerState):
-            key, value = (
-                message_key(item.tenant_id, item.customer_id),
-                item.model_dump_json().encode(),
-            )
-        else:
-            key, value = item
-        futures.append(await producer.send(CUSTOMER_STATES, key=key, value=value))
-    return list(await asyncio.gather(*futures))
-
-
-async def processed(service_pool, sent) -> None:
-    """Wait until the consumer's stored offsets are past every published record."""
-    need: dict[int, int] = {}
-    for md in sent:
-        need[md.partition] = max(need.get(md.partition, -1), md.offset)
-
-    async def done():
-        rows = await service_pool.fetch(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-            GROUP,
-            CUSTOMER_STATES,
-        )
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        return all(stored.get(p, 0) > offset for p, offset in need.items())
-
-    await wait_for(done, timeout=30, what="the reports consumer to process the published states")
 
 
 SNAPSHOT = (
