@@ -1,6 +1,6 @@
 """Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
-a consumed record, a topic read from its start, running a consumer in-process, an HTTP client
-of an app in-process."""
+a consumed record, publishing and waiting until a consumer group is past what was published, a
+topic read from its start, running a consumer in-process, an HTTP client of an app in-process."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from pydantic import BaseModel
 
 from shared.access import store as access_store
 from shared.db import _with_database, database_name, migrate
+from shared.events import message_key
 from shared.kafka import PgOffsetConsumer, high_watermarks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,35 @@ def asgi_client(app, base_url: str, **options) -> httpx.AsyncClient:
 def consumed(topic: str, value: bytes, offset: int = 0, key: bytes = b"k") -> ConsumerRecord:
     """A record of partition 0 as the consumer hands it to a service's handler."""
     return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, 0, 0, [])
+
+
+def keyed(item: BaseModel | tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """An event as the services publish it: keyed ``tenant:customer``, JSON; a raw ``(key,
+    value)`` pair (a test's poison) as it is."""
+    if isinstance(item, BaseModel):
+        return message_key(item.tenant_id, item.customer_id), item.model_dump_json().encode()
+    return item
+
+
+async def committed_past(
+    pool, group: str, topic: str, sent, *, timeout: float = 30, what: str = "the consumer"
+) -> None:
+    """Wait until ``group``'s offsets stored in PostgreSQL are past every record of ``sent``
+    (the broker's metadata of what was published): a test asserts on finished work."""
+    need: dict[int, int] = {}
+    for md in sent:
+        need[md.partition] = max(need.get(md.partition, -1), md.offset)
+
+    async def done() -> bool:
+        rows = await pool.fetch(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+            group,
+            topic,
+        )
+        stored = {r["partition"]: r["next_offset"] for r in rows}
+        return all(stored.get(p, 0) > offset for p, offset in need.items())
+
+    await wait_for(done, timeout=timeout, what=what)
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
@@ -191,10 +222,17 @@ class RunningConsumer:
 
 @asynccontextmanager
 async def consuming(
-    pool, bootstrap: str, topic: str, handle, *, service: str, group: str
-) -> AsyncIterator[PgOffsetConsumer]:
-    """``handle`` consuming ``topic`` as ``service`` in ``group`` (a short session: a joining
-    member waits about half of it) until the block ends."""
+    pool,
+    bootstrap: str,
+    topic: str,
+    handle,
+    *,
+    service: str,
+    group: str,
+    session_timeout_ms: int = 2000,
+) -> AsyncIterator[RunningConsumer]:
+    """``handle`` consuming ``topic`` as ``service`` in ``group`` until the block ends; a short
+    session by default (a joining member waits about half of it)."""
     running = RunningConsumer(
         lambda: PgOffsetConsumer(
             service=service,
@@ -203,11 +241,11 @@ async def consuming(
             topics=[topic],
             pool=pool,
             handle=handle,
-            session_timeout_ms=2000,
+            session_timeout_ms=session_timeout_ms,
         )
     )
     await running.start()
     try:
-        yield running.consumer
+        yield running
     finally:
         await running.stop()

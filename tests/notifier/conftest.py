@@ -12,10 +12,10 @@ from aiosmtpd.controller import Controller
 
 from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.consumer import Notifier
-from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
+from shared.events import SEGMENT_CHANGES, SegmentChange
 from shared.http import get_pool
 from shared.settings import get_settings
-from tests.helpers import RunningConsumer, asgi_client, free_port, wait_for
+from tests.helpers import RunningConsumer, asgi_client, committed_past, free_port, keyed
 from tests.notifier.changes import change
 
 
@@ -72,35 +72,23 @@ def publish(producer, service, service_pool):
     modules published on the shared broker is behind the consumer too."""
 
     async def run(*items: SegmentChange | tuple[bytes, bytes], drain: bool = False) -> None:
-        last: dict[int, int] = {}
+        sent = []
         if drain:
+            noop = _noop().model_dump_json().encode()
             for partition in sorted(await producer.partitions_for(SEGMENT_CHANGES)):
-                sent = await producer.send_and_wait(
-                    SEGMENT_CHANGES, _noop().model_dump_json().encode(), partition=partition
+                sent.append(
+                    await producer.send_and_wait(SEGMENT_CHANGES, noop, partition=partition)
                 )
-                last[sent.partition] = sent.offset
-        for item in items:
-            if isinstance(item, SegmentChange):
-                key, value = (
-                    message_key(item.tenant_id, item.customer_id),
-                    item.model_dump_json().encode(),
-                )
-            else:
-                key, value = item
-            sent = await producer.send_and_wait(SEGMENT_CHANGES, value, key=key)
-            last[sent.partition] = max(last.get(sent.partition, -1), sent.offset)
-
-        async def processed() -> bool:
-            rows = await service_pool.fetch(
-                "SELECT partition, next_offset FROM consumer_offsets"
-                " WHERE group_id = $1 AND topic = $2",
-                GROUP,
-                SEGMENT_CHANGES,
-            )
-            done = {r["partition"]: r["next_offset"] for r in rows}
-            return all(done.get(p, 0) > offset for p, offset in last.items())
-
-        await wait_for(processed, timeout=60, what="the notifier to process what was published")
+        for key, value in map(keyed, items):
+            sent.append(await producer.send_and_wait(SEGMENT_CHANGES, value, key=key))
+        await committed_past(
+            service_pool,
+            GROUP,
+            SEGMENT_CHANGES,
+            sent,
+            timeout=60,
+            what="the notifier to process what was published",
+        )
 
     return run
 

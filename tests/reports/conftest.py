@@ -11,32 +11,25 @@ import pytest
 from services.reports.app import app
 from services.reports.consumer import SERVICE, on_customer_states
 from shared.events import CUSTOMER_STATES
-from shared.kafka import PgOffsetConsumer
 from shared.settings import get_settings
-from tests.helpers import asgi_client
+from tests.helpers import asgi_client, consuming
 from tests.reports.service import GROUP, TODAY
 
 
 @pytest.fixture(scope="module")
 async def consumer(broker, service_pool):
     """The reports consumer for the whole module (a group join takes ~3 s), once assigned."""
-    consumer = PgOffsetConsumer(
+    async with consuming(
+        service_pool,
+        broker.bootstrap,
+        CUSTOMER_STATES,
+        on_customer_states,
         service=SERVICE,
-        bootstrap=broker.bootstrap,
-        group_id=GROUP,
-        topics=[CUSTOMER_STATES],
-        pool=service_pool,
-        handle=on_customer_states,
+        group=GROUP,
         session_timeout_ms=get_settings().session_timeout_ms,
-    )
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    await asyncio.wait_for(consumer.assigned_once.wait(), 30)
-    yield consumer, task
-    stop.set()
-    await task
-    await consumer.stop()
+    ) as running:
+        await asyncio.wait_for(running.consumer.assigned_once.wait(), 30)
+        yield running.consumer, running.task
 
 
 @pytest.fixture
