@@ -1,5 +1,6 @@
 """Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
-a consumed record, publishing and waiting until a consumer group is past what was published, a
+the kizuna command run as an operator runs it, a purchase as POST /v1/purchases takes it, a
+consumed record, publishing and waiting until a consumer group is past what was published, a
 topic read from its start, running a consumer in-process, an HTTP client of an app in-process."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +41,44 @@ def asgi_client(app, base_url: str, **options) -> httpx.AsyncClient:
     """An HTTP client of ``app`` in-process (ASGI, no server); ``options`` as httpx takes them
     (``headers``)."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **options)
+
+
+async def kizuna(*argv: str, stdin: bool = False) -> asyncio.subprocess.Process:
+    """The ``kizuna`` command started as an operator runs it (``python -m services.cli``, from
+    the repository root), logging warnings only; stdout and stderr piped, and stdin if asked."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *argv,
+        cwd=ROOT,
+        env={**os.environ, "KIZUNA_LOG_LEVEL": "WARNING"},
+        stdin=asyncio.subprocess.PIPE if stdin else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_kizuna(*argv: str, stdin: str | None = None, timeout: float | None = None) -> str:
+    """Run the ``kizuna`` command to its end (``stdin`` its input; none, an empty one): its
+    output. It must succeed."""
+    proc = await kizuna(*argv, stdin=True)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), timeout)
+    assert proc.returncode == 0, (argv, out.decode(), err.decode())
+    return out.decode()
+
+
+def sale(tenant, eid, customer, when, amount, branch="shibuya") -> dict:
+    """A sale as ``POST /v1/purchases`` takes it (its order id its event id)."""
+    return {
+        "event_id": eid,
+        "tenant_id": tenant,
+        "branch_id": branch,
+        "customer_id": customer,
+        "occurred_at": when,
+        "amount": amount,
+        "order_id": eid,
+    }
 
 
 def consumed(topic: str, value: bytes, offset: int = 0, key: bytes = b"k") -> ConsumerRecord:
