@@ -16,7 +16,7 @@ import pytest
 from shared import service
 from shared.db import resolve_database_url
 from shared.embedded import EmbeddedBroker
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, new_producer
 from shared.settings import Settings, get_settings
 from tests.helpers import TMP, api_key, free_port, scratch_database
 
@@ -54,6 +54,24 @@ async def pool(database_url):
     p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield p
     await p.close()
+
+
+@pytest.fixture(scope="module")
+async def service_pool(database_url, broker):
+    """A service's pool for a module, as its lifespan opens one: the module's consumer and HTTP
+    app share it."""
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="module")
+async def producer(broker):
+    """A producer on the test broker for a module."""
+    p = new_producer(broker.bootstrap)
+    await p.start()
+    yield p
+    await p.stop()
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ import json
 from collections import defaultdict
 from decimal import Decimal
 
-from aiokafka import AIOKafkaConsumer
-
 from shared.events import SEGMENT_CHANGES
-from shared.kafka import high_watermarks
 from shared.timeline import Entry
+from tests.helpers import read_topic
 
 
 def held(messages: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -86,23 +84,9 @@ def timeline_state_days(entries: list[Entry]) -> list[tuple]:
 
 async def read_changes(bootstrap: str, tenant: str, topic: str = SEGMENT_CHANGES) -> list[dict]:
     """Every message of a tenant on a topic, from the beginning."""
-    marks = await high_watermarks(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out = []
-    try:
-        consumer.assign(list(marks))
-        for tp in marks:
-            consumer.seek(tp, 0)
-        remaining = {tp for tp, hw in marks.items() if hw > 0}
-        while remaining:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for r in records:
-                    # the topic is shared with other tests (some publish poison on purpose)
-                    if r.key and r.key.decode().startswith(f"{tenant}:"):
-                        out.append(json.loads(r.value))
-                    if r.offset + 1 >= marks[tp]:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
+    # the topic is shared with other tests (some publish poison on purpose)
+    return [
+        json.loads(r.value)
+        for r in await read_topic(bootstrap, topic)
+        if r.key and r.key.decode().startswith(f"{tenant}:")
+    ]

@@ -7,56 +7,21 @@ owner sees the whole chain; every export is in the audit log; no key or password
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
-import os
-import sys
 import uuid
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import run_kizuna, sale, wait_for
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def kizuna(*argv: str, stdin: str | None = None) -> str:
-    """Run the kizuna command; its output (it must succeed)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *argv,
-        cwd=ROOT,
-        env={**os.environ, "KIZUNA_LOG_LEVEL": "WARNING"},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate(stdin.encode() if stdin else None)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
-
-
-def sale(tenant, eid, customer, when, amount, branch):
-    return {
-        "event_id": eid,
-        "tenant_id": tenant,
-        "branch_id": branch,
-        "customer_id": customer,
-        "occurred_at": when,
-        "amount": amount,
-        "order_id": eid,
-    }
 
 
 def chain(tenant: str, factor: int) -> list[dict]:
@@ -80,9 +45,9 @@ async def test_branch_manager_sees_only_their_branch_over_the_real_stack(service
         p.start()
 
     keys = {
-        "t1": last_line(await kizuna("keys", "create", "--tenant", t1, "--role", "ingest")),
+        "t1": last_line(await run_kizuna("keys", "create", "--tenant", t1, "--role", "ingest")),
         "t1-b1": last_line(
-            await kizuna(
+            await run_kizuna(
                 "keys",
                 "create",
                 "--tenant",
@@ -95,18 +60,18 @@ async def test_branch_manager_sees_only_their_branch_over_the_real_stack(service
                 "POS b1",
             )
         ),
-        "t2": last_line(await kizuna("keys", "create", "--tenant", t2, "--role", "ingest")),
+        "t2": last_line(await run_kizuna("keys", "create", "--tenant", t2, "--role", "ingest")),
     }
     owner = (
         f"owner@{t1}.jp",
         last_line(
-            await kizuna(
+            await run_kizuna(
                 "users", "create", "--tenant", t1, "--email", f"owner@{t1}.jp", "--role", "owner"
             )
         ),
     )
     manager = (f"manager-b1@{t1}.jp", f"pw-{uuid.uuid4().hex}")
-    await kizuna(
+    await run_kizuna(
         "users",
         "create",
         "--tenant",

@@ -9,13 +9,9 @@ import of both. Every service is a real process on a broker and a database of th
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
-import sys
 from collections import defaultdict
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -37,7 +33,7 @@ from tests.e2e.test_import_history import (
     scrambled_csv,
     segments_of,
 )
-from tests.helpers import api_key, wait_for
+from tests.helpers import api_key, run_kizuna, wait_for
 from tests.timelines import (
     held,
     read_changes,
@@ -49,7 +45,6 @@ from tests.timelines import (
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 150
 MAX_AGE_DAYS = 30  # KIZUNA_FOLLOWUP_MAX_AGE_DAYS
 MONTHS = {"from": "2023-07", "to": "2026-06"}
@@ -73,21 +68,6 @@ def expected_lapse_tasks(rows: list[Row]) -> set[str]:
         if last and last.cause == "lapse" and (TODAY - last.effective_on).days <= MAX_AGE_DAYS:
             out.add(customer)
     return out
-
-
-async def kizuna(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *argv,
-        cwd=ROOT,
-        env={**os.environ, "KIZUNA_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, (argv, out.decode(), err.decode())
 
 
 async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
@@ -137,7 +117,7 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
         for branch in BRANCHES[:2]:
             path = tmp_path / f"{branch}.csv"
             path.write_bytes(scrambled_csv([r for r in rows if r.branch == branch]))
-            await kizuna(
+            await run_kizuna(
                 "import",
                 "sales",
                 str(path),
@@ -147,10 +127,11 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
                 ingest,
                 "--key",
                 keys[two_files]["Authorization"].removeprefix("Bearer "),
+                timeout=120,
             )
         path = tmp_path / "both.csv"
         path.write_bytes(scrambled_csv(a_and_b))
-        await kizuna(
+        await run_kizuna(
             "import",
             "sales",
             str(path),
@@ -160,6 +141,7 @@ async def test_date_order_shuffled_and_branch_by_branch_give_one_history(
             ingest,
             "--key",
             keys[one_file]["Authorization"].removeprefix("Bearer "),
+            timeout=120,
         )
 
         expected_counts = {t: len(rows) for t in orders} | {

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,25 +15,9 @@ from aiokafka import AIOKafkaConsumer
 from services.cli.bench.imports import write_sample_sales
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES
-from tests.helpers import TMP, free_port, wait_for
+from tests.helpers import FIXTURES, TMP, free_port, kizuna, wait_for
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures"
-
-
-async def kizuna(*argv: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *argv,
-        cwd=ROOT,
-        env={**os.environ, "KIZUNA_LOG_LEVEL": "WARNING"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 async def run(*argv: str) -> tuple[int, str, str]:

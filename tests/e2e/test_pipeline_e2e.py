@@ -10,21 +10,9 @@ import io
 import httpx
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import sale, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def sale(tenant, eid, customer, when, amount, branch="shibuya"):
-    return {
-        "event_id": eid,
-        "tenant_id": tenant,
-        "branch_id": branch,
-        "customer_id": customer,
-        "occurred_at": when,
-        "amount": amount,
-        "order_id": eid,
-    }
 
 
 async def test_purchase_to_portfolio_customer_list_and_followup(services, tenant, auth):

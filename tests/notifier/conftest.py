@@ -1,20 +1,21 @@
 """The notifier's fixtures, shared by its test modules: the service's pool, its consumer run
 in-process, a producer to publish segment changes and wait until they are processed, the HTTP
-API over ASGI, and ``apply`` for feeding changes straight to the pipeline."""
+API over ASGI, ``apply`` for feeding changes straight to the pipeline, and a real SMTP server
+(aiosmtpd, in-process on a free port) with the inbox it fills."""
 
 from __future__ import annotations
 
-import asyncpg
-import httpx
+from email import message_from_bytes, policy
+
 import pytest
+from aiosmtpd.controller import Controller
 
 from services.notifier.app import GROUP, app, build_consumer
 from services.notifier.consumer import Notifier
-from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
+from shared.events import SEGMENT_CHANGES, SegmentChange
 from shared.http import get_pool
-from shared.kafka import new_producer
 from shared.settings import get_settings
-from tests.helpers import RunningConsumer, wait_for
+from tests.helpers import RunningConsumer, asgi_client, committed_past, free_port, keyed
 from tests.notifier.changes import change
 
 
@@ -27,13 +28,6 @@ def settings():
 
 
 @pytest.fixture(scope="module")
-async def service_pool(database_url, broker):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
 async def service(service_pool, settings):
     """The notifier's consumer, consuming ``kizuna.segment-changes.v1`` as the service does."""
     running = RunningConsumer(lambda: build_consumer(service_pool, settings))
@@ -42,23 +36,11 @@ async def service(service_pool, settings):
     await running.stop()
 
 
-@pytest.fixture(scope="module")
-async def producer(broker):
-    p = new_producer(broker.bootstrap)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 @pytest.fixture
 async def client(service_pool, tenant, auth):
     """The notifier's HTTP API as ``tenant`` (an admin key of it)."""
     app.dependency_overrides[get_pool] = lambda: service_pool
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://notifier",
-        headers=auth,
-    ) as c:
+    async with asgi_client(app, "http://notifier", headers=auth) as c:
         yield c
     app.dependency_overrides.pop(get_pool, None)
 
@@ -90,34 +72,47 @@ def publish(producer, service, service_pool):
     modules published on the shared broker is behind the consumer too."""
 
     async def run(*items: SegmentChange | tuple[bytes, bytes], drain: bool = False) -> None:
-        last: dict[int, int] = {}
+        sent = []
         if drain:
+            noop = _noop().model_dump_json().encode()
             for partition in sorted(await producer.partitions_for(SEGMENT_CHANGES)):
-                sent = await producer.send_and_wait(
-                    SEGMENT_CHANGES, _noop().model_dump_json().encode(), partition=partition
+                sent.append(
+                    await producer.send_and_wait(SEGMENT_CHANGES, noop, partition=partition)
                 )
-                last[sent.partition] = sent.offset
-        for item in items:
-            if isinstance(item, SegmentChange):
-                key, value = (
-                    message_key(item.tenant_id, item.customer_id),
-                    item.model_dump_json().encode(),
-                )
-            else:
-                key, value = item
-            sent = await producer.send_and_wait(SEGMENT_CHANGES, value, key=key)
-            last[sent.partition] = max(last.get(sent.partition, -1), sent.offset)
-
-        async def processed() -> bool:
-            rows = await service_pool.fetch(
-                "SELECT partition, next_offset FROM consumer_offsets"
-                " WHERE group_id = $1 AND topic = $2",
-                GROUP,
-                SEGMENT_CHANGES,
-            )
-            done = {r["partition"]: r["next_offset"] for r in rows}
-            return all(done.get(p, 0) > offset for p, offset in last.items())
-
-        await wait_for(processed, timeout=60, what="the notifier to process what was published")
+        for key, value in map(keyed, items):
+            sent.append(await producer.send_and_wait(SEGMENT_CHANGES, value, key=key))
+        await committed_past(
+            service_pool,
+            GROUP,
+            SEGMENT_CHANGES,
+            sent,
+            timeout=60,
+            what="the notifier to process what was published",
+        )
 
     return run
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every accepted message (runs in the controller's thread)."""
+
+    def __init__(self):
+        self.messages: list[tuple[list[str], object]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        self.messages.append((list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list:
+        return [m for rcpt, m in self.messages if address in rcpt]
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """A real SMTP server for the module: ``(controller, inbox)``."""
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()

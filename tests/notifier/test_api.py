@@ -12,86 +12,22 @@ import pytest
 from services.notifier import store
 from services.notifier.app import app
 from services.notifier.consumer import Notifier
-from shared.events import SegmentChange
-from shared.settings import get_settings, today_in, utcnow
+from shared.settings import get_settings, utcnow
 from tests.helpers import api_key
+from tests.notifier.changes import ago, back, change, lapse, today
 
 pytestmark = pytest.mark.integration
 
 
-def today():
-    return today_in(get_settings().default_time_zone)
-
-
-def lapse(
-    tenant,
-    customer,
-    seq,
-    segment="loyal_lapsed",
-    total="100000",
-    branch="shibuya",
-    days_ago=1,
-    scope="all",
-):
-    tier = segment.rsplit("_", 1)[0]
-    return SegmentChange(
-        tenant_id=tenant,
-        scope=scope,
-        customer_id=customer,
-        seq=seq,
-        from_segment=f"{tier}_active",
-        to_segment=segment,
-        effective_on=today() - timedelta(days=days_ago),
-        cause="lapse",
-        purchase_count=5,
-        total_amount=Decimal(total),
-        first_purchase_on=None,
-        last_purchase_on=None,
-        tenure_days=None,
-        lapse_days=240,
-        home_branch_id=branch,
-    )
-
-
-def back(
-    tenant,
-    customer,
-    seq,
-    segment="loyal_active",
-    cause="purchase",
-    supersedes=None,
-    from_segment=None,
-):
-    tier = segment.rsplit("_", 1)[0]
-    return SegmentChange(
-        tenant_id=tenant,
-        scope="all",
-        customer_id=customer,
-        seq=seq,
-        from_segment=from_segment or f"{tier}_lapsed",
-        to_segment=segment,
-        effective_on=today(),
-        cause=cause,
-        purchase_count=6,
-        total_amount=Decimal("110000"),
-        first_purchase_on=None,
-        last_purchase_on=None,
-        tenure_days=None,
-        lapse_days=0,
-        home_branch_id="shibuya",
-        supersedes_seq=supersedes,
-    )
-
-
 async def test_list_is_most_valuable_first_and_pages(apply, client, tenant):
     await apply(
-        lapse(tenant, "first", 1, "first_lapsed", "900000"),
-        lapse(tenant, "steady", 1, "steady_lapsed", "60000"),
-        lapse(tenant, "loyal-small", 1, "loyal_lapsed", "80000"),
-        lapse(tenant, "trendy", 1, "trendy_lapsed", "200000"),
-        lapse(tenant, "loyal-big", 1, "loyal_lapsed", "500000"),
-        lapse(tenant, "fledgling", 1, "fledgling_lapsed", "30000"),
-        lapse(tenant, "loyal-tie", 1, "loyal_lapsed", "80000"),
+        lapse(tenant, "first", 1, "first", "900000"),
+        lapse(tenant, "steady", 1, "steady", "60000"),
+        lapse(tenant, "loyal-small", 1, "loyal", "80000"),
+        lapse(tenant, "trendy", 1, "trendy", "200000"),
+        lapse(tenant, "loyal-big", 1, "loyal", "500000"),
+        lapse(tenant, "fledgling", 1, "fledgling", "30000"),
+        lapse(tenant, "loyal-tie", 1, "loyal", "80000"),
     )
     expected = ["loyal-big", "loyal-small", "loyal-tie", "trendy", "steady", "fledgling", "first"]
 
@@ -122,10 +58,10 @@ async def test_list_is_most_valuable_first_and_pages(apply, client, tenant):
 
 async def test_scope_filters_by_branch_and_tenants_are_apart(apply, client, tenant):
     await apply(
-        lapse(tenant, "A", 1, branch="shibuya"),
-        lapse(tenant, "B", 1, branch="umeda"),
-        lapse(tenant, "C", 1, branch=None),
-        lapse(tenant + "-other", "D", 1, branch="shibuya"),
+        lapse(tenant, "A", 1, home_branch_id="shibuya"),
+        lapse(tenant, "B", 1, home_branch_id="umeda"),
+        lapse(tenant, "C", 1, home_branch_id=None),
+        lapse(tenant + "-other", "D", 1, home_branch_id="shibuya"),
     )
     ids = lambda r: sorted(i["customer_id"] for i in r.json()["items"])  # noqa: E731
     assert ids(await client.get("/v1/followups", params={"scope": "shibuya"})) == ["A"]
@@ -137,8 +73,8 @@ async def test_branch_and_old_lapses_open_nothing(apply, pool, tenant):
     max_age = get_settings().followup_max_age_days
     applied = await apply(
         lapse(tenant, "branch-only", 1, scope="shibuya"),
-        lapse(tenant, "history", 1, days_ago=max_age + 1),
-        lapse(tenant, "recent", 1, days_ago=max_age),
+        lapse(tenant, "history", 1, effective_on=ago(max_age + 1)),
+        lapse(tenant, "recent", 1, effective_on=ago(max_age)),
     )
     assert applied.opened == 1
     async with pool.acquire() as conn:
@@ -150,7 +86,7 @@ async def test_branch_and_old_lapses_open_nothing(apply, pool, tenant):
 async def test_due_today_carries_undone_tasks_over(apply, client, tenant):
     # Noticed three days ago (the clock pinned back then, as KIZUNA_NOW would), still undone.
     then = get_settings().model_copy(update={"now": utcnow() - timedelta(days=3)})
-    await apply(lapse(tenant, "carried", 1, days_ago=4), notifier=Notifier(then))
+    await apply(lapse(tenant, "carried", 1, effective_on=ago(4)), notifier=Notifier(then))
     await apply(lapse(tenant, "fresh", 1))
     items = (await client.get("/v1/followups", params={"due": "today"})).json()["items"]
     by_customer = {i["customer_id"]: i for i in items}
@@ -233,9 +169,10 @@ async def test_one_batch_with_lapse_comeback_and_second_lapse(apply, pool, tenan
 
 async def test_supersedes_cancels_without_a_comeback(apply, client, pool, tenant):
     await apply(lapse(tenant, "A", 5), lapse(tenant, "B", 2))
-    await apply(back(tenant, "A", 6, supersedes=5, from_segment="loyal_active"))
+    restated = dict(effective_on=today(), supersedes_seq=5)  # A never lapsed
+    await apply(change(tenant, "A", 6, "loyal_active", "loyal_active", "purchase", **restated))
     # Even shaped like a comeback, a superseding change is none.
-    await apply(back(tenant, "B", 3, supersedes=2))
+    await apply(back(tenant, "B", 3, supersedes_seq=2))
     async with pool.acquire() as conn:
         for customer in ("A", "B"):
             [task] = await store.customer_followups(conn, tenant, customer)

@@ -5,58 +5,37 @@ back. Through the real broker: tests/notifier/test_consumer.py."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from decimal import Decimal
-
 import pytest
 
 from services.notifier import store
 from services.notifier.domain.sequences import FollowupSequence
 from services.notifier.domain.settings import NotificationSettings
-from shared.events import SegmentChange
-from shared.settings import get_settings, today_in
+from shared.settings import get_settings
+from tests.notifier import changes
+from tests.notifier.changes import ago, today
 
 pytestmark = pytest.mark.integration
 
 MAX_AGE = get_settings().followup_max_age_days
 
 
-def today():
-    return today_in(get_settings().default_time_zone)
-
-
-def ago(days: int):
-    return today() - timedelta(days=days)
-
-
 def change(tenant, seq, frm, to, days_ago, cause="purchase", customer="C", **extra):
-    return SegmentChange(
-        schema_version=2,
-        tenant_id=tenant,
-        scope=extra.pop("scope", "all"),
-        customer_id=customer,
-        seq=seq,
-        from_segment=frm,
-        to_segment=to,
-        effective_on=ago(days_ago),
-        cause=cause,
-        purchase_count=5,
-        total_amount=Decimal(extra.pop("total", "100000")),
-        first_purchase_on=None,
-        last_purchase_on=None,
-        tenure_days=None,
-        lapse_days=None,
-        home_branch_id="shibuya",
-        **extra,
+    """Customer C's change ``days_ago`` days ago, in the contract that carries corrections."""
+    return changes.change(
+        tenant, customer, seq, frm, to, cause, schema_version=2, effective_on=ago(days_ago), **extra
     )
 
 
-def lapse(tenant, seq, days_ago, tier="loyal", **extra):
-    return change(tenant, seq, f"{tier}_active", f"{tier}_lapsed", days_ago, "lapse", **extra)
+def lapse(tenant, seq, days_ago, tier="loyal", customer="C", **extra):
+    return changes.lapse(
+        tenant, customer, seq, tier, schema_version=2, effective_on=ago(days_ago), **extra
+    )
 
 
-def comeback(tenant, seq, days_ago, tier="loyal", **extra):
-    return change(tenant, seq, f"{tier}_lapsed", f"{tier}_active", days_ago, **extra)
+def comeback(tenant, seq, days_ago, tier="loyal", customer="C", **extra):
+    return changes.back(
+        tenant, customer, seq, tier, schema_version=2, effective_on=ago(days_ago), **extra
+    )
 
 
 def withdrawal_only(tenant, seq, days_ago, segment="loyal_active", **extra):

@@ -12,66 +12,25 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 from datetime import timedelta
-from email import message_from_bytes, policy
 
 import asyncpg
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from services.notifier import messages, store
 from services.notifier.app import GROUP
 from services.notifier.domain.settings import NotificationSettings
 from services.notifier.workers import DeliveryWorker
-from shared.events import SegmentChange
 from shared.settings import get_settings
-from tests.helpers import free_port, wait_for
-from tests.notifier import changes
-from tests.notifier.changes import today
+from tests.helpers import wait_for
+from tests.notifier.changes import change, lapse, today
 
 pytestmark = pytest.mark.integration
 
 SECRET = "webhook-secret-for-tests-0123456789"
 
 
-def change(*args, **extra) -> SegmentChange:
-    """A lapse's change: the last purchase 241 days ago unless given."""
-    extra.setdefault("last_purchase_on", today() - timedelta(days=241))
-    return changes.change(*args, **extra)
-
-
-def lapse(tenant, customer, seq, tier="loyal", total="100000", branch="shibuya"):
-    return change(
-        tenant, customer, seq, f"{tier}_active", f"{tier}_lapsed", "lapse", total,
-        home_branch_id=branch,
-    )  # fmt: skip
-
-
 # --- the real servers ------------------------------------------------------------------------------
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every accepted message (runs in the controller's thread)."""
-
-    def __init__(self):
-        self.messages: list[tuple[list[str], object]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        parsed = message_from_bytes(envelope.content, policy=policy.default)
-        self.messages.append((list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list:
-        return [m for rcpt, m in self.messages if address in rcpt]
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 class Receiver:
@@ -220,12 +179,10 @@ async def test_one_email_per_lapse_under_redelivery_and_a_killed_consumer(
         return new
 
     monkeypatch.setattr(store, "raise_alerts", raise_then_die)
-    loyal = lapse(tenant, "L-loyal", 7, "loyal", "300000", "shibuya")
-    steady = lapse(tenant, "L-steady", 3, "steady", "50000", "umeda")
-    first = lapse(tenant, "L-first", 2, "first", "8000", None)
-    branch_only = change(
-        tenant, "L-branch", 4, "loyal_active", "loyal_lapsed", "lapse", scope="shibuya"
-    )
+    loyal = lapse(tenant, "L-loyal", 7, "loyal", "300000")
+    steady = lapse(tenant, "L-steady", 3, "steady", "50000", home_branch_id="umeda")
+    first = lapse(tenant, "L-first", 2, "first", "8000", home_branch_id=None)
+    branch_only = lapse(tenant, "L-branch", 4, scope="shibuya")
     await publish(first, steady, loyal, branch_only, loyal, steady)
     assert died  # the batch really died once, after writing alerts
 
@@ -344,7 +301,7 @@ async def test_webhook_failing_twice_then_succeeding_gets_it_once_signed(
     assert SECRET not in put.text
 
     deliverer.start()
-    await publish(lapse(tenant, "W1", 3, "loyal", "200000", "umeda"))
+    await publish(lapse(tenant, "W1", 3, "loyal", "200000", home_branch_id="umeda"))
     await wait_for(all_settled(service_pool, tenant, 2), timeout=20, what="both webhooks settled")
 
     rows = {r["target"].rsplit("/", 1)[1]: r for r in await deliveries_of(service_pool, tenant)}
@@ -438,6 +395,7 @@ async def test_sequence_scheduled_carried_over_and_stopped(publish, client, tena
             "9800",
             effective_on=today(),
             purchase_count=2,
+            last_purchase_on=today(),
         )  # fmt: skip
     )
     cancelled = (await client.get("/v1/followups", params=params | {"status": "cancelled"})).json()

@@ -7,62 +7,20 @@ from __future__ import annotations
 import json
 from datetime import datetime, time, timedelta
 from decimal import Decimal
-from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from services.notifier import store
 from services.notifier.consumer import Notifier
 from services.notifier.domain import NotificationSettings
 from services.notifier.workers import AtRiskScanner, DeliveryWorker
-from shared.events import SegmentChange
-from shared.settings import get_settings, today_in
-from tests.helpers import free_port
+from shared.settings import get_settings
+from tests.notifier.changes import back, lapse, today
 
 pytestmark = pytest.mark.integration
 
 TOKYO = ZoneInfo("Asia/Tokyo")
-
-
-def today():
-    return today_in(get_settings().default_time_zone)
-
-
-def change(tenant, customer, seq, from_segment, to_segment, cause, **extra) -> SegmentChange:
-    return SegmentChange(
-        tenant_id=tenant,
-        scope="all",
-        customer_id=customer,
-        seq=seq,
-        from_segment=from_segment,
-        to_segment=to_segment,
-        effective_on=extra.pop("effective_on", today() - timedelta(days=1)),
-        cause=cause,
-        purchase_count=5,
-        total_amount=Decimal(extra.pop("total", "100000")),
-        first_purchase_on=None,
-        last_purchase_on=today() - timedelta(days=241),
-        tenure_days=None,
-        lapse_days=None,
-        home_branch_id=extra.pop("branch", "shibuya"),
-        **extra,
-    )
-
-
-def lapse(tenant, customer, seq, tier, total="100000", branch="shibuya", **extra):
-    return change(
-        tenant, customer, seq, f"{tier}_active", f"{tier}_lapsed", "lapse", total=total,
-        branch=branch, **extra,
-    )  # fmt: skip
-
-
-def back(tenant, customer, seq, tier, branch="shibuya"):
-    return change(
-        tenant, customer, seq, f"{tier}_lapsed", f"{tier}_active", "purchase",
-        effective_on=today(), branch=branch,
-    )  # fmt: skip
 
 
 async def configure(pool, tenant, **settings) -> None:
@@ -187,26 +145,6 @@ async def test_at_risk_policy_is_the_tenants(pool, tenant):
 # --- the morning digest --------------------------------------------------------------------------
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))
-        )
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
 async def test_digest_is_one_email_per_branch_in_the_morning(pool, smtp, apply, tenant):
     controller, inbox = smtp
     hq, shibuya = f"hq@{tenant}.jp", f"shibuya@{tenant}.jp"
@@ -235,7 +173,7 @@ async def test_digest_is_one_email_per_branch_in_the_morning(pool, smtp, apply, 
     await apply(back(tenant, "D-back", 2, "first"), notifier=night)  # back before the morning
 
     def mails():
-        return [m for rcpt, m in inbox.messages if shibuya in rcpt]
+        return inbox.to(shibuya)
 
     await DeliveryWorker(pool, at(morning - timedelta(minutes=30))).run_once()
     assert [m["Subject"] for m in mails()] == ["【離脱】優良離脱客 I-loyal 様（shibuya）"]
@@ -272,15 +210,17 @@ async def test_digest_is_one_email_per_branch_in_the_morning(pool, smtp, apply, 
 
 async def test_comeback_counts_show_follow_up_work_as_results(apply, client, tenant):
     await apply(
-        lapse(tenant, "A", 1, "loyal", branch="shibuya"),
-        lapse(tenant, "B", 1, "steady", branch="umeda"),
-        lapse(tenant, "C", 1, "first", branch="shibuya"),
+        lapse(tenant, "A", 1, "loyal", home_branch_id="shibuya"),
+        lapse(tenant, "B", 1, "steady", home_branch_id="umeda"),
+        lapse(tenant, "C", 1, "first", home_branch_id="shibuya"),
     )
     [a_task] = [
         t for t in (await client.get("/v1/followups")).json()["items"] if t["customer_id"] == "A"
     ]
     assert (await client.post(f"/v1/followups/{a_task['id']}/done")).status_code == 200
-    await apply(back(tenant, "A", 2, "loyal"), back(tenant, "B", 2, "steady", branch="umeda"))
+    await apply(
+        back(tenant, "A", 2, "loyal"), back(tenant, "B", 2, "steady", home_branch_id="umeda")
+    )
     await apply(back(tenant, "A", 2, "loyal"))  # redelivered: counted once
 
     day = today().isoformat()

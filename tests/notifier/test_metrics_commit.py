@@ -4,7 +4,6 @@ reported per group and partition from the fetch responses' high-water marks."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -12,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from shared import metrics
 from shared.events import PurchaseEvent
-from shared.kafka import PgOffsetConsumer, decode_records, ensure_topics, new_producer
-from tests.helpers import wait_for
+from shared.kafka import decode_records, ensure_topics, new_producer
+from tests.helpers import consuming, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,25 +78,9 @@ async def test_a_retried_batch_counts_once(pool, broker):
         if len(attempts) == 1:
             raise OSError("the database went away mid-batch")
 
-    consumer = PgOffsetConsumer(
-        service=service,
-        bootstrap=broker.bootstrap,
-        group_id=group,
-        topics=[TOPIC],
-        pool=pool,
-        handle=handle,
-        session_timeout_ms=2000,
-    )
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
+    async with consuming(pool, broker.bootstrap, TOPIC, handle, service=service, group=group):
         await wait_for(lambda: _all_read(pool, group), timeout=60, what="every record committed")
         await wait_for(lambda: _no_lag(service, group), timeout=30, what="lag reported as 0")
-    finally:
-        stop.set()
-        await task
-        await consumer.stop()
 
     assert len(attempts) >= 2  # the first transaction failed and was retried
     assert sample("kizuna_test_work_total", run=run + group) == 4

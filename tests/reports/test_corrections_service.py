@@ -17,7 +17,7 @@ import pytest
 from services.reports.domain.calendar import add_months, month_end
 from services.reports.domain.timeline import NEW, NONE
 from tests.helpers import api_key
-from tests.reports import test_service as base
+from tests.reports.service import processed, publish
 from tests.reports.test_corrections import (
     SCOPES,
     START,
@@ -34,10 +34,6 @@ from tests.reports.test_history_service import (
 
 pytestmark = pytest.mark.integration
 
-# The reports module's consumer, producer, pool and ASGI client (same consumer group).
-db, consumer, producer, client = base.db, base.consumer, base.producer, base.client
-processed, publish = base.processed, base.publish
-
 
 def arrivals(events, how: str, rng: random.Random) -> list:
     if how == "date order":
@@ -50,7 +46,7 @@ def arrivals(events, how: str, rng: random.Random) -> list:
 
 
 async def test_three_arrival_orders_give_one_history_equal_to_a_recompute(
-    client, producer, db, monkeypatch
+    client, producer, service_pool, monkeypatch
 ):
     rng = random.Random(11)
     events = random_events(rng, customers=40)
@@ -67,16 +63,16 @@ async def test_three_arrival_orders_give_one_history_equal_to_a_recompute(
         corrections[how] = made.corrections
         # In a few deliveries; a slice delivered twice changes nothing.
         for lo, hi in zip([0, *cuts], [*cuts, len(states)], strict=False):
-            await processed(db, await publish(producer, states[lo:hi]))
-        await processed(db, await publish(producer, states[10:60]))
+            await processed(service_pool, await publish(producer, states[lo:hi]))
+        await processed(service_pool, await publish(producer, states[10:60]))
     assert corrections["shuffled"] > 10 and corrections["branches"] > 5, corrections
 
     pin_clock(monkeypatch, TODAY)
     bodies: dict[str, list] = {}
     for how, tenant in tenants.items():
-        h = await api_key(db, tenant)
-        await assert_tables_equal_a_recompute(db, tenant, START, add_months(TODAY, 7))
-        timelines = await stored_timelines(db, tenant)
+        h = await api_key(service_pool, tenant)
+        await assert_tables_equal_a_recompute(service_pool, tenant, START, add_months(TODAY, 7))
+        timelines = await stored_timelines(service_pool, tenant)
         got_bodies = []
         for scope in SCOPES:
             history = (

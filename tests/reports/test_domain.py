@@ -101,6 +101,20 @@ def deltas(*items) -> tuple[Delta, ...]:
 
 E1 = entry(1, 0, "first_active", 10000)
 LAPSE = entry(2, 240, "first_lapsed", 10000)
+# E1's LAPSE withdrawn for a purchase on day 50 that made them fledgling (seq 3): expected
+# deltas, timeline, withdrawn, applied, skipped; a correction and schema 1's supersedes_seq alike.
+LAPSE_WITHDRAWN_FOR_A_LATE_PURCHASE = (
+    deltas(
+        (50, "first_active", -1, -10000),
+        (50, "fledgling_active", 1, 20000),
+        (240, "first_active", 1, 10000),
+        (240, "first_lapsed", -1, -10000),
+    ),
+    [(1, 0), (3, 50)],
+    [2],
+    1,
+    0,
+)
 
 # (name, stored row and timeline, states in arrival order, expected deltas (netted per day and
 #  segment, in day order), expected timeline after (seq, day) in seq order, withdrawn seqs,
@@ -187,16 +201,7 @@ FOLDS = [
         "a correction withdraws a lapse on its own day, then applies the late purchase on its day",
         stored(E1, LAPSE),
         [state(3, "fledgling_active", 20000, 50, "first_active", count=2, corrects_from=50)],
-        deltas(
-            (50, "first_active", -1, -10000),
-            (50, "fledgling_active", 1, 20000),
-            (240, "first_active", 1, 10000),
-            (240, "first_lapsed", -1, -10000),
-        ),
-        [(1, 0), (3, 50)],
-        [2],
-        1,
-        0,
+        *LAPSE_WITHDRAWN_FOR_A_LATE_PURCHASE,
     ),
     (
         "a correction withdraws every entry from its day, and its suffix is the new timeline",
@@ -281,16 +286,7 @@ FOLDS = [
         "schema 1: supersedes_seq naming the last change withdraws it, like a correction",
         stored(E1, LAPSE),
         [state(3, "fledgling_active", 20000, 50, "first_active", supersedes=2, count=2)],
-        deltas(
-            (50, "first_active", -1, -10000),
-            (50, "fledgling_active", 1, 20000),
-            (240, "first_active", 1, 10000),
-            (240, "first_lapsed", -1, -10000),
-        ),
-        [(1, 0), (3, 50)],
-        [2],
-        1,
-        0,
+        *LAPSE_WITHDRAWN_FOR_A_LATE_PURCHASE,
     ),
     (
         "schema 1: supersedes_seq of a change never applied here withdraws nothing",

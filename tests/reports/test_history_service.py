@@ -24,7 +24,7 @@ from services.reports.domain.timeline import NONE
 from shared.events import CustomerState
 from shared.settings import get_settings
 from tests.helpers import api_key
-from tests.reports import test_service as base
+from tests.reports.service import processed, publish
 from tests.reports.test_history import (
     classifier_stream,
     recomputed_moves,
@@ -33,10 +33,6 @@ from tests.reports.test_history import (
 )
 
 pytestmark = pytest.mark.integration
-
-# The reports module's consumer, producer, pool and ASGI client (same consumer group).
-db, consumer, producer, client = base.db, base.consumer, base.producer, base.client
-processed, publish = base.processed, base.publish
 
 
 def pin_clock(monkeypatch, day: date) -> None:
@@ -58,8 +54,8 @@ def expected_counts(stream, scope, day) -> dict:
     return out
 
 
-async def stored_timelines(db, tenant) -> dict:
-    rows = await db.fetch(
+async def stored_timelines(service_pool, tenant) -> dict:
+    rows = await service_pool.fetch(
         "SELECT scope, customer_id, seq, effective_on, segment, purchase_count, total_amount,"
         " first_purchase_on, last_purchase_on FROM report_timeline WHERE tenant_id = $1"
         " ORDER BY scope, customer_id, seq",
@@ -81,28 +77,28 @@ async def stored_timelines(db, tenant) -> dict:
     return out
 
 
-async def assert_tables_equal_a_recompute(db, tenant, first: date, last: date) -> None:
+async def assert_tables_equal_a_recompute(service_pool, tenant, first: date, last: date) -> None:
     """The maintained tables against what their definitions compute from the stored data."""
-    timelines = await stored_timelines(db, tenant)
+    timelines = await stored_timelines(service_pool, tenant)
     stored = {
         (r["scope"], r["span"], r["month"], r["from_segment"], r["to_segment"]): (
             r["customers"],
             r["sales"],
             r["buyers"],
         )
-        for r in await db.fetch(
+        for r in await service_pool.fetch(
             "SELECT * FROM report_moves WHERE tenant_id = $1"
             " AND (customers <> 0 OR sales <> 0 OR buyers <> 0)",
             tenant,
         )
     }
     assert stored == recomputed_moves(timelines, first, last)
-    monthly = await db.fetch(
+    monthly = await service_pool.fetch(
         "SELECT scope, month, segment, customers, sales FROM portfolio_monthly_deltas"
         " WHERE tenant_id = $1 AND (customers <> 0 OR sales <> 0) ORDER BY 1, 2, 3",
         tenant,
     )
-    rolled = await db.fetch(
+    rolled = await service_pool.fetch(
         "SELECT scope, date_trunc('month', day)::date AS month, segment, sum(customers) AS c,"
         " sum(sales) AS s FROM portfolio_daily_deltas WHERE tenant_id = $1 GROUP BY 1, 2, 3"
         " HAVING sum(customers) <> 0 OR sum(sales) <> 0 ORDER BY 1, 2, 3",
@@ -110,7 +106,7 @@ async def assert_tables_equal_a_recompute(db, tenant, first: date, last: date) -
     )
     assert [tuple(r) for r in monthly] == [tuple(r) for r in rolled]
     # Each customer's row is the last entry of their timeline.
-    rows = await db.fetch(
+    rows = await service_pool.fetch(
         "SELECT scope, customer_id, seq, segment FROM report_customers WHERE tenant_id = $1",
         tenant,
     )
@@ -124,7 +120,7 @@ async def assert_tables_equal_a_recompute(db, tenant, first: date, last: date) -
 
 @pytest.mark.parametrize("seed", [11, 12])
 async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
-    client, producer, db, monkeypatch, seed
+    client, producer, service_pool, monkeypatch, seed
 ):
     tenant = f"h{uuid.uuid4().hex[:10]}"
     stream = classifier_stream(seed, tenant=tenant)
@@ -134,12 +130,14 @@ async def test_history_as_of_and_transitions_equal_classifying_the_event_store(
     cuts = [0, *sorted(random.Random(seed).sample(range(1, len(stream.states)), 4))]
     cuts.append(len(stream.states))
     for lo, hi in itertools.pairwise(cuts):
-        await processed(db, await publish(producer, stream.states[lo:hi]))
-    await processed(db, await publish(producer, stream.states[50:120]))
+        await processed(service_pool, await publish(producer, stream.states[lo:hi]))
+    await processed(service_pool, await publish(producer, stream.states[50:120]))
     pin_clock(monkeypatch, stream.today)
-    h = await api_key(db, tenant)
+    h = await api_key(service_pool, tenant)
 
-    await assert_tables_equal_a_recompute(db, tenant, stream.start, add_months(stream.today, 7))
+    await assert_tables_equal_a_recompute(
+        service_pool, tenant, stream.start, add_months(stream.today, 7)
+    )
 
     for scope in stream.scopes:
         # The portfolio as of past days.
@@ -295,17 +293,19 @@ def march(t) -> list[CustomerState]:
 
 
 @pytest.fixture(scope="module")
-async def crafted(producer, db):
+async def crafted(producer, service_pool):
     tenant = f"m{uuid.uuid4().hex[:10]}"
     states = march(tenant)
     late = [s for s in states if s.corrects_from]  # j's purchase arrives after its early lapse
-    await processed(db, await publish(producer, [s for s in states if not s.corrects_from]))
-    await processed(db, await publish(producer, late))
+    await processed(
+        service_pool, await publish(producer, [s for s in states if not s.corrects_from])
+    )
+    await processed(service_pool, await publish(producer, late))
     return tenant
 
 
-async def test_transitions_of_a_hand_made_month(client, crafted, db):
-    h = await api_key(db, crafted)
+async def test_transitions_of_a_hand_made_month(client, crafted, service_pool):
+    h = await api_key(service_pool, crafted)
     body = (
         await client.get("/v1/transitions", params={"from": "2025-03", "to": "2025-04"}, headers=h)
     ).json()
@@ -368,11 +368,11 @@ async def test_transitions_of_a_hand_made_month(client, crafted, db):
     assert jun["six_month"]["snapshot"] == "2024-12-31"
     first = jun["six_month"]["tiers"][0]
     assert (first["tier"], first["base"], first["reached"], first["rate"]) == ("first", 5, 3, 0.6)
-    await assert_tables_equal_a_recompute(db, crafted, date(2022, 1, 1), date(2026, 1, 1))
+    await assert_tables_equal_a_recompute(service_pool, crafted, date(2022, 1, 1), date(2026, 1, 1))
 
 
-async def test_bad_history_and_transition_requests(client, crafted, db):
-    h = await api_key(db, crafted)
+async def test_bad_history_and_transition_requests(client, crafted, service_pool):
+    h = await api_key(service_pool, crafted)
     for path, params in (
         ("/v1/portfolio/history", {"from": "2025-13"}),
         ("/v1/portfolio/history", {"granularity": "day", "from": "2025-07-01"}),
@@ -394,8 +394,8 @@ async def test_bad_history_and_transition_requests(client, crafted, db):
 # --- the owner's questions, RFM, LTV, DM tracking (on the hand-made tenant) ---------------------------
 
 
-async def test_the_owners_questions_for_a_month(client, crafted, db):
-    h = await api_key(db, crafted)
+async def test_the_owners_questions_for_a_month(client, crafted, service_pool):
+    h = await api_key(service_pool, crafted)
     lines = [  # f's sales in the event store: two with lines, one voided, one at another branch
         ("f1", "sale", "o1", '[{"sku": "T-01", "name": "有機煎茶", "quantity": 3}]'),
         (
@@ -407,7 +407,7 @@ async def test_the_owners_questions_for_a_month(client, crafted, db):
         ("f3", "sale", "o3", '[{"sku": "X-99", "name": "取消品", "quantity": 50}]'),
         ("f4", "void", "o3", "[]"),
     ]
-    await db.executemany(
+    await service_pool.executemany(
         "INSERT INTO purchases (tenant_id, event_id, branch_id, customer_id, kind, occurred_at, occurred_on,"
         " amount, order_id, payload) VALUES ($1, $2, 'b1', 'f', $3, now(), current_date, 1000, $4,"
         " jsonb_build_object('lines', $5::jsonb)) ON CONFLICT DO NOTHING",
@@ -475,8 +475,8 @@ async def test_the_owners_questions_for_a_month(client, crafted, db):
         assert r.status_code == 422, bad
 
 
-async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
-    h = await api_key(db, crafted)
+async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, service_pool):
+    h = await api_key(service_pool, crafted)
     t = (await client.get("/v1/rfm/thresholds", headers=h)).json()
     assert t["default"] is True and t["thresholds"]["recency_days"] == [30, 180, 270, 365]
 
@@ -526,7 +526,7 @@ async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
     # The list as CSV in both encodings, a formula-looking customer code made inert.
     other = f"r{uuid.uuid4().hex[:10]}"
     await processed(
-        db,
+        service_pool,
         await publish(
             producer,
             [
@@ -555,7 +555,7 @@ async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
             ],
         ),
     )
-    ho = await api_key(db, other)
+    ho = await api_key(service_pool, other)
     for encoding, codec in (("utf-8", "utf-8-sig"), ("cp932", "cp932")):
         r = await client.get(
             "/v1/rfm/customers", params={"format": "csv", "encoding": encoding}, headers=ho
@@ -567,8 +567,8 @@ async def test_rfm_cells_lists_and_thresholds(client, crafted, producer, db):
         assert rows[2][0] == "顧客-漢字" and rows[2][-4:] == ["初回客", "5", "1", "1"]
 
 
-async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, crafted, db):
-    h = await api_key(db, crafted)
+async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, crafted, service_pool):
+    h = await api_key(service_pool, crafted)
     base = (await client.get("/v1/ltv", params={"window_months": 6}, headers=h)).json()
     assert base["base_month"] == "2025-05" and base["window"] == {
         "from": "2024-12",
@@ -624,8 +624,8 @@ async def test_ltv_projection_from_measured_rates_and_a_changed_rate(client, cra
         assert r.status_code == 422, bad
 
 
-async def test_dm_response_tracking(client, crafted, db):
-    h = await api_key(db, crafted)
+async def test_dm_response_tracking(client, crafted, service_pool):
+    h = await api_key(service_pool, crafted)
     created = await client.post("/v1/dm-tables", json={"name": "=cmd() 春のDM"}, headers=h)
     assert created.status_code == 201
     table_id = created.json()["id"]
@@ -694,7 +694,9 @@ async def test_dm_response_tracking(client, crafted, db):
         assert r.status_code == 422, payload
     missing = await client.get("/v1/dm-tables/999999", headers=h)
     assert missing.status_code == 404
-    other_tenant = await client.get(f"/v1/dm-tables/{table_id}", headers=await api_key(db, "x"))
+    other_tenant = await client.get(
+        f"/v1/dm-tables/{table_id}", headers=await api_key(service_pool, "x")
+    )
     assert other_tenant.status_code == 404
 
     r = await client.delete(f"/v1/dm-tables/{table_id}/months/2025-04", headers=h)
@@ -703,18 +705,20 @@ async def test_dm_response_tracking(client, crafted, db):
     assert (await client.get(f"/v1/dm-tables/{table_id}", headers=h)).status_code == 404
 
 
-async def test_portfolio_history_and_transitions_never_read_customer_rows(client, crafted, db):
+async def test_portfolio_history_and_transitions_never_read_customer_rows(
+    client, crafted, service_pool
+):
     """Served by a role that may not read per-customer tables: the portfolio (today and as of a
     past day), its history, the transitions and the LTV projection read only the aggregates
     (O(days × segments) and O(months × cells)), never a customer row."""
     role = f"kizuna_aggregates_{uuid.uuid4().hex[:8]}"
-    await db.execute(f'CREATE ROLE "{role}"')
-    await db.execute(
+    await service_pool.execute(f'CREATE ROLE "{role}"')
+    await service_pool.execute(
         "GRANT SELECT ON tenants, tenant_rules, portfolio_current, portfolio_daily_deltas,"
         f' portfolio_monthly_deltas, report_moves, report_history_start TO "{role}"'
     )
     # and who is asking: every request reads its key (and keeps its last use)
-    await db.execute(f'GRANT SELECT, UPDATE ON api_keys TO "{role}"')
+    await service_pool.execute(f'GRANT SELECT, UPDATE ON api_keys TO "{role}"')
     restricted = await asyncpg.create_pool(
         get_settings().database_url, min_size=1, max_size=2, server_settings={"role": role}
     )
@@ -725,7 +729,7 @@ async def test_portfolio_history_and_transitions_never_read_customer_rows(client
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetch("SELECT 1 FROM report_timeline LIMIT 1")
         reports_app.state.pool = restricted
-        h = await api_key(db, crafted)
+        h = await api_key(service_pool, crafted)
         for path, params in (
             ("/v1/portfolio", {}),
             ("/v1/portfolio", {"as_of": "2025-03-15"}),
@@ -737,7 +741,7 @@ async def test_portfolio_history_and_transitions_never_read_customer_rows(client
             r = await client.get(path, params=params, headers=h)
             assert r.status_code == 200, (path, r.text)
     finally:
-        reports_app.state.pool = db
+        reports_app.state.pool = service_pool
         await restricted.close()
-        await db.execute(f'DROP OWNED BY "{role}"')
-        await db.execute(f'DROP ROLE "{role}"')
+        await service_pool.execute(f'DROP OWNED BY "{role}"')
+        await service_pool.execute(f'DROP ROLE "{role}"')

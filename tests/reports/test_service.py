@@ -4,85 +4,22 @@ handler, and read back through the HTTP API (ASGI, in-process)."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import re
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
-import asyncpg
-import httpx
 import pytest
 
 from services.reports.app import app
-from services.reports.consumer import SERVICE, on_customer_states
-from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
-from shared.kafka import PgOffsetConsumer, new_producer, pending_outbox
-from shared.settings import get_settings
-from tests.helpers import api_key, wait_for
+from shared.events import DEADLETTER, CustomerState, message_key
+from shared.kafka import pending_outbox
+from tests.helpers import api_key
+from tests.reports.service import TODAY, processed, publish
 
 pytestmark = pytest.mark.integration
-
-TODAY = date(2025, 6, 30)
-GROUP = f"kizuna-reports-test-{uuid.uuid4().hex[:8]}"
-
-
-# --- one consumer, producer and HTTP client for the whole module (a group join takes ~3 s) -------
-
-
-@pytest.fixture(scope="module")
-async def db(database_url):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-async def consumer(broker, db):
-    consumer = PgOffsetConsumer(
-        service=SERVICE,
-        bootstrap=broker.bootstrap,
-        group_id=GROUP,
-        topics=[CUSTOMER_STATES],
-        pool=db,
-        handle=on_customer_states,
-        session_timeout_ms=get_settings().session_timeout_ms,
-    )
-    await consumer.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    await asyncio.wait_for(consumer.assigned_once.wait(), 30)
-    yield consumer, task
-    stop.set()
-    await task
-    await consumer.stop()
-
-
-@pytest.fixture(scope="module")
-async def producer(broker):
-    producer = new_producer(broker.bootstrap)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-@pytest.fixture
-async def client(db, consumer, monkeypatch):
-    """The reports app over ASGI with the module's pool and consumer, the clock pinned."""
-    monkeypatch.setenv("KIZUNA_NOW", f"{TODAY.isoformat()}T12:00:00+09:00")
-    get_settings.cache_clear()
-    app.state.pool = db
-    app.state.consumer, task = consumer
-    app.state.tasks = [task]
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://reports"
-    ) as c:
-        yield c
-    get_settings.cache_clear()
-
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -123,39 +60,6 @@ def cs(
     )
 
 
-async def publish(producer, items) -> list:
-    """Publish states (or raw (key, bytes) pairs); returns the broker's record metadata."""
-    futures = []
-    for item in items:
-        if isinstance(item, CustomerState):
-            key, value = (
-                message_key(item.tenant_id, item.customer_id),
-                item.model_dump_json().encode(),
-            )
-        else:
-            key, value = item
-        futures.append(await producer.send(CUSTOMER_STATES, key=key, value=value))
-    return list(await asyncio.gather(*futures))
-
-
-async def processed(db, sent) -> None:
-    """Wait until the consumer's stored offsets are past every published record."""
-    need: dict[int, int] = {}
-    for md in sent:
-        need[md.partition] = max(need.get(md.partition, -1), md.offset)
-
-    async def done():
-        rows = await db.fetch(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-            GROUP,
-            CUSTOMER_STATES,
-        )
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        return all(stored.get(p, 0) > offset for p, offset in need.items())
-
-    await wait_for(done, timeout=30, what="the reports consumer to process the published states")
-
-
 SNAPSHOT = (
     "SELECT tenant_id, scope, customer_id, seq, segment, purchase_count, total_amount,"
     " first_purchase_on, last_purchase_on, effective_on, prev_segment, prev_total_amount"
@@ -167,12 +71,12 @@ SNAPSHOT = (
 )
 
 
-async def snapshot(db, tenant) -> list:
+async def snapshot(service_pool, tenant) -> list:
     """Everything reports store for a tenant, for before/after comparisons."""
-    return [[tuple(r) for r in await db.fetch(sql, tenant)] for sql in SNAPSHOT]
+    return [[tuple(r) for r in await service_pool.fetch(sql, tenant)] for sql in SNAPSHOT]
 
 
-async def assert_consistent(db, tenant) -> None:
+async def assert_consistent(service_pool, tenant) -> None:
     """The invariant of the aggregates: current = sum of deltas = sum over customers."""
     for sql in (
         "SELECT scope, segment, sum(customers) AS c, sum(sales) AS s FROM portfolio_daily_deltas"
@@ -180,10 +84,13 @@ async def assert_consistent(db, tenant) -> None:
         "SELECT scope, segment, count(*) AS c, sum(total_amount) AS s FROM report_customers"
         " WHERE tenant_id = $1 AND segment IS NOT NULL GROUP BY scope, segment",
     ):
-        other = {(r["scope"], r["segment"]): (r["c"], r["s"]) for r in await db.fetch(sql, tenant)}
+        other = {
+            (r["scope"], r["segment"]): (r["c"], r["s"])
+            for r in await service_pool.fetch(sql, tenant)
+        }
         current = {
             (r["scope"], r["segment"]): (r["customers"], r["sales"])
-            for r in await db.fetch(
+            for r in await service_pool.fetch(
                 "SELECT scope, segment, customers, sales FROM portfolio_current WHERE tenant_id = $1",
                 tenant,
             )
@@ -240,8 +147,8 @@ def history(tenant) -> list[CustomerState]:
 # --- tests ----------------------------------------------------------------------------------------
 
 
-async def test_portfolio_now_and_as_of_past_dates(client, producer, db, tenant, auth):
-    await processed(db, await publish(producer, history(tenant)))
+async def test_portfolio_now_and_as_of_past_dates(client, producer, service_pool, tenant, auth):
+    await processed(service_pool, await publish(producer, history(tenant)))
     headers = auth
 
     now = (await client.get("/v1/portfolio", headers=headers)).json()
@@ -283,25 +190,27 @@ async def test_portfolio_now_and_as_of_past_dates(client, producer, db, tenant, 
 
     bad = await client.get("/v1/portfolio", params={"as_of": "30/06/2025"}, headers=headers)
     assert bad.status_code == 422 and bad.json()["error"]["problems"][0]["field"] == "query.as_of"
-    await assert_consistent(db, tenant)
+    await assert_consistent(service_pool, tenant)
 
 
-async def test_redelivering_the_same_states_changes_nothing(client, producer, db, tenant, auth):
+async def test_redelivering_the_same_states_changes_nothing(
+    client, producer, service_pool, tenant, auth
+):
     states = history(tenant)
-    await processed(db, await publish(producer, states))
-    before = await snapshot(db, tenant)
+    await processed(service_pool, await publish(producer, states))
+    before = await snapshot(service_pool, tenant)
     body = (await client.get("/v1/portfolio", headers=auth)).json()
 
     # Everything again, then again in reverse order: seq makes each state count once.
-    await processed(db, await publish(producer, states + states[::-1]))
-    assert await snapshot(db, tenant) == before
+    await processed(service_pool, await publish(producer, states + states[::-1]))
+    assert await snapshot(service_pool, tenant) == before
     assert (await client.get("/v1/portfolio", headers=auth)).json() == body
-    await assert_consistent(db, tenant)
+    await assert_consistent(service_pool, tenant)
 
 
-async def test_customer_figures_and_404s(client, producer, db, tenant, auth):
+async def test_customer_figures_and_404s(client, producer, service_pool, tenant, auth):
     await processed(
-        db,
+        service_pool,
         await publish(
             producer,
             [
@@ -350,20 +259,22 @@ async def test_customer_figures_and_404s(client, producer, db, tenant, auth):
         r = await client.get(path, params=params, headers=headers)
         assert r.status_code == 404, path
         assert r.json()["error"]["code"] == "customer_not_found"
-    other_tenant = await client.get("/v1/customers/c2", headers=await api_key(db, tenant + "x"))
+    other_tenant = await client.get(
+        "/v1/customers/c2", headers=await api_key(service_pool, tenant + "x")
+    )
     assert other_tenant.status_code == 404
     gone = (
         await client.get("/v1/portfolio", params={"as_of": "2025-03-01"}, headers=headers)
     ).json()
     assert counts(gone)["first_active"] == (2, Decimal(15000))
-    await assert_consistent(db, tenant)
+    await assert_consistent(service_pool, tenant)
 
 
-async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, db, tenant, auth):
+async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, service_pool, tenant, auth):
     first = d("2024-01-01")
     lapse_on = first + timedelta(days=240)
     await processed(
-        db,
+        service_pool,
         await publish(
             producer,
             [
@@ -400,7 +311,7 @@ async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, db, tena
         first=first,
         corrects_from=d("2024-03-01"),
     )
-    await processed(db, await publish(producer, [late]))
+    await processed(service_pool, await publish(producer, [late]))
     for as_of, expected in (
         (None, {"fledgling_active": (1, 25000)}),
         ("2024-02-01", {"first_active": (1, 10000)}),
@@ -410,16 +321,16 @@ async def test_a_withdrawn_lapse_is_undone_in_history(client, producer, db, tena
         params = {"as_of": as_of} if as_of else {}
         body = (await client.get("/v1/portfolio", params=params, headers=headers)).json()
         assert counts(body) == expected, as_of
-    await assert_consistent(db, tenant)
+    await assert_consistent(service_pool, tenant)
 
 
-async def test_segment_list_json_pages(client, producer, db, tenant, auth):
+async def test_segment_list_json_pages(client, producer, service_pool, tenant, auth):
     totals = {"a": 90000, "b": 120000, "c": 90000, "d": 75000, "e": 300000}
     states = [
         cs(tenant, cid, 1, "loyal_active", total, d("2025-05-01"), count=5, first=d("2024-01-01"))
         for cid, total in totals.items()
     ]
-    await processed(db, await publish(producer, states))
+    await processed(service_pool, await publish(producer, states))
     headers = auth
 
     seen, cursor, pages = [], None, 0
@@ -461,7 +372,7 @@ async def test_segment_list_json_pages(client, producer, db, tenant, auth):
     assert bad_format.status_code == 422
 
 
-async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenant, auth):
+async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, service_pool, tenant, auth):
     states = [
         cs(
             tenant,
@@ -494,11 +405,11 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
             first=d("2024-12-24"),
         ),
     ]
-    await processed(db, await publish(producer, states))
+    await processed(service_pool, await publish(producer, states))
     headers = auth
     url = "/v1/segments/steady_active/customers"
     # customer master data from a customers import, joined into lists and exports
-    await db.execute(
+    await service_pool.execute(
         "INSERT INTO customers (tenant_id, customer_id, name, kana, email, mail_consent)"
         " VALUES ($1, '顧客-漢字', '=HYPERLINK(\"x\")', 'ヤマダ', 'yamada@example.jp', false)",
         tenant,
@@ -579,14 +490,16 @@ async def test_csv_export_in_utf8_and_cp932_is_inert(client, producer, db, tenan
     assert bad.status_code == 422 and bad.json()["error"]["problems"][0]["field"] == "encoding"
 
 
-async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer, db, tenant, auth):
+async def test_undecodable_records_go_to_the_dead_letter_topic(
+    client, producer, service_pool, tenant, auth
+):
     good = cs(tenant, "ok", 1, "first_active", 1000, d("2025-06-01"))
     bad_segment = cs(tenant, "odd", 1, "first_active", 1000, d("2025-06-01")).model_dump(
         mode="json"
     )
     bad_segment["to_segment"] = "vip_active"
     await processed(
-        db,
+        service_pool,
         await publish(
             producer,
             [
@@ -598,7 +511,7 @@ async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer,
     )
     letters = {
         key: json.loads(payload)
-        for topic, key, payload in await pending_outbox(db)
+        for topic, key, payload in await pending_outbox(service_pool)
         if topic == DEADLETTER and key.startswith(f"{tenant}:")
     }
     assert set(letters) == {f"{tenant}:junk", f"{tenant}:odd"}
@@ -609,7 +522,7 @@ async def test_undecodable_records_go_to_the_dead_letter_topic(client, producer,
     assert counts(body) == {"first_active": (1, 1000)}
 
 
-async def test_rules_are_versioned(client, db, tenant, auth):
+async def test_rules_are_versioned(client, service_pool, tenant, auth):
     headers = auth
     defaults = (await client.get("/v1/rules", headers=headers)).json()
     assert defaults["version"] == 0
@@ -622,7 +535,12 @@ async def test_rules_are_versioned(client, db, tenant, auth):
     saved = await client.put("/v1/rules", json=rules, headers=headers)
     assert saved.status_code == 200
     assert saved.json()["version"] == 1 and saved.json()["rules"]["lapse_days"] == 180
-    assert await db.fetchval("SELECT rules_version FROM tenants WHERE tenant_id = $1", tenant) == 1
+    assert (
+        await service_pool.fetchval(
+            "SELECT rules_version FROM tenants WHERE tenant_id = $1", tenant
+        )
+        == 1
+    )
 
     bad = await client.put(
         "/v1/rules", json={**rules, "loyal_tenure_days": 30, "lapse_days": -1}, headers=headers

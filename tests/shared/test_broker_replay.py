@@ -10,37 +10,16 @@ import signal
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from services.classifier.relay import Relay
 from services.ingest.purchases import Publisher
 from shared import replay
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES, PurchaseEvent
-from shared.kafka import ensure_topics, high_watermarks, new_producer, write_outbox
-from tests.helpers import TMP, free_port, scratch_database
+from shared.kafka import ensure_topics, new_producer, write_outbox
+from tests.helpers import TMP, free_port, read_topic, scratch_database
 
 pytestmark = pytest.mark.integration
-
-
-async def read_all(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
-    marks = await high_watermarks(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out = []
-    try:
-        consumer.assign(list(marks))
-        for tp in marks:
-            consumer.seek(tp, 0)
-        remaining = {tp for tp, hw in marks.items() if hw > 0}
-        while remaining:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                out += [(r.key.decode(), json.loads(r.value)) for r in records]
-                if records and records[-1].offset + 1 >= marks[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def consumed(conn, group: str, cluster: str, topic: str, partitions: int, offset: int):
@@ -128,13 +107,8 @@ async def run_replay(url: str, broker: EmbeddedBroker) -> None:
                     await asyncio.sleep(1)
             assert await replay.unsent_records(pool) == 3  # to be published again
             assert await relay.publish_once(producer) == 3
-            assert sorted(
-                v["seq"] for _, v in await read_all(broker.bootstrap, CUSTOMER_STATES)
-            ) == [
-                0,
-                1,
-                2,
-            ]
+            states = await read_topic(broker.bootstrap, CUSTOMER_STATES)
+            assert sorted(json.loads(r.value)["seq"] for r in states) == [0, 1, 2]
             row = await pool.fetchrow("SELECT sent_to FROM outbox")
             assert row["sent_to"] in (broker.cluster_id, replay.UNKNOWN_BROKER)
 

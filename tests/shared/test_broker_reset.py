@@ -4,14 +4,13 @@ at an offset that no longer exists."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
 
 from shared.embedded import EmbeddedBroker
-from shared.kafka import PgOffsetConsumer, ensure_topics, new_producer
-from tests.helpers import TMP, free_port, wait_for
+from shared.kafka import ensure_topics, new_producer
+from tests.helpers import TMP, consuming, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,24 +47,8 @@ async def test_consumer_reads_a_reset_broker_from_the_beginning(pool):
             first_offsets.append(records[0].offset)
             seen.update((r.offset, r.value) for r in records)
 
-        consumer = PgOffsetConsumer(
-            service="test",
-            bootstrap=broker.bootstrap,
-            group_id=group,
-            topics=[TOPIC],
-            pool=pool,
-            handle=handle,
-            session_timeout_ms=2000,
-        )
-        await consumer.start()
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-        try:
+        async with consuming(pool, broker.bootstrap, TOPIC, handle, service="test", group=group):
             await wait_for(lambda: _done(seen), timeout=30, what="the new log read from its start")
-        finally:
-            stop.set()
-            await task
-            await consumer.stop()
         assert first_offsets[0] == 0  # not offset 1, which belonged to the old broker
         assert seen == {0: b"m0", 1: b"m1", 2: b"m2"}
         row = await pool.fetchrow(
