@@ -73,7 +73,12 @@ class Rules(BaseModel):
 DEFAULT_RULES = Rules()
 
 
-@dataclass(frozen=True, slots=True)
+# Purchase, Figures and the timeline's and classifier's records (shared/timeline.py,
+# services/classifier/domain.py) are values: nothing changes one after it is made
+# (``dataclasses.replace`` makes a changed copy). They are not ``frozen=True`` only because a
+# frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, about twice
+# the cost, and they are made for every event and change (docs/BENCHMARKS.md, issue 11's cost).
+@dataclass(slots=True)
 class Purchase:
     """One stored purchase event, reduced to what the figures need."""
 
@@ -85,7 +90,7 @@ class Purchase:
     order_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Figures:
     purchase_count: int
     total_amount: Decimal

@@ -89,7 +89,8 @@ class Borders:
         return f"Borders({list(self._borders)!r})"
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made; not frozen for speed (shared/cpm.py says why).
+@dataclass(slots=True)
 class Mark:
     """Where a timeline stands: the state after the entry of day ``on``, classified with borders
     ``rules_version`` (as of the last day looked at, which may be later than ``on``)."""
@@ -100,7 +101,8 @@ class Mark:
     rules_version: int
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made; not frozen for speed (shared/cpm.py says why).
+@dataclass(slots=True)
 class Entry:
     """One dated change of a customer's figures or segment in a scope."""
 
@@ -168,19 +170,31 @@ def walk(
     ``compute_figures`` of ``events`` (the classifier's fast path: ``events`` are then only the
     new ones, and the figures are folded from the stored state's).
     """
-    scoped = [p for p in events if in_scope(p, scope)]
+    # (this runs for every customer of every batch: written for speed, in_scope inlined)
+    if scope == "all":
+        scoped = events if isinstance(events, list) else list(events)
+    else:
+        scoped = [p for p in events if p.branch_id == scope or p.kind == "void"]
     by_day: dict[date, list[Purchase]] = {}
     if since is not None:
         for p in scoped:
-            if p.occurred_on >= since:
-                by_day.setdefault(p.occurred_on, []).append(p)
-    horizon = max([d for d in (max(by_day, default=None), until, borders_until) if d], default=None)
+            on = p.occurred_on
+            if on >= since:
+                if on in by_day:
+                    by_day[on].append(p)
+                else:
+                    by_day[on] = [p]
+    horizon = max(by_day) if by_day else None
+    for d in (until, borders_until):
+        if d is not None and (horizon is None or d > horizon):
+            horizon = d
     if horizon is None or (start is None and not by_day):
         return [], start
     after = start.on if start is not None else date.min
     # (borders from ``since`` on too: new borders dated on the state's own day)
     first = after if since is None else min(after, since - DAY)
-    days = sorted(set(by_day).union(borders.days_between(first, horizon)))
+    changed_on = borders.days_between(first, horizon)
+    days = sorted(set(by_day).union(changed_on)) if changed_on else sorted(by_day)
     entries: list[Entry] = []
     mark = start
     looked_at = after  # the last day the mark was classified on

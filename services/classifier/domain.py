@@ -24,7 +24,8 @@ from shared.timeline import Borders, Entry, Mark, eve, lapse_due, walk
 from .fold import Fold, figures_after, foldable
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made; not frozen for speed (shared/cpm.py says why).
+@dataclass(slots=True)
 class ScopeState:
     seq: int
     segment: str | None
@@ -34,7 +35,8 @@ class ScopeState:
     rules_version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made; not frozen for speed (shared/cpm.py says why).
+@dataclass(slots=True)
 class Change:
     """One change of a customer's state in one scope (a ``CustomerState`` to publish)."""
 
@@ -210,6 +212,21 @@ def on_new_sales(
     if not foldable(fold, new):
         return None
     assert fold is not None
+    branches = {p.branch_id for p in new}
+    if len(branches) == 1 and set(fold.spend) == branches:
+        # A one-branch customer buying there again: the branch and the chain see the same
+        # events from the same state (as in on_new_events): classified once.
+        (branch,) = branches
+        state = states.get("all")
+        if state is not None and state == states.get(branch):
+            since = new_events_since(new, "all")
+            if state.figures is None or since is None or is_late(state, since, borders):
+                return None
+            figures_on = partial(figures_after, state.figures, new, "all", fold.spend)
+            after, changes = advance(
+                state, "all", new, since, borders, today, figures_on=figures_on
+            )
+            return {"all": (after, changes), branch: (after, [c.in_scope(branch) for c in changes])}
     plan = []
     for scope in sorted({"all"} | {p.branch_id for p in new}):
         state = states.get(scope)
