@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 
 import asyncpg
 import orjson
@@ -28,6 +30,9 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
 from shared import metrics
@@ -229,6 +234,8 @@ async def pending_outbox(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[
 
 
 class _SeekFromDatabase(ConsumerRebalanceListener):
+    """The subscriber's ``listener=``: where to read is what PostgreSQL says, not Kafka."""
+
     def __init__(self, owner: PgOffsetConsumer):
         self.owner = owner
 
@@ -239,13 +246,45 @@ class _SeekFromDatabase(ConsumerRebalanceListener):
         await self.owner.seek_assigned(assigned)
 
 
-class PgOffsetConsumer:
-    """A consumer group member that hands batches to ``handle`` inside one PostgreSQL
-    transaction, storing the next offsets in ``consumer_offsets`` in that same transaction.
+class _AsIs:
+    """A faststream codec that leaves bodies as they are.
 
-    A crash anywhere replays from the stored offsets; handlers are idempotent, so nothing is
-    lost or counted twice. A broker whose cluster id differs from the stored one (a restarted
-    embedded broker has a new, empty log) is read from the beginning.
+    Publishers hand over bytes already encoded (in bulk by ingest and the importer, packed in
+    the outbox by the classifier and the consumers); a batch subscriber's handler gets the
+    message itself, whose raw records the service decodes in bulk against its contract model
+    (``decode_records``). faststream's default would parse every record's JSON once more and
+    build an object per record: per-record work on the hot path, for nothing."""
+
+    async def encode(self, msg, serializer=None):
+        return msg, None
+
+    async def encode_batch(self, msgs, serializer=None):
+        return [(m, None) for m in msgs]
+
+    async def decode(self, msg):
+        return msg
+
+    async def decode_batch(self, msg):
+        return msg
+
+
+AS_IS = _AsIs()
+# faststream logs every message it handles ("Received", "Processed") at the broker's log level:
+# debug here, one line per batch when asked for; its errors still reach this logger.
+FASTSTREAM_LOG = logging.getLogger("kizuna.kafka.faststream")
+
+
+class PgOffsetConsumer:
+    """A consumer group member: a faststream batch subscriber (aiokafka underneath) that hands
+    each batch to ``handle`` inside one PostgreSQL transaction, storing the next offsets in
+    ``consumer_offsets`` in that same transaction.
+
+    Acknowledgement is manual: the offsets in PostgreSQL are the truth, sought on every
+    partition assignment (the subscriber's ``listener=``); the commit to Kafka after a batch is
+    for lag tooling only. A crash anywhere replays from the stored offsets; handlers are
+    idempotent, so nothing is lost or counted twice. A broker whose cluster id differs from
+    the stored one (a restarted embedded broker has a new, empty log) is read from the
+    beginning.
     """
 
     def __init__(
@@ -259,7 +298,7 @@ class PgOffsetConsumer:
         handle: Handler,
         batch_size: int = 5000,
         session_timeout_ms: int = 6000,
-        max_wait_ms: int = 200,
+        idle_wait_ms: int = 20,
         parallel: int = 1,
         fetch_max_wait_ms: int = 50,
         committed: Callable[[], None] | None = None,
@@ -271,35 +310,68 @@ class PgOffsetConsumer:
         self.pool = pool
         self.handle = handle
         self.committed = committed  # called after each batch's transaction has committed
-        self.batch_size = batch_size
-        self.max_wait_ms = max_wait_ms
         self.parallel = max(1, parallel)
         self.cluster: str | None = None
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self.broker = KafkaBroker(
+            bootstrap,
+            consumer_only=True,  # no producer, no admin client: topics exist (ensure_topics)
+            apply_types=False,  # the handler takes the message as it is: nothing to validate
+            codec=AS_IS,
+            logger=FASTSTREAM_LOG,
+            log_level=logging.DEBUG,
+            graceful_timeout=30,  # on stop, the batch in hand is finished and committed
+        )
+        self.subscriber = self.broker.subscriber(
+            *self.topics,
+            batch=True,
+            max_records=batch_size,
+            max_poll_records=batch_size,
+            # An empty fetch makes faststream nap this long before it asks again, which a
+            # record arriving meanwhile waits out: short, so that is no latency on a hop.
+            batch_timeout_ms=idle_wait_ms,
             group_id=group_id,
-            enable_auto_commit=False,
+            ack_policy=AckPolicy.MANUAL,
+            listener=_SeekFromDatabase(self),
             auto_offset_reset="earliest",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 6),
-            max_poll_records=batch_size,
             # How long the broker may hold an empty fetch. Tansu answers a waiting fetch only
             # when the wait ends, not when records arrive, so this is latency on every hop.
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=32 << 20,
         )
+        self.subscriber(self.on_batch)
         self.assigned_once = asyncio.Event()
         self.reset_seen = False
         self.healthy = False
+        self.backoff = 0.5
         self.positions: dict[TopicPartition, int] = {}
         metrics.declare(metrics.EVENTS_IN, (service,))
         metrics.declare(metrics.BATCH_FAILURES, (service,))
         metrics.declare(metrics.BROKER_RESETS, (service,))
         metrics.declare(metrics.DEADLETTERS, *((service, t) for t in self.topics))
-        # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
-        # first fetch (a consumer that has not looked yet does not know it is caught up).
-        self.backlog: int | None = None
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The subscriber's aiokafka consumer (None until started)."""
+        return self.subscriber.consumer
+
+    @property
+    def backlog(self) -> int | None:
+        """Records of this member's partitions not processed yet, as the last fetches saw them;
+        None until every assigned partition has been fetched once (a member that has not looked
+        yet does not know it is caught up)."""
+        consumer = self.consumer
+        if consumer is None or not self.assigned_once.is_set():
+            return None
+        backlog = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                return None
+            backlog += max(0, high - self.positions.get(tp, high))
+        return backlog
 
     async def seek_assigned(self, assigned) -> None:
         # the broker may have been restarted (a new, empty log) since this consumer started
@@ -325,6 +397,7 @@ class PgOffsetConsumer:
             row = stored.get((tp.topic, tp.partition))
             if row is not None and row["cluster_id"] == self.cluster:
                 self.consumer.seek(tp, row["next_offset"])
+                self.positions[tp] = row["next_offset"]
             else:
                 if row is not None:
                     log.warning(
@@ -340,7 +413,9 @@ class PgOffsetConsumer:
                         },
                     )
                     metrics.BROKER_RESETS.labels(self.service).inc()
+                self.positions.pop(tp, None)
                 await self.consumer.seek_to_beginning(tp)
+        self.healthy = True  # a member with nothing to read yet is ready
         self.assigned_once.set()
 
     def forget(self, revoked) -> None:
@@ -353,71 +428,68 @@ class PgOffsetConsumer:
                 )
 
     async def start(self) -> None:
+        """Join the group; faststream's loop fetches and calls ``on_batch`` from here on."""
         self.cluster = await cluster_id(self.bootstrap)
-        self.consumer.subscribe(self.topics, listener=_SeekFromDatabase(self))
-        await self.consumer.start()
+        await self.broker.start()
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await self.broker.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; a failed batch is retried from its first offsets."""
-        backoff = 0.5
-        while not stop.is_set():
-            batches = await self.consumer.getmany(
-                timeout_ms=self.max_wait_ms, max_records=self.batch_size
-            )
-            self._observe_lag(batches)
-            records = [r for part in batches.values() for r in part]
-            if not records:
-                self.healthy = True
-                continue
-            broker = await self._same_broker()
-            if broker is None:
-                if self.reset_seen:  # where the new broker's offsets say (its beginning)
-                    self.reset_seen = False
-                    await self.seek_assigned(self.consumer.assignment())
-                else:  # not processed: fetched again
-                    for tp, part in batches.items():
-                        self.consumer.seek(tp, part[0].offset)
-                continue
-            failed = await self._process_in_groups(batches, broker)
-            if failed:
-                # Database or network trouble heals; a bug in a handler does not, but retrying
-                # keeps the records (never skipped) and readiness reports the service unhealthy.
-                self.healthy = False
-                for group, exc in failed:
-                    metrics.BATCH_FAILURES.labels(self.service).inc()
-                    expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
-                    starts = {tp: part[0].offset for tp, part in group.items()}
-                    log.warning(
-                        "%s: batch failed (%r); retrying %s in %.1fs",
-                        self.group_id,
-                        exc,
-                        ", ".join(f"{partition_of(tp)}@{o}" for tp, o in starts.items()),
-                        backoff,
-                        exc_info=exc if not expected else None,
-                        extra={
-                            "group": self.group_id,
-                            "topic": ",".join(sorted({tp.topic for tp in starts})),
-                            "offsets": {partition_of(tp): o for tp, o in starts.items()},
-                        },
-                    )
-                    for tp, offset in starts.items():
-                        self.consumer.seek(tp, offset)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-                continue
-            backoff = 0.5
-            self.healthy = True
-            if broker != self.cluster:
-                continue  # the batch came from a broker that has since been replaced
-            try:  # for lag tooling only; the truth is in PostgreSQL
-                await self.consumer.commit(
-                    {tp: part[-1].offset + 1 for tp, part in batches.items()}
+        """Consume until ``stop`` is set, then drain: the batch in hand is finished (and its
+        offsets stored) before the member leaves its group."""
+        await stop.wait()
+        await self.broker.stop()
+
+    async def on_batch(self, message: KafkaMessage) -> None:
+        """One fetched batch (faststream's ``max_records``, over the partitions this member
+        reads); a failed batch is fetched again from its first offsets."""
+        batches = by_partition(message.raw_message)
+        self._observe_lag(batches)
+        broker = await self._same_broker()
+        if broker is None:
+            if self.reset_seen:  # where the new broker's offsets say (its beginning)
+                self.reset_seen = False
+                await self.seek_assigned(self.consumer.assignment())
+            else:  # not processed: fetched again
+                await message.nack()
+            return
+        failed = await self._process_in_groups(batches, broker)
+        if failed:
+            # Database or network trouble heals; a bug in a handler does not, but retrying
+            # keeps the records (never skipped) and readiness reports the service unhealthy.
+            self.healthy = False
+            for group, exc in failed:
+                metrics.BATCH_FAILURES.labels(self.service).inc()
+                expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
+                starts = {tp: part[0].offset for tp, part in group.items()}
+                log.warning(
+                    "%s: batch failed (%r); retrying %s in %.1fs",
+                    self.group_id,
+                    exc,
+                    ", ".join(f"{partition_of(tp)}@{o}" for tp, o in starts.items()),
+                    self.backoff,
+                    exc_info=exc if not expected else None,
+                    extra={
+                        "group": self.group_id,
+                        "topic": ",".join(sorted({tp.topic for tp in starts})),
+                        "offsets": {partition_of(tp): o for tp, o in starts.items()},
+                    },
                 )
-            except KafkaError as exc:
-                log.debug("kafka commit skipped: %s", exc)
+                # only the failed groups' partitions: the others' transactions committed
+                for tp, offset in starts.items():
+                    self.consumer.seek(tp, offset)
+            await asyncio.sleep(self.backoff)
+            self.backoff = min(self.backoff * 2, 10)
+            return
+        self.backoff = 0.5
+        self.healthy = True
+        if broker != self.cluster:
+            return  # the batch came from a broker that has since been replaced
+        try:  # for lag tooling only; the truth is in PostgreSQL
+            await message.ack()
+        except KafkaError as exc:
+            log.debug("kafka commit skipped: %s", exc)
 
     async def _same_broker(self) -> str | None:
         """The broker the records just fetched came from, or None when that is not certain.
@@ -492,16 +564,23 @@ class PgOffsetConsumer:
     def _observe_lag(self, batches) -> None:
         for tp, part in batches.items():
             self.positions[tp] = part[-1].offset + 1
-        backlog = 0
         for tp in self.consumer.assignment():
             high, position = self.consumer.highwater(tp), self.positions.get(tp)
             if high is not None and position is not None:
-                lag = max(0, high - position)
-                backlog += lag
                 metrics.CONSUMER_LAG.labels(
                     self.service, self.group_id, tp.topic, str(tp.partition)
-                ).set(lag)
-        self.backlog = backlog
+                ).set(max(0, high - position))
+
+
+def by_partition(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """A batch's records by partition, in offset order within each (as fetched)."""
+    batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for (topic, partition), part in groupby(records, key=_PLACE):
+        batches.setdefault(TopicPartition(topic, partition), []).extend(part)
+    return batches
+
+
+_PLACE = attrgetter("topic", "partition")
 
 
 def partition_of(tp: TopicPartition) -> str:
