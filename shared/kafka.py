@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from itertools import groupby
@@ -29,6 +29,7 @@ from aiokafka import (
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -97,6 +98,27 @@ def new_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
     )
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+class Partitioner:
+    """Kafka's default placement: murmur2 of the key over the sorted partitions (what aiokafka's
+    and the Java client's default partitioner do), cached per key — a sales file names each
+    customer many times and murmur2 is pure Python in aiokafka."""
+
+    def __init__(self, partitions: Iterable[int]):
+        self.partitions = sorted(partitions)
+        if not self.partitions:
+            raise ValueError("the topic has no partitions")
+        self.cache: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        p = self.cache.get(key)
+        if p is None:
+            if len(self.cache) >= 1_000_000:
+                self.cache.clear()
+            p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+            self.cache[key] = p
+        return p
 
 
 def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[str, str, str]:

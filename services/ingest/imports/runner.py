@@ -60,11 +60,11 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from shared import replay
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
+from shared.kafka import Partitioner
 
 from .. import metrics
 from . import store
@@ -222,27 +222,6 @@ def take(
         reader.bytes_read,
         done,
     )
-
-
-class Partitioner:
-    """Kafka's default placement: murmur2 of the key over the sorted partitions (what aiokafka's
-    and the Java client's default partitioner do), cached per key — a sales file names each
-    customer many times and murmur2 is pure Python in aiokafka."""
-
-    def __init__(self, partitions: Iterable[int]):
-        self.partitions = sorted(partitions)
-        if not self.partitions:
-            raise ValueError("the topic has no partitions")
-        self.cache: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes) -> int:
-        p = self.cache.get(key)
-        if p is None:
-            if len(self.cache) >= 1_000_000:
-                self.cache.clear()
-            p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
-            self.cache[key] = p
-        return p
 
 
 # PostgreSQL's binary COPY format: the staging table's rows are built by the reading thread, so
