@@ -17,7 +17,12 @@ from services.ingest.purchases import Publisher
 from shared import replay
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES, PurchaseEvent
-from shared.kafka import ensure_topics, high_watermarks, new_producer, write_outbox
+from shared.kafka import (
+    RecordPublisher,
+    ensure_topics,
+    high_watermarks,
+    write_outbox,
+)
 from tests.helpers import TMP, free_port, scratch_database
 
 pytestmark = pytest.mark.integration
@@ -91,7 +96,7 @@ async def run_replay(url: str, broker: EmbeddedBroker) -> None:
                 conn, [(CUSTOMER_STATES, f"t:C{i}", json.dumps({"seq": i})) for i in range(3)]
             )
         relay = Relay(pool, broker.bootstrap, keep_until_consumed=True)
-        producer = new_producer(broker.bootstrap)
+        producer = RecordPublisher(broker.bootstrap)
         await producer.start()
         try:
             await relay.upkeep(producer)

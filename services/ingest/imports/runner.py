@@ -64,7 +64,7 @@ from aiokafka.errors import KafkaError
 from shared import replay
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
-from shared.kafka import Partitioner
+from shared.kafka import Partitioner, RecordPublisher
 
 from .. import metrics
 from . import store
@@ -295,15 +295,14 @@ def check_sale(row: SaleRow) -> None:
 
 
 class PurchasePublisher:
-    """Publishes prepared records to ``kizuna.purchases.v1`` as whole record batches per
-    partition and waits until the broker acknowledged all of them (``acks=all``).
-
-    Building batches ourselves skips aiokafka's per-message path (a future and a pure-Python
-    murmur2 per record); the placement is the same (see :class:`Partitioner`)."""
+    """Publishes prepared records to ``kizuna.purchases.v1`` through a ``RecordPublisher`` (a
+    faststream batch publisher: whole record batches per partition) and waits until the broker
+    acknowledged all of them (``acks=all``). The placement is Kafka's (see
+    :class:`Partitioner`)."""
 
     def __init__(
         self,
-        get_producer: Callable[[], Awaitable[Any]],
+        get_producer: Callable[[], Awaitable[RecordPublisher]],
         reset: Callable[[], Awaitable[None]] | None = None,
         keep: Callable[..., Awaitable[None]] | None = None,
     ):
@@ -315,7 +314,7 @@ class PurchasePublisher:
         self._watch = replay.BrokerWatch()
 
     @classmethod
-    def for_producer(cls, producer) -> PurchasePublisher:
+    def for_producer(cls, producer: RecordPublisher) -> PurchasePublisher:
         async def get():
             return producer
 
@@ -330,32 +329,10 @@ class PurchasePublisher:
         if self._keep and self._watch.last is None:
             await self._watch.current(producer.client)
         before = self._watch.last
-        builders: dict[int, Any] = {}
-        sends = []
-
-        async def send(partition, builder):
-            count = builder.record_count()
-            future = await producer.send_batch(builder, PURCHASES, partition=partition)
-            sends.append((partition, count, future))
-
-        for partition, key, value in records:
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:  # full
-                await send(partition, builder)
-                builder = builders[partition] = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-        for partition, builder in builders.items():
-            if builder.record_count():
-                await send(partition, builder)
-        acknowledged = await asyncio.gather(*(future for *_, future in sends))
+        batches = await producer.publish((PURCHASES, p, k, v) for p, k, v in records)
         if self._keep:
             broker = await self._watch.confirm(producer.client, before)
-            marks = replay.marks_of(
-                (PURCHASES, partition, meta.offset, count)
-                for (partition, count, _), meta in zip(sends, acknowledged, strict=True)
-            )
+            marks = replay.marks_of(batches)
             await self._keep([(PURCHASES, k, v) for _, k, v in records], broker, marks)
 
     async def reset(self) -> None:
