@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from shared.access import store as access_store
+from shared.consumer import PgOffsetConsumer
 from shared.db import _with_database, database_name, migrate
-from shared.kafka import PgOffsetConsumer
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / ".kizuna" / "test"  # logs and data of what the tests start

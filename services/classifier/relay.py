@@ -20,7 +20,8 @@ from aiokafka.partitioner import murmur2
 
 from shared import replay
 from shared.events import PURCHASES
-from shared.kafka import RecordPublisher, unpack_outbox
+from shared.outbox import unpack_outbox
+from shared.publisher import RecordPublisher
 
 from . import metrics, store
 

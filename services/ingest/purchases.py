@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from shared import access, http, replay
 from shared.access import Permission, Principal
 from shared.events import PURCHASES, PurchaseEvent, message_key
-from shared.kafka import Partitioner, RecordPublisher, ensure_topics
+from shared.kafka import ensure_topics
+from shared.publisher import Partitioner, RecordPublisher
 
 from . import metrics
 

@@ -11,8 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared import metrics
+from shared.consumer import PgOffsetConsumer
+from shared.deadletters import decode_records
 from shared.events import PurchaseEvent
-from shared.kafka import PgOffsetConsumer, decode_records, ensure_topics, new_producer
+from shared.kafka import ensure_topics, new_producer
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

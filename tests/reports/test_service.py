@@ -18,8 +18,10 @@ import pytest
 
 from services.reports.app import app
 from services.reports.consumer import SERVICE, on_customer_states
+from shared.consumer import PgOffsetConsumer
 from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, message_key
-from shared.kafka import PgOffsetConsumer, new_producer, pending_outbox
+from shared.kafka import new_producer
+from shared.outbox import pending_outbox
 from shared.settings import get_settings
 from tests.helpers import api_key, wait_for
 

@@ -17,12 +17,9 @@ from services.ingest.purchases import Publisher
 from shared import replay
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES, PurchaseEvent
-from shared.kafka import (
-    RecordPublisher,
-    ensure_topics,
-    high_watermarks,
-    write_outbox,
-)
+from shared.kafka import ensure_topics, high_watermarks
+from shared.outbox import write_outbox
+from shared.publisher import RecordPublisher
 from tests.helpers import TMP, free_port, scratch_database
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
+from shared.consumer import PgOffsetConsumer
 from shared.embedded import EmbeddedBroker
-from shared.kafka import PgOffsetConsumer, ensure_topics, new_producer
+from shared.kafka import ensure_topics, new_producer
 from tests.helpers import TMP, free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,8 @@ from services.ingest.imports.sales import read_sales
 from shared.db import _with_database, create_pool, migrate, resolve_database_url
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES
-from shared.kafka import RecordPublisher, ensure_topics, high_watermarks
+from shared.kafka import ensure_topics, high_watermarks
+from shared.publisher import RecordPublisher
 from shared.settings import Settings
 
 from .common import (

@@ -64,7 +64,7 @@ from aiokafka.errors import KafkaError
 from shared import replay
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
-from shared.kafka import Partitioner, RecordPublisher
+from shared.publisher import Partitioner, RecordPublisher
 
 from .. import metrics
 from . import store

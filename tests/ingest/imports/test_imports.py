@@ -27,7 +27,8 @@ from services.ingest.imports import runner, store
 from services.ingest.imports.sales import read_sales
 from shared.cpm import Purchase, compute_figures
 from shared.events import PURCHASES
-from shared.kafka import RecordPublisher, group_lag
+from shared.kafka import group_lag
+from shared.publisher import RecordPublisher
 from shared.settings import get_settings
 from tests.helpers import FIXTURES, api_key, wait_for
 
