@@ -147,13 +147,14 @@ async def _send_too_large(send, exc: BodyTooLarge) -> None:
 
 def problems(errors: Iterable[Mapping[str, Any]], fields: Iterable[str] = ()) -> list[dict]:
     """Validation errors as ``{"field", "reason"}``: the field's path (without the ``body``
-    FastAPI puts first), pydantic's reason without its "Value error, " prefix. An error of the
+    FastAPI puts first, so a template's ``body`` field is still named), pydantic's reason without its "Value error, " prefix. An error of the
     whole body (fields that contradict each other) is attributed to the field of ``fields`` its
     message names first (on a tie the longer name: lapse_days_by_tier, not lapse_days)."""
     fields = list(fields)
     out = []
     for error in errors:
-        loc = [str(p) for p in error["loc"] if p != "body"]
+        loc = [str(p) for p in error["loc"]]
+        loc = loc[1:] if loc[:1] == ["body"] else loc  # a field named body keeps its name
         reason = error["msg"].removeprefix("Value error, ")
         if not loc:
             named = [(reason.find(f), f) for f in fields if f in reason]

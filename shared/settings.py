@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         le=16,
         description="Concurrent transactions per fetched batch (disjoint partitions).",
     )
+    classifier_fast_path: bool = Field(
+        True,
+        description="Fold a customer's in-order sales of new orders into their stored state "
+        "without reading their events (off: every batch reads its customers' events).",
+    )
     consumer_batch_size: int = Field(5000, ge=1)
     relay_batch_size: int = Field(5000, ge=1)
     sweep_interval_seconds: float = Field(1.0, gt=0)

@@ -20,7 +20,7 @@ event's date for a correction; ``timeline`` calls it from nothing.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -150,6 +150,7 @@ def walk(
     *,
     borders_until: date | None = None,
     restate_first: bool = False,
+    figures_on: Callable[[date], Figures | None] | None = None,
 ) -> tuple[list[Entry], Mark | None]:
     """The timeline's entries after ``start`` and the mark where they end.
 
@@ -163,6 +164,9 @@ def walk(
     ``start`` must be the state on the day before the first day looked at, and no event before
     ``since`` may be missing from it. With ``restate_first`` the first day gives an entry even
     when nothing changed on it (the first message of a correction).
+    ``figures_on(day)``, when given, are the figures as of a day instead of
+    ``compute_figures`` of ``events`` (the classifier's fast path: ``events`` are then only the
+    new ones, and the figures are folded from the stored state's).
     """
     scoped = [p for p in events if in_scope(p, scope)]
     by_day: dict[date, list[Purchase]] = {}
@@ -185,7 +189,10 @@ def walk(
         border = borders.on(day)
         today_events = by_day.get(day)
         if today_events:
-            figures = compute_figures(scoped, scope, as_of=day)
+            if figures_on is not None:
+                figures = figures_on(day)
+            else:
+                figures = compute_figures(scoped, scope, as_of=day)
             cause = _cause(today_events)
         else:
             figures = mark.figures if mark is not None else None

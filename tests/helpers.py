@@ -1,5 +1,5 @@
 """Helpers for every test: paths, a free port, a scratch database, waiting for a condition,
-running a consumer in-process."""
+a consumed record, running a consumer in-process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import ConsumerRecord
 
 from shared.access import store as access_store
 from shared.consumer import PgOffsetConsumer
@@ -28,6 +29,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def consumed(topic: str, value: bytes, offset: int = 0, key: bytes = b"k") -> ConsumerRecord:
+    """A record of partition 0 as the consumer hands it to a service's handler."""
+    return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, 0, 0, [])
 
 
 async def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):

@@ -30,3 +30,8 @@ REPLAYED = Counter(
     "Records the relay published again: the broker that had acknowledged them is gone, or it"
     " did not keep them (broker replay, shared/replay.py)",
 )
+FAST_PATH_CUSTOMERS = Counter(
+    "kizuna_classifier_fast_path_customers_total",
+    "Customers whose new sales were folded into their stored state without reading their events"
+    " (the fast path; counted when the batch commits)",
+)

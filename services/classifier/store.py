@@ -15,6 +15,10 @@ from shared.outbox import write_outbox
 from shared.timeline import Border, Borders
 
 from .domain import Change, ScopeState
+from .fold import Fold
+
+# The fast path's fold (fold.py), on a customer's "all" row (migration 016).
+FOLD_COLUMNS = "fold_spend, fold_orders, fold_last_on, fold_void_on"
 
 # The tables the classifier grows and reads by customer (shared.pgstats keeps their statistics).
 GROWN_TABLES = ("purchases", "customer_states")
@@ -132,12 +136,47 @@ async def states_before_rules(conn: asyncpg.Connection, tenant_id: str, version:
     return [(r["customer_id"], r["scope"], _state(r)) for r in rows]
 
 
+async def read_folds(
+    conn: asyncpg.Connection, tenant_id: str, customers: list[str]
+) -> dict[str, Fold]:
+    """The fast path's folds of these customers (those that have one), kept on their "all"
+    rows (locked by :func:`lock_states` in the same transaction)."""
+    rows = await conn.fetch(
+        "SELECT customer_id, fold_spend::text AS spend, fold_orders, fold_last_on, fold_void_on"
+        " FROM customer_states WHERE tenant_id = $1 AND customer_id = ANY($2::text[])"
+        " AND scope = 'all' AND fold_orders IS NOT NULL",
+        tenant_id,
+        customers,
+    )
+    return {
+        r["customer_id"]: Fold(
+            {b: Decimal(v) for b, v in orjson.loads(r["spend"]).items()},
+            r["fold_orders"],
+            r["fold_last_on"],
+            r["fold_void_on"],
+        )
+        for r in rows
+    }
+
+
+def _fold_columns(fold: Fold | None) -> tuple:
+    if fold is None:
+        return None, None, None, None
+    spend = orjson.dumps({b: str(v) for b, v in fold.spend.items()}).decode()
+    return spend, fold.orders, fold.last_on, fold.void_on
+
+
 async def save_states(
-    conn: asyncpg.Connection, tenant_id: str, states: dict[tuple[str, str], ScopeState]
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    states: dict[tuple[str, str], ScopeState],
+    folds: dict[str, Fold] | None = None,
 ) -> None:
-    """Upsert the states of locked customers."""
+    """Upsert the states of locked customers, with the fast path's fold of a customer (in
+    ``folds``) on their "all" row; a row given no fold keeps the one it has."""
     if not states:
         return
+    folds = folds or {}
     rows = []
     for (customer, scope), s in states.items():
         f = s.figures
@@ -155,6 +194,7 @@ async def save_states(
                 s.clock_on,
                 s.lapse_due_on,
                 s.rules_version,
+                *_fold_columns(folds.get(customer) if scope == "all" else None),
             )
         )
     await _stage(
@@ -162,17 +202,22 @@ async def save_states(
         "states_in",
         "scope text, customer_id text, seq bigint, segment text, purchase_count int,"
         " total_amount numeric, first_purchase_on date, last_purchase_on date,"
-        " home_branch_id text, clock_on date, lapse_due_on date, rules_version int",
+        " home_branch_id text, clock_on date, lapse_due_on date, rules_version int,"
+        " fold_spend jsonb, fold_orders bytea, fold_last_on date, fold_void_on date",
         rows,
     )
     await conn.execute(
-        f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS}) SELECT $1, * FROM states_in"
+        f"INSERT INTO customer_states (tenant_id, {STATE_COLUMNS}, {FOLD_COLUMNS})"
+        " SELECT $1, * FROM states_in"
         " ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET seq = EXCLUDED.seq,"
         " segment = EXCLUDED.segment, purchase_count = EXCLUDED.purchase_count,"
         " total_amount = EXCLUDED.total_amount, first_purchase_on = EXCLUDED.first_purchase_on,"
         " last_purchase_on = EXCLUDED.last_purchase_on, home_branch_id = EXCLUDED.home_branch_id,"
         " clock_on = EXCLUDED.clock_on, lapse_due_on = EXCLUDED.lapse_due_on,"
-        " rules_version = EXCLUDED.rules_version, updated_at = now()",
+        " rules_version = EXCLUDED.rules_version, updated_at = now(),"
+        + ", ".join(
+            f" {c} = coalesce(EXCLUDED.{c}, customer_states.{c})" for c in FOLD_COLUMNS.split(", ")
+        ),
         tenant_id,
     )
 

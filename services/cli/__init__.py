@@ -283,11 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "scenario",
-        choices=["classify", "latency", "lapse", "portfolio", "import", "faults"],
+        choices=["classify", "latency", "lapse", "portfolio", "import", "faults", "pipeline"],
         help="classify: the classifier against two baselines; lapse: the lapse clock on one busy "
         "day; latency: HTTP accept to visible in reports; portfolio: GET /v1/portfolio at 10,000 and 1,000,000 customers; import: a CP932 "
         "sales file beside PostgreSQL's COPY; faults: --events through the whole stack while ten "
-        "faults hit it (SIGKILLs, a PostgreSQL restart, the broker killed), checked from scratch",
+        "faults hit it (SIGKILLs, a PostgreSQL restart, the broker killed), checked from scratch; "
+        "pipeline: --events through the whole stack, accepted to visible in the reports",
     )
     bench.add_argument("--requests", type=int, default=500, help="portfolio: requests per case")
     bench.add_argument("--rate", type=int, default=2000, help="latency: events per second")

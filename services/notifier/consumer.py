@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from shared.cpm import SEGMENTS
 from shared.deadletters import decode_records
 from shared.events import SegmentChange
 from shared.outbox import write_outbox
@@ -30,7 +29,6 @@ from .domain.sequences import plan_sequence, stop_sequence
 
 log = logging.getLogger("kizuna.notifier")
 SERVICE = "notifier"
-SCHEMA_VERSION = 2  # 2: corrections (corrects_from); applied on branch histc
 
 # (conn, tenant_id, customer_ids) -> {customer_id: name}; ``store.customer_names`` by default.
 NameLookup = Callable[[asyncpg.Connection, str, Iterable[str]], Awaitable[dict[str, str]]]
@@ -48,18 +46,6 @@ class Applied:
     stopped: int = 0
 
 
-def contract_problem(change: SegmentChange) -> str | None:
-    """Why a well-formed message still breaks the contract, or ``None``."""
-    if change.schema_version > SCHEMA_VERSION:
-        # A newer version may mean something else; dead-lettered rather than guessed at.
-        return f"schema_version: {change.schema_version} is not supported (up to {SCHEMA_VERSION})"
-    for field in ("from_segment", "to_segment"):
-        value = getattr(change, field)
-        if value is not None and value not in SEGMENTS:
-            return f"{field}: unknown segment {value!r}"
-    return None
-
-
 class Notifier:
     def __init__(self, settings: Settings, names: NameLookup = store.customer_names):
         self.settings = settings
@@ -67,7 +53,7 @@ class Notifier:
 
     async def handle(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
         """One consumed batch: decode, dead-letter what cannot be used, apply the rest."""
-        changes, outbox = decode_records(records, SegmentChange, SERVICE, contract_problem)
+        changes, outbox = decode_records(records, SegmentChange, SERVICE)
         await self.apply(conn, changes)
         await write_outbox(conn, outbox)
 

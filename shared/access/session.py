@@ -18,8 +18,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from shared.http import ApiError, Pool
-from shared.settings import get_settings
+from shared.http import ApiError, AppSettings, Pool
 
 from . import credentials, store
 from .guard import SESSION_COOKIE, Caller, allow, wall_clock
@@ -49,11 +48,12 @@ def _who(who) -> dict:
 
 
 @router.post("/v1/session")
-async def log_in(login: Login, request: Request, response: Response, pool: Pool) -> dict:
+async def log_in(
+    login: Login, request: Request, response: Response, pool: Pool, settings: AppSettings
+) -> dict:
     """Log in: 200 with ``{"csrf_token", …}`` and the session cookie; 401 otherwise. The body
     must be JSON (FastAPI refuses another content type with 422): a form on another site can
     post form data without asking, never JSON, so it cannot log a browser into its account."""
-    settings = get_settings()
     now = wall_clock()
     window = timedelta(minutes=settings.login_window_minutes)
     address = request.client.host if request.client else "unknown"

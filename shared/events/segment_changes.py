@@ -13,6 +13,13 @@ from shared.events.segments import Segment
 Cause = Literal["purchase", "return", "void", "lapse", "rules"]
 
 
+# The one ``schema_version`` policy of every consumer: a contract model reads the versions up to
+# its own (``le=SCHEMA_VERSION``); a message of a newer version may mean something else, so it does
+# not validate and is dead-lettered with pydantic's reason (``schema_version: ...``) rather than
+# guessed at. Absent means 1. Readers bump this where they learn a new version.
+SCHEMA_VERSION = 2
+
+
 class SegmentChange(BaseModel):
     """A dated change of a customer's segment in one scope. Read per customer and scope in
     ``seq`` order; a message with ``corrects_from`` withdraws earlier ones (README,
@@ -23,7 +30,7 @@ class SegmentChange(BaseModel):
     schema_version: int = Field(
         1,
         ge=1,
-        le=2,
+        le=SCHEMA_VERSION,
         description="Contract version; absent means 1. The classifier writes 2: version 2 adds "
         "`corrects_from`, and a reader of version 1 that ignores it would keep changes a "
         "correction withdrew.",

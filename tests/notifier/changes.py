@@ -1,4 +1,5 @@
-"""Building the segment changes the notifier tests publish: one builder for every test file."""
+"""Building the segment changes the notifier tests publish or decide on: one builder for every
+test file (a file's own kind of change is a few defaults over it)."""
 
 from __future__ import annotations
 
@@ -18,21 +19,23 @@ def change(
 ) -> SegmentChange:
     """A chain-wide change dated yesterday, for a customer of shibuya with 4 purchases; any
     other field of ``SegmentChange`` may be given in ``extra``."""
+    fields = dict(
+        scope="all",
+        effective_on=today() - timedelta(days=1),
+        purchase_count=4,
+        first_purchase_on=None,
+        last_purchase_on=None,
+        tenure_days=None,
+        lapse_days=None,
+        home_branch_id="shibuya",
+    )
     return SegmentChange(
         tenant_id=tenant,
-        scope=extra.pop("scope", "all"),
         customer_id=customer,
         seq=seq,
         from_segment=from_segment,
         to_segment=to_segment,
-        effective_on=extra.pop("effective_on", today() - timedelta(days=1)),
         cause=cause,
-        purchase_count=extra.pop("purchase_count", 4),
         total_amount=Decimal(total),
-        first_purchase_on=None,
-        last_purchase_on=extra.pop("last_purchase_on", None),
-        tenure_days=None,
-        lapse_days=None,
-        home_branch_id=extra.pop("home_branch_id", "shibuya"),
-        **extra,
+        **{**fields, **extra},
     )

@@ -4,9 +4,6 @@ API over ASGI, and ``apply`` for feeding changes straight to the pipeline."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from decimal import Decimal
-
 import asyncpg
 import httpx
 import pytest
@@ -16,8 +13,9 @@ from services.notifier.consumer import Notifier
 from shared.events import SEGMENT_CHANGES, SegmentChange, message_key
 from shared.http import get_pool
 from shared.kafka import new_producer
-from shared.settings import get_settings, today_in
+from shared.settings import get_settings
 from tests.helpers import RunningConsumer, wait_for
+from tests.notifier.changes import change
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +76,9 @@ async def apply(service_pool):
 
 
 def _noop() -> SegmentChange:
-    today = today_in(get_settings().default_time_zone)
-    return SegmentChange(
-        tenant_id="drain",
-        scope="all",
-        customer_id="noop",
-        seq=1,
-        from_segment="first_active",
-        to_segment="fledgling_active",
-        effective_on=today - timedelta(days=1),
-        cause="purchase",
-        purchase_count=4,
-        total_amount=Decimal(100000),
-        first_purchase_on=None,
-        last_purchase_on=None,
-        tenure_days=None,
-        lapse_days=None,
+    """A change that asks nothing of the notifier (tenant drain has no sequences)."""
+    return change(
+        "drain", "noop", 1, "first_active", "fledgling_active", "purchase", home_branch_id=None
     )
 
 

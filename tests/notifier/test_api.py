@@ -3,12 +3,14 @@ consumer applies them (``Notifier.apply``, no broker), tasks read and closed ove
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from services.notifier import store
+from services.notifier.app import app
 from services.notifier.consumer import Notifier
 from shared.events import SegmentChange
 from shared.settings import get_settings, today_in, utcnow
@@ -160,6 +162,10 @@ async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, service_p
     await apply(lapse(tenant, "A", 1))
     [item] = (await client.get("/v1/followups")).json()["items"]
 
+    wrong = await client.post(f"/v1/followups/{item['id']}/done", json={"outcome": "maybe"})
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid_request"
+    assert [p["field"] for p in wrong.json()["error"]["problems"]] == ["outcome"]
+    assert [i["id"] for i in (await client.get("/v1/followups")).json()["items"]] == [item["id"]]
     done = await client.post(f"/v1/followups/{item['id']}/done")
     assert done.status_code == 200
     assert done.json()["status"] == "done" and done.json()["outcome"] == "done"
@@ -177,6 +183,18 @@ async def test_mark_done_is_idempotent_and_tenant_bound(apply, client, service_p
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
     missing = await client.post("/v1/followups/999999999/done")
     assert missing.status_code == 404
+
+
+async def test_staff_say_what_came_of_a_followup(apply, client, service_pool, tenant):
+    await apply(lapse(tenant, "A", 1))
+    [item] = (await client.get("/v1/followups")).json()["items"]
+    body = {"outcome": "reached", "note": "お話しできた"}
+    done = await client.post(f"/v1/followups/{item['id']}/done", json=body)
+    assert done.status_code == 200 and done.json()["status"] == "done"
+    stored = await service_pool.fetchrow(
+        "SELECT staff_outcome, staff_note FROM followups WHERE id = $1", item["id"]
+    )
+    assert tuple(stored) == ("reached", "お話しできた")
 
 
 async def test_bad_requests_say_what_is_wrong(client):
@@ -247,3 +265,16 @@ async def test_staff_done_task_is_credited_by_a_later_comeback(apply, client, po
         [comeback] = await store.customer_comebacks(conn, tenant, "A")
     assert task.outcome == "done"  # the staff's outcome stays
     assert comeback["followup_id"] == task.id
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "model"),
+    [
+        ("put", "/v1/notifications/settings", "SettingsBody"),
+        ("put", "/v1/sequences/{segment}", "FollowupSequence"),
+        ("post", "/v1/followups/{followup_id}/done", "DoneBody"),
+    ],
+)
+def test_bodies_are_documented_from_their_models(method, path, model):
+    body = app.openapi()["paths"][path][method]["requestBody"]["content"]["application/json"]
+    assert f"#/components/schemas/{model}" in json.dumps(body)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
-from services.notifier.consumer import contract_problem
+from services.notifier.consumer import SERVICE
 from services.notifier.domain.followups import (
     VALUE_ORDER,
     OpenFollowup,
@@ -23,32 +24,61 @@ from services.notifier.domain.followups import (
     withdrawal,
 )
 from shared.cpm import SEGMENTS
-from shared.events import SegmentChange
+from shared.deadletters import decode_records
+from shared.events import SEGMENT_CHANGES, DeadLetter, SegmentChange
+from tests.helpers import consumed
+from tests.notifier import changes
 
 TODAY = date(2026, 11, 23)
 MAX_AGE = 30
 
 
+# Tenant demo's loyal customer C1 lapsing yesterday (seq 7, last purchase 241 days ago).
+LAPSE = dict(
+    tenant="demo",
+    customer="C1",
+    seq=7,
+    from_segment="loyal_active",
+    to_segment="loyal_lapsed",
+    cause="lapse",
+    total="154000",
+    effective_on=TODAY - timedelta(days=1),
+    purchase_count=12,
+    first_purchase_on=date(2024, 1, 5),
+    last_purchase_on=TODAY - timedelta(days=241),
+    tenure_days=300,
+    lapse_days=240,
+)
+
+
 def change(**overrides) -> SegmentChange:
-    fields = dict(
-        tenant_id="demo",
-        scope="all",
-        customer_id="C1",
-        seq=7,
-        from_segment="loyal_active",
-        to_segment="loyal_lapsed",
-        effective_on=TODAY - timedelta(days=1),
-        cause="lapse",
-        purchase_count=12,
-        total_amount=Decimal("154000"),
-        first_purchase_on=date(2024, 1, 5),
-        last_purchase_on=TODAY - timedelta(days=241),
-        tenure_days=300,
-        lapse_days=240,
-        home_branch_id="shibuya",
+    """``LAPSE`` with any of its fields, or another field of ``SegmentChange``, changed."""
+    return changes.change(**{**LAPSE, **overrides})
+
+
+# What a comeback changes of ``change()``'s lapse: back to active by a purchase.
+COMEBACK = {"from_segment": "loyal_lapsed", "to_segment": "loyal_active", "cause": "purchase"}
+
+
+def lapse(seq: int, on: date, **overrides) -> SegmentChange:
+    return change(seq=seq, effective_on=on, **overrides)
+
+
+def comeback(seq: int, on: date, **overrides) -> SegmentChange:
+    return change(seq=seq, effective_on=on, **{**COMEBACK, **overrides})
+
+
+def correction(seq: int, on: date, from_segment: str = "loyal_active") -> SegmentChange:
+    """The first message of a corrected timeline from ``on``: the customer is loyal_active
+    that day (bought again), on the eve ``from_segment``."""
+    return change(
+        seq=seq,
+        effective_on=on,
+        from_segment=from_segment,
+        to_segment="loyal_active",
+        cause="purchase",
+        corrects_from=on,
     )
-    fields.update(overrides)
-    return SegmentChange(**fields)
 
 
 # (name, change overrides, expected action type or None)
@@ -93,26 +123,13 @@ CASES = [
         {"from_segment": "first_active", "to_segment": None, "cause": "void"},
         None,
     ),
-    (
-        "comeback closes",
-        {"from_segment": "loyal_lapsed", "to_segment": "loyal_active", "cause": "purchase"},
-        Reactivated,
-    ),
+    ("comeback closes", COMEBACK, Reactivated),
     (
         "comeback into another tier",
         {"from_segment": "steady_lapsed", "to_segment": "loyal_active", "cause": "purchase"},
         Reactivated,
     ),
-    (
-        "branch-scope comeback: nothing",
-        {
-            "scope": "shibuya",
-            "from_segment": "loyal_lapsed",
-            "to_segment": "loyal_active",
-            "cause": "purchase",
-        },
-        None,
-    ),
+    ("branch-scope comeback: nothing", {**COMEBACK, "scope": "shibuya"}, None),
     (
         "a correction's first message that moves nobody: only its withdrawal",
         {
@@ -130,12 +147,7 @@ CASES = [
     ),
     (
         "a comeback in a corrected timeline is a comeback (its eve was lapsed)",
-        {
-            "from_segment": "loyal_lapsed",
-            "to_segment": "loyal_active",
-            "cause": "purchase",
-            "corrects_from": TODAY - timedelta(days=1),
-        },
+        {**COMEBACK, "corrects_from": TODAY - timedelta(days=1)},
         Reactivated,
     ),
     (
@@ -150,12 +162,7 @@ CASES = [
     ),
     (
         "schema 1 supersedes looking like a comeback: no comeback (the customer never left)",
-        {
-            "from_segment": "loyal_lapsed",
-            "to_segment": "loyal_active",
-            "cause": "purchase",
-            "supersedes_seq": 6,
-        },
+        {**COMEBACK, "supersedes_seq": 6},
         None,
     ),
 ]
@@ -190,11 +197,7 @@ def test_lapse_task_fields():
 
 
 def test_comeback_and_rules_reactivation():
-    back = decide(
-        change(from_segment="loyal_lapsed", to_segment="loyal_active", cause="purchase", seq=9),
-        TODAY,
-        MAX_AGE,
-    )
+    back = decide(comeback(9, TODAY - timedelta(days=1)), TODAY, MAX_AGE)
     assert back == Reactivated(
         "demo",
         "C1",
@@ -207,11 +210,7 @@ def test_comeback_and_rules_reactivation():
     )
     assert back.outcome == "comeback"
     # New borders make the customer active without a purchase: the task closes, no comeback.
-    moved = decide(
-        change(from_segment="loyal_lapsed", to_segment="loyal_active", cause="rules"),
-        TODAY,
-        MAX_AGE,
-    )
+    moved = decide(change(**{**COMEBACK, "cause": "rules"}), TODAY, MAX_AGE)
     assert moved.comeback is False and moved.outcome == "reclassified"
 
 
@@ -239,123 +238,44 @@ def test_withdrawal(name, overrides, expected):
         assert got == Withdrawal("demo", "C1", 8, expected[0], TODAY, expected[1])
 
 
-def _lapse(seq, on, **kw):
-    return change(seq=seq, effective_on=on, **kw)
-
-
-def _back(seq, on, **kw):
-    return change(
-        seq=seq,
-        effective_on=on,
-        from_segment="loyal_lapsed",
-        to_segment="loyal_active",
-        cause="purchase",
-        **kw,
-    )
-
-
 D1, D2, D3 = TODAY - timedelta(days=9), TODAY - timedelta(days=6), TODAY - timedelta(days=3)
 
 # (name, one batch's changes, seqs left to decide, withdrawals (seq, since_day))
 IN_FORCE = [
-    ("no correction: everything", [_lapse(3, D1), _back(4, D2)], [3, 4], []),
+    ("no correction: everything", [lapse(3, D1), comeback(4, D2)], [3, 4], []),
     (
         "a lapse withdrawn in its own batch never makes work",
-        [
-            _lapse(3, D2),
-            change(
-                seq=4,
-                effective_on=D1,
-                from_segment="loyal_active",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D1,
-            ),
-        ],
+        [lapse(3, D2), correction(4, D1)],
         [4],
         [(4, D1)],
     ),
     (
         "a re-dated lapse: the old one left out, the re-made one decided",
-        [
-            _lapse(3, D1),
-            change(
-                seq=4,
-                effective_on=D1,
-                from_segment="loyal_active",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D1,
-            ),
-            _lapse(5, D3),
-        ],
+        [lapse(3, D1), correction(4, D1), lapse(5, D3)],
         [4, 5],
         [(4, D1)],
     ),
     (
         "a comeback withdrawn with its lapse: no comeback counted",
-        [
-            _lapse(3, D1),
-            _back(4, D2),
-            change(
-                seq=5,
-                effective_on=D1,
-                from_segment="loyal_active",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D1,
-            ),
-        ],
+        [lapse(3, D1), comeback(4, D2), correction(5, D1)],
         [5],
         [(5, D1)],
     ),
     (
         "changes before the correction's day stay",
-        [
-            _lapse(3, D1),
-            _back(4, D3),
-            change(
-                seq=5,
-                effective_on=D2,
-                from_segment="loyal_lapsed",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D2,
-            ),
-        ],
+        [lapse(3, D1), comeback(4, D3), correction(5, D2, from_segment="loyal_lapsed")],
         [3, 5],
         [(5, D2)],
     ),
     (
         "changes after the correction (higher seq) are its new timeline",
-        [
-            change(
-                seq=5,
-                effective_on=D1,
-                from_segment="loyal_active",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D1,
-            ),
-            _lapse(6, D2),
-            _back(7, D3),
-        ],
+        [correction(5, D1), lapse(6, D2), comeback(7, D3)],
         [5, 6, 7],
         [(5, D1)],
     ),
     (
         "another customer is not touched",
-        [
-            _lapse(3, D2, customer_id="C2"),
-            change(
-                seq=4,
-                effective_on=D1,
-                from_segment="loyal_active",
-                to_segment="loyal_active",
-                cause="purchase",
-                corrects_from=D1,
-            ),
-        ],
+        [lapse(3, D2, customer="C2"), correction(4, D1)],
         [3, 4],
         [(4, D1)],
     ),
@@ -401,9 +321,12 @@ def test_cursor_rejects_what_it_did_not_make(bad):
         decode_cursor(bad)
 
 
-@pytest.mark.parametrize(
-    ("version", "problem"),
-    [(1, None), (2, None), (3, "schema_version: 3 is not supported (up to 2)")],
-)
-def test_versions_1_and_2_are_read_alike(version, problem):
-    assert contract_problem(change().model_copy(update={"schema_version": version})) == problem
+@pytest.mark.parametrize("field", ["from_segment", "to_segment"])
+def test_a_segment_outside_the_contract_is_dead_lettered_with_its_reason(field):
+    record = consumed(
+        SEGMENT_CHANGES, orjson.dumps({**change().model_dump(mode="json"), field: "vip"})
+    )
+    decoded, dead = decode_records([record], SegmentChange, SERVICE)
+    assert decoded == [] and len(dead) == 1
+    reason = DeadLetter.model_validate_json(dead[0][2]).reason
+    assert reason.startswith(f"{field}: ") and "'vip'" in reason

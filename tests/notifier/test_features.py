@@ -320,9 +320,12 @@ async def test_notification_settings_api(client):
         "/v1/notifications/settings",
         json={"recipients": [{"channel": "email", "address": "nobody"}], "digest_hour": 25},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_settings"
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     fields = {p["field"] for p in bad.json()["error"]["problems"]}
     assert fields == {"recipients.0", "digest_hour"}
+    template = {"templates": {"lapsed": {"subject": "{name}", "body": ""}}}
+    empty = await client.put("/v1/notifications/settings", json=template)
+    assert [p["field"] for p in empty.json()["error"]["problems"]] == ["templates.lapsed.body"]
 
     hook = {"channel": "webhook", "address": "https://hooks.example.jp/k", "branch_id": "umeda"}
     refused = await client.put("/v1/notifications/settings", json={"recipients": [hook]})
@@ -352,8 +355,10 @@ async def test_sequence_api(client):
         "/v1/sequences/first_active",
         json={"steps": [{"offset_days": 1, "channel": "post", "template": "{nmae} 様"}]},
     )
-    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_sequence"
+    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_request"
     assert "nmae" in json.dumps(typo.json())
+    assert (await client.put("/v1/sequences/first_active")).status_code == 422  # no body
+    assert (await client.delete("/v1/sequences/vip_active")).status_code == 404
 
     steps = [
         {"offset_days": 0, "channel": "post", "template": "{name} 様へお礼状"},

@@ -17,6 +17,7 @@ from services.notifier.domain.sequences import (
     stop_sequence,
 )
 from shared.events import SegmentChange
+from tests.notifier import changes
 
 TODAY = date(2026, 11, 23)
 MAX_AGE = 30
@@ -36,36 +37,37 @@ AFTER_FOLLOW = FollowupSequence.model_validate(
 )
 
 
+ENTERED = TODAY - timedelta(days=2)
+# Tenant demo's customer C1 entering first_active by a first purchase two days ago.
+FIRST_PURCHASE = dict(
+    tenant="demo",
+    customer="C1",
+    seq=1,
+    from_segment=None,
+    to_segment="first_active",
+    cause="purchase",
+    total="5400",
+    effective_on=ENTERED,
+    purchase_count=1,
+    first_purchase_on=ENTERED,
+    last_purchase_on=ENTERED,
+    tenure_days=0,
+    lapse_days=0,
+)
+
+
 def change(**overrides) -> SegmentChange:
-    fields = dict(
-        tenant_id="demo",
-        scope="all",
-        customer_id="C1",
-        seq=1,
-        from_segment=None,
-        to_segment="first_active",
-        effective_on=TODAY - timedelta(days=2),
-        cause="purchase",
-        purchase_count=1,
-        total_amount=Decimal("5400"),
-        first_purchase_on=TODAY - timedelta(days=2),
-        last_purchase_on=TODAY - timedelta(days=2),
-        tenure_days=0,
-        lapse_days=0,
-        home_branch_id="shibuya",
-    )
-    fields.update(overrides)
-    return SegmentChange(**fields)
+    """``FIRST_PURCHASE`` with any of its fields, or another field of ``SegmentChange``, changed."""
+    return changes.change(**{**FIRST_PURCHASE, **overrides})
 
 
 def test_entering_schedules_every_step_from_the_entry_day():
-    entered = TODAY - timedelta(days=2)
     tasks = plan_sequence(change(), AFTER_FOLLOW, TODAY, MAX_AGE)
     assert [(t.step, t.due_on, t.channel) for t in tasks] == [
-        (0, entered + timedelta(days=1), "post"),
-        (1, entered + timedelta(days=9), "phone"),
-        (2, entered + timedelta(days=20), "phone"),
-        (3, entered + timedelta(days=50), "email"),
+        (0, ENTERED + timedelta(days=1), "post"),
+        (1, ENTERED + timedelta(days=9), "phone"),
+        (2, ENTERED + timedelta(days=20), "phone"),
+        (3, ENTERED + timedelta(days=50), "email"),
     ]
     assert [t.note for t in tasks] == [
         "C1 様へお礼状を郵送",
@@ -78,7 +80,7 @@ def test_entering_schedules_every_step_from_the_entry_day():
         "sequence",
         "first_active",
         1,
-        entered,
+        ENTERED,
     )
     assert first.dedupe_key == sequence_key("C1", 1, 0) == "sequence:C1:1:0"
     assert first.branch_id == "shibuya" and first.total_amount == Decimal("5400")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -288,12 +287,6 @@ def published_in_date_order(events, tenant: str = "t") -> list[CustomerState]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in issue 11: a sale and its void on one day after earlier sales, "
-    "delivered with a correction, leave an extra fledgling_active->fledgling_active move "
-    "(count 1, sales 0) that in-order delivery does not have; daily and monthly aggregates agree",
-)
 @settings(max_examples=80, deadline=None)
 @given(histories())
 def test_corrected_delivery_equals_in_order_delivery_and_a_recompute(history):

@@ -7,11 +7,12 @@ from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
+from services.reports.consumer import decode
 from services.reports.domain.portfolio import (
     CustomerRow,
     Delta,
@@ -24,9 +25,9 @@ from services.reports.domain.portfolio import (
 from services.reports.views.csv import csv_encoding, csv_row, csv_text, neutralise
 from services.reports.views.cursors import decode_cursor, encode_cursor
 from services.reports.views.portfolio import amount_text, portfolio_body, share
-from services.reports.views.problems import rule_problems
-from shared.cpm import SEGMENTS, Rules
-from shared.events import CustomerState
+from shared.cpm import SEGMENTS
+from shared.events import CUSTOMER_STATES, DEADLETTER, CustomerState, DeadLetter
+from tests.helpers import consumed
 
 D = date(2025, 1, 1)
 
@@ -446,15 +447,27 @@ def seq_of(e: Entry) -> int:
     ("change", "reason"),
     [
         ({}, None),
-        ({"to_segment": "vip_active"}, "to_segment: unknown segment 'vip_active'"),
-        ({"from_segment": "loyal"}, "from_segment: unknown segment 'loyal'"),
-        ({"schema_version": 3}, "schema_version 3 is newer than this service reads"),
         ({"seq": 0}, "seq: must be positive"),
         ({"customer_id": ""}, "tenant_id, scope and customer_id must not be empty"),
     ],
 )
 def test_problem_with(change, reason):
     assert problem_with(state(1, "first_active", 100, 0).model_copy(update=change)) == reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("to_segment", "vip_active"), ("from_segment", "loyal")]
+)
+def test_an_unknown_segment_is_dead_lettered_with_its_reason(field, value):
+    odd = {**state(1, "first_active", 100, 0).model_dump(mode="json"), field: value}
+    good = state(2, "first_active", 100, 0).model_dump_json().encode()
+    states, dead = decode(
+        [consumed(CUSTOMER_STATES, orjson.dumps(odd)), consumed(CUSTOMER_STATES, good, 1)]
+    )
+    assert [s.seq for s in states] == [2]
+    [(topic, _, letter)] = dead
+    reason = DeadLetter.model_validate_json(letter).reason
+    assert topic == DEADLETTER and reason.startswith(f"{field}: ") and repr(value) in reason
 
 
 # --- response shapes -----------------------------------------------------------------------------
@@ -582,38 +595,3 @@ def test_csv_encoding(name, codec):
 def test_csv_encoding_rejects_others():
     with pytest.raises(ValueError):
         csv_encoding("latin-1")
-
-
-ANY_REASON = object()
-
-
-@pytest.mark.parametrize(
-    ("body", "problems"),
-    [
-        ({"lapse_days": 0}, [{"field": "lapse_days", "reason": "Input should be greater than 0"}]),
-        (
-            {"loyal_tenure_days": 60},
-            [
-                {
-                    "field": "loyal_tenure_days",
-                    "reason": "loyal_tenure_days must be greater than fledgling_tenure_days",
-                }
-            ],
-        ),
-        (
-            {"lapse_days_by_tier": {"vip": 10}},
-            [{"field": "lapse_days_by_tier", "reason": ANY_REASON}],
-        ),
-        ({"colour": "red"}, [{"field": "colour", "reason": "Extra inputs are not permitted"}]),
-        ([], [{"field": "body", "reason": ANY_REASON}]),
-    ],
-)
-def test_rule_problems_name_field_and_reason(body, problems):
-    with pytest.raises(ValidationError) as caught:
-        Rules.model_validate(body)
-    found = rule_problems(caught.value)
-    assert [p["field"] for p in found] == [p["field"] for p in problems]
-    for got, want in zip(found, problems, strict=True):
-        if want["reason"] is not ANY_REASON:
-            assert got["reason"] == want["reason"]
-        assert got["reason"]

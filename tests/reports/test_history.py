@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -295,6 +295,18 @@ def test_month_moves_of_one_customer():
         (6, date(2025, 7, 1), "first_active", "fledgling_active"): (1, Decimal(0), 0),
         (6, date(2025, 8, 1), "first_active", "fledgling_active"): (1, Decimal(0), 0),
     }
+
+
+def test_a_correction_that_restates_a_day_without_change_is_no_move_of_its_month():
+    """A sale and its void on one day, delivered apart: the correction's first message restates
+    March 10 as it was (in date order that day has no entry): March is no month of activity."""
+    jan5, mar10 = date(2025, 1, 5), date(2025, 3, 10)
+    fledgling = entry(2, date(2025, 2, 1), "fledgling_active", 20000, 2, jan5, date(2025, 2, 1))
+    restated = replace(fledgling, seq=4, effective_on=mar10)  # (seq 3, the sale, withdrawn)
+    in_order = month_moves([entry(1, jan5, "first_active"), fledgling], date(2025, 3, 1))
+    corrected = month_moves([entry(1, jan5, "first_active"), fledgling, restated], date(2025, 3, 1))
+    assert corrected == in_order
+    assert not [k for k in corrected if k[:2] == (1, date(2025, 3, 1))]
 
 
 def test_moves_delta_of_a_withdrawn_lapse():

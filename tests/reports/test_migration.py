@@ -9,12 +9,11 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
-from aiokafka import ConsumerRecord
 
 from services.reports.consumer import on_customer_states
 from shared.db import migrate
-from shared.events import CustomerState
-from tests.helpers import scratch_database
+from shared.events import CUSTOMER_STATES, CustomerState
+from tests.helpers import consumed, scratch_database
 from tests.reports.test_history_service import assert_tables_equal_a_recompute
 
 pytestmark = pytest.mark.integration
@@ -67,20 +66,8 @@ async def legacy(database_url):
         await pool.close()
 
 
-def record(state: CustomerState, offset: int) -> ConsumerRecord:
-    return ConsumerRecord(
-        "kizuna.customer-states.v1",
-        0,
-        offset,
-        0,
-        0,
-        b"k",
-        state.model_dump_json().encode(),
-        None,
-        0,
-        0,
-        [],
-    )
+def record(state: CustomerState, offset: int):
+    return consumed(CUSTOMER_STATES, state.model_dump_json().encode(), offset)
 
 
 async def test_migration_starts_timelines_from_the_rows_and_the_consumer_carries_on(legacy):

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -646,6 +647,58 @@ async def test_rules_are_versioned(client, db, tenant, auth):
     current = (await client.get("/v1/rules", headers=headers)).json()
     assert current["version"] == 1 and current["rules"]["lapse_days"] == 180
     assert current["applied_version"] == 0  # the classifier has not applied it yet
+
+
+# Each body as its route declares it: something else is 422 invalid_request naming the field.
+WRONG_BODIES = [
+    ("PUT", "/v1/rules", {"lapse_days": -1}, "lapse_days"),
+    ("POST", "/v1/rules/preview", {"colour": "red"}, "colour"),
+    ("PUT", "/v1/rfm/thresholds", {"frequency": [1, 2]}, "frequency.2"),
+    ("POST", "/v1/ltv/simulations", {"horizons": [0]}, "horizons"),
+    ("POST", "/v1/dm-tables", {"scope": "all"}, "name"),
+    ("PUT", "/v1/dm-tables/1/months/2025-03", {"segments": "x"}, "segments"),
+    (
+        "PUT",
+        "/v1/dashboard/settings",
+        {"first_to_fledgling_target": 2},
+        "first_to_fledgling_target",
+    ),
+    ("POST", "/v1/people", {"email": "a@b.jp", "role": "boss"}, "role"),
+    ("PATCH", "/v1/people/a@b.jp", {"enabled": "perhaps"}, "enabled"),
+    ("POST", "/v1/keys", {"role": "read", "name": "x" * 201}, "name"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), WRONG_BODIES)
+async def test_a_body_that_is_not_the_model_is_invalid_request(
+    client, auth, method, path, body, field
+):
+    wrong = await client.request(method, path, json=body, headers=auth)
+    assert wrong.status_code == 422, wrong.text
+    error = wrong.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert field in {p["field"] for p in error["problems"]}, error
+    missing = await client.request(method, path, headers=auth)
+    if path == "/v1/ltv/simulations":  # its body is optional: the baseline
+        assert missing.status_code == 200, missing.text
+    else:
+        assert missing.status_code == 422
+        assert missing.json()["error"]["problems"] == [
+            {"field": "body", "reason": "Field required"}
+        ]
+    template = re.sub(r"/1/months/2025-03$", "/{table_id}/months/{month}", path)
+    template = template.replace("/a@b.jp", "/{email}")
+    documented = app.openapi()["paths"][template][method.lower()]["requestBody"]
+    assert "#/components/schemas/" in json.dumps(documented["content"]["application/json"])
+
+
+async def test_dashboard_target_is_saved(client, auth):
+    saved = await client.put(
+        "/v1/dashboard/settings", json={"first_to_fledgling_target": "0.4"}, headers=auth
+    )
+    assert saved.json() == {"first_to_fledgling_target": "0.4"}
+    shown = (await client.get("/v1/dashboard/settings", headers=auth)).json()
+    assert Decimal(shown["first_to_fledgling_target"]) == Decimal("0.4")
 
 
 async def test_health_readiness_metrics_and_dashboard(client):

@@ -2,7 +2,7 @@
 with the machine's facts, to docs/BENCHMARKS.md. Each scenario starts its own broker and fresh
 databases, so runs do not disturb each other or a running `kizuna up`.
 
-One module a scenario (classify, portfolio, lapse, latency, imports, faults); what they share is in
+One module a scenario (classify, portfolio, lapse, latency, imports, faults, pipeline); what they share is in
 common.py, the CPU meter and profiler in profile.py."""
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def main(args) -> int:
         from .faults import scenario_faults
 
         text = asyncio.run(scenario_faults(args.events))
+    elif args.scenario == "pipeline":
+        from .pipeline import scenario_pipeline
+
+        text = asyncio.run(scenario_pipeline(args.events))
     else:
         print(f"unknown scenario {args.scenario}", file=sys.stderr)
         return 2

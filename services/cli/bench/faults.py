@@ -263,6 +263,7 @@ async def run_faults(
         await wait_caught_up(stack, url, tenant, today, drain_timeout)
         drain_seconds = time.monotonic() - drain_started
         say(f"caught up {drain_seconds:.1f}s after the feed")
+        peak_rss = {n: peak_rss_mb(u.pid) for n, u in stack.units.items()}
         check_started = time.monotonic()
         problems, counts = await check(url, tenant, today, feeder.accepted)
         return {
@@ -274,6 +275,7 @@ async def run_faults(
             "feed_seconds": feed_seconds,
             "drain_seconds": drain_seconds,
             "check_seconds": time.monotonic() - check_started,
+            "peak_rss_mb": peak_rss,
             "problems": problems,
             **counts,
         }
@@ -287,6 +289,18 @@ async def run_faults(
             say(f"the database stays up for a look: {pg.url('kizuna')}")
         else:
             await asyncio.to_thread(pg.stop)
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """A process's peak resident memory (``VmHWM``), in MB; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, TypeError):
+        pass
+    return None
 
 
 async def wait_caught_up(stack: Stack, url: str, tenant: str, today: date, timeout: float) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.access import Caller, Permission, TenantId, allow
 from shared.http import ApiError, AppSettings, Pool
 
 from .. import store
 from ..domain.followups import CHAIN, decode_cursor, encode_cursor
-from .params import _problems, tenant_today
+from .params import tenant_today
 
 router = APIRouter()
 
@@ -139,18 +139,13 @@ async def mark_done(
     pool: Pool,
     who: Caller,
     settings: AppSettings,
-    payload: Annotated[Any, Body()] = None,
+    body: Annotated[DoneBody | None, Body()] = None,
 ) -> FollowupItem:
     """Staff did the follow-up; the body may say what came of it, ``{"outcome": "reached",
     "note": "…"}``. Doing it again changes nothing. A task of a branch outside the caller's is
     not found (404)."""
     tenant_id = who.tenant_id
-    try:
-        body = DoneBody.model_validate(payload or {})
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_request", "the request is not valid", problems=_problems(exc)
-        ) from None
+    body = body or DoneBody()
     async with pool.acquire() as conn:
         followup = await store.mark_done(
             conn,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query
-from pydantic import Field, ValidationError
+from fastapi import APIRouter, Query
+from pydantic import Field
 
 from shared.access import Permission, TenantId, allow
 from shared.http import ApiError, AppSettings, Pool
@@ -14,7 +14,6 @@ from shared.http import ApiError, AppSettings, Pool
 from .. import messages, store
 from ..domain.followups import CHAIN
 from ..domain.settings import NotificationSettings
-from .params import _problems
 
 router = APIRouter()
 
@@ -28,14 +27,6 @@ class SettingsBody(NotificationSettings):
         max_length=200,
         description="Signs webhook bodies (HMAC-SHA256). Write-only; omitted keeps the stored one.",
     )
-
-
-SETTINGS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": SettingsBody.model_json_schema()}},
-    }
-}
 
 
 def _settings_view(stored: store.StoredSettings) -> dict:
@@ -67,20 +58,13 @@ async def get_notification_settings(pool: Pool, tenant_id: TenantId) -> dict:
 @router.put(
     "/v1/notifications/settings",
     tags=["notifications"],
-    openapi_extra=SETTINGS_BODY,
     dependencies=[allow(Permission.SETTINGS, chain_only=True)],
 )
 async def put_notification_settings(
-    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
+    pool: Pool, tenant_id: TenantId, settings: AppSettings, body: SettingsBody
 ) -> dict:
     """Replace the settings. They apply to alerts raised from now on (an alert's routing and
     text are fixed when it is raised, so its resends stay identical)."""
-    try:
-        body = SettingsBody.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_settings", "the settings are not valid", problems=_problems(exc)
-        ) from None
     settings = NotificationSettings.model_validate(body.model_dump(exclude={"webhook_secret"}))
     async with pool.acquire() as conn, conn.transaction():
         current = await store.load_settings(conn, tenant_id)

@@ -1,11 +1,10 @@
-"""What the notifier's routers share: today in the tenant's zone, validation problems."""
+"""What the notifier's routers share: today in the tenant's zone."""
 
 from __future__ import annotations
 
 from datetime import date
 
 import asyncpg
-from pydantic import ValidationError
 
 from shared.settings import Settings, today_in
 
@@ -15,10 +14,3 @@ from .. import store
 async def tenant_today(conn: asyncpg.Connection, tenant_id: str, settings: Settings) -> date:
     zones = await store.time_zones(conn, [tenant_id], settings.default_time_zone)
     return today_in(zones[tenant_id], settings)
-
-
-def _problems(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "reason": e["msg"]}
-        for e in exc.errors()
-    ]

@@ -8,10 +8,10 @@ import json
 from collections import Counter
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.access import Caller, Permission, TenantId, allow, privacy
 from shared.cpm import SEGMENT_NAMES_JA, Rules
@@ -189,27 +189,17 @@ async def rules_suggestion(
     return {"scope": scope, "rules": rules.model_dump(mode="json"), "basis": reasons}
 
 
-def _rules(payload: Any) -> Rules:
-    try:
-        return Rules.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
-        ) from None
-
-
 @router.post("/v1/rules/preview", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
 async def rules_preview(
     pool: Pool,
     tenant_id: TenantId,
     settings: AppSettings,
+    rules: Rules,
     scope: Scope = "all",
-    payload: Annotated[Any, Body()] = None,
 ) -> dict:
     """How many customers of the scope would move between segments if these borders were
     saved now: each customer's figures classified by the same function the classifier uses,
     against the segment they are in. Nothing is saved."""
-    rules = _rules(payload)
     moves: Counter = Counter()
     async with pool.acquire() as conn:
         today = await tenant_today(conn, tenant_id, settings)
@@ -240,15 +230,7 @@ async def get_dashboard_settings(pool: Pool, tenant_id: TenantId, settings: AppS
 
 
 @router.put("/v1/dashboard/settings", dependencies=[allow(Permission.SETTINGS, chain_only=True)])
-async def put_dashboard_settings(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
-    try:
-        body = DashboardSettings.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_settings", "the settings are not valid", problems=views.problems(exc)
-        ) from None
+async def put_dashboard_settings(pool: Pool, tenant_id: TenantId, body: DashboardSettings) -> dict:
     async with pool.acquire() as conn:
         await store.save_target(conn, tenant_id, body.first_to_fledgling_target)
     return {"first_to_fledgling_target": str(body.first_to_fledgling_target)}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from shared.access import Permission, TenantId, allow
 from shared.http import ApiError, Pool
@@ -30,16 +29,8 @@ async def _dm_table(conn, tenant_id: str, table_id: int):
     status_code=201,
     dependencies=[allow(Permission.EDIT_LISTS, chain_only=True)],
 )
-async def create_dm_table(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def create_dm_table(pool: Pool, tenant_id: TenantId, spec: domain.DmTable) -> dict:
     """A new named DM response table (レスポンス推移表) for a scope: ``{"name", "scope"}``."""
-    try:
-        spec = domain.DmTable.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_dm_table", "the table is not valid", problems=views.problems(exc)
-        ) from None
     async with pool.acquire() as conn:
         row = await store.create_dm_table(conn, tenant_id, spec.name, spec.scope)
     if row is None:
@@ -112,18 +103,12 @@ async def put_dm_month(
     month: str,
     pool: Pool,
     tenant_id: TenantId,
-    payload: Annotated[Any, Body()] = None,
+    entry: domain.DmMonth,
 ) -> dict:
     """Record (or replace) a month: ``{"sent_on": "YYYY-MM-DD"?, "segments": [{"segment",
     "mailed", "responses"}, …]}``; each segment's size on ``sent_on`` (default the month's first
     day) is filled in from the portfolio history. Returns the whole table."""
     m = month_of(month)
-    try:
-        entry = domain.DmMonth.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_dm_month", "the month is not valid", problems=views.problems(exc)
-        ) from None
     sent_on = entry.sent_on or m
     if domain.month_start(sent_on) != m:
         raise invalid("sent_on", f"must lie in {domain.month_text(m)}")

@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.access import allow
-from shared.http import ApiError
-from shared.settings import get_settings
+from shared.http import ApiError, AppSettings
+from shared.settings import Settings
 
 # Signed-in callers only (answered here, before a hop); the service behind checks the rest.
 router = APIRouter(include_in_schema=False, dependencies=[allow()])
@@ -31,17 +31,20 @@ RESPONSE_HEADERS = ("content-type", "content-disposition", "set-cookie", "locati
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def _base(service: str) -> str:
-    settings = get_settings()
+def _base(service: str, settings: Settings) -> str:
     if service == "notifier":
         return settings.notifier_url or f"http://{settings.host}:{settings.notifier_port}"
     return settings.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
 
 
-async def _forward(service: str, path: str, request: Request) -> StreamingResponse:
+async def _forward(
+    service: str, path: str, request: Request, settings: Settings
+) -> StreamingResponse:
     if not path.startswith("v1/"):
         raise ApiError(404, "not_found", f"no {service} path {path!r}")
-    client = httpx.AsyncClient(base_url=_base(service), timeout=httpx.Timeout(60, connect=5))
+    client = httpx.AsyncClient(
+        base_url=_base(service, settings), timeout=httpx.Timeout(60, connect=5)
+    )
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     outgoing = client.build_request(
         request.method,
@@ -71,10 +74,10 @@ async def _forward(service: str, path: str, request: Request) -> StreamingRespon
 
 
 @router.api_route("/notifier/{path:path}", methods=METHODS)
-async def to_notifier(path: str, request: Request) -> StreamingResponse:
-    return await _forward("notifier", path, request)
+async def to_notifier(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
+    return await _forward("notifier", path, request, settings)
 
 
 @router.api_route("/ingest/{path:path}", methods=METHODS)
-async def to_ingest(path: str, request: Request) -> StreamingResponse:
-    return await _forward("ingest", path, request)
+async def to_ingest(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
+    return await _forward("ingest", path, request, settings)

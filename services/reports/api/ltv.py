@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
-from pydantic import ValidationError
 
 from shared.access import Permission, TenantId, allow
-from shared.http import ApiError, AppSettings, Pool
+from shared.http import AppSettings, Pool
 from shared.settings import Settings
 
 from .. import domain, store, views
 from .params import Scope, invalid, month_of, tenant_today
 
 router = APIRouter()
-
-
-SIMULATION_BODY = {
-    "requestBody": {
-        "required": False,
-        "content": {"application/json": {"schema": domain.Simulation.model_json_schema()}},
-    }
-}
 
 
 async def _simulate(
@@ -76,7 +67,6 @@ async def ltv(
 @router.post(
     "/v1/ltv/simulations",
     tags=["ltv"],
-    openapi_extra=SIMULATION_BODY,
     dependencies=[allow(Permission.REPORTS)],
 )
 async def ltv_simulation(
@@ -84,16 +74,10 @@ async def ltv_simulation(
     tenant_id: TenantId,
     settings: AppSettings,
     scope: Scope = "all",
-    payload: Annotated[Any, Body()] = None,
+    simulation: Annotated[domain.Simulation | None, Body()] = None,
 ) -> dict:
     """The baseline and a scenario with changed monthly rates, e.g. ``{"changes": [{"from":
     "first_active", "to": "fledgling_active", "rate": 0.5}]}`` or ``"factor": 1.5``, and the
     difference at each horizon. A changed rate takes its share from the row's other cells in
     proportion (staying included)."""
-    try:
-        request = domain.Simulation.model_validate(payload or {})
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_simulation", "the simulation is not valid", problems=views.problems(exc)
-        ) from None
-    return await _simulate(pool, tenant_id, settings, scope, request)
+    return await _simulate(pool, tenant_id, settings, scope, simulation or domain.Simulation())

@@ -5,18 +5,16 @@ are shown once, in the answer that creates them (only their hashes are stored)."
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.access import Caller, Permission, allow
 from shared.access import store as access_store
 from shared.access.principal import KEY_ROLES, PERSON_ROLES
 from shared.http import ApiError, AppSettings, Pool
-
-from .. import views
 
 router = APIRouter(tags=["people"], dependencies=[allow(Permission.PEOPLE, chain_only=True)])
 Branches = list[Annotated[str, Field(min_length=1, max_length=100)]]
@@ -43,15 +41,6 @@ class NewKey(BaseModel):
     name: str | None = Field(None, max_length=200)
 
 
-def _body(model: type[BaseModel], payload: Any) -> BaseModel:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_request", "the request is not valid", problems=views.problems(exc)
-        ) from None
-
-
 def _refused(exc: access_store.AccessError) -> ApiError:
     return ApiError(422, "refused", str(exc))
 
@@ -73,12 +62,9 @@ async def list_people(who: Caller, pool: Pool) -> dict:
 
 
 @router.post("/v1/people", status_code=201)
-async def create_person(
-    who: Caller, pool: Pool, settings: AppSettings, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def create_person(who: Caller, pool: Pool, settings: AppSettings, new: NewPerson) -> dict:
     """A new login: ``{"email", "role", "branches"}``; the answer holds its first password,
     shown this once."""
-    new = _body(NewPerson, payload)
     password = secrets.token_urlsafe(12)
     async with pool.acquire() as conn:
         try:
@@ -97,12 +83,9 @@ async def create_person(
 
 
 @router.patch("/v1/people/{email}")
-async def change_person(
-    email: str, who: Caller, pool: Pool, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def change_person(email: str, who: Caller, pool: Pool, change: PersonChange) -> dict:
     """Change a person's role, branches, or whether they may log in (``enabled``); their
     sessions end. 404 for an e-mail that is not the tenant's."""
-    change = _body(PersonChange, payload)
     async with pool.acquire() as conn:
         mine = {p["email"].lower() for p in await access_store.list_people(conn, who.tenant_id)}
         if email.strip().lower() not in mine:
@@ -134,11 +117,8 @@ async def list_keys(who: Caller, pool: Pool) -> dict:
 
 
 @router.post("/v1/keys", status_code=201)
-async def create_key(
-    who: Caller, pool: Pool, settings: AppSettings, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def create_key(who: Caller, pool: Pool, settings: AppSettings, new: NewKey) -> dict:
     """A new API key ``{"role", "branches", "name"}``; the key itself is in this answer only."""
-    new = _body(NewKey, payload)
     async with pool.acquire() as conn:
         try:
             made = await access_store.create_key(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
 from shared.access import Caller, Permission, TenantId, allow, privacy
-from shared.http import ApiError, AppSettings, Pool
+from shared.http import AppSettings, Pool
 
 from .. import domain, store, views
 from .params import (
@@ -33,14 +32,6 @@ async def _rfm_thresholds(conn, tenant_id: str) -> domain.RfmThresholds:
     return domain.RfmThresholds.model_validate_json(stored) if stored else domain.DEFAULT_RFM
 
 
-RFM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": domain.RfmThresholds.model_json_schema()}},
-    }
-}
-
-
 @router.get("/v1/rfm/thresholds", tags=["rfm"], dependencies=[allow(Permission.REPORTS)])
 async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
     """The tenant's RFM borders (defaults until set)."""
@@ -53,22 +44,10 @@ async def get_rfm_thresholds(pool: Pool, tenant_id: TenantId) -> dict:
 @router.put(
     "/v1/rfm/thresholds",
     tags=["rfm"],
-    openapi_extra=RFM_BODY,
     dependencies=[allow(Permission.SETTINGS, chain_only=True)],
 )
-async def put_rfm_thresholds(
-    pool: Pool, tenant_id: TenantId, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def put_rfm_thresholds(pool: Pool, tenant_id: TenantId, t: domain.RfmThresholds) -> dict:
     """Set the tenant's RFM borders (four per measure, strictly increasing)."""
-    try:
-        t = domain.RfmThresholds.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422,
-            "invalid_thresholds",
-            "the RFM borders are not valid",
-            problems=views.problems(exc),
-        ) from None
     async with pool.acquire() as conn:
         await store.save_rfm_thresholds(conn, tenant_id, t.model_dump_json())
     return {"default": False, "thresholds": t.model_dump(mode="json")}

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Body
-from pydantic import ValidationError
+from fastapi import APIRouter
 
 from shared.access import Permission, TenantId, allow
 from shared.cpm import Rules
-from shared.http import ApiError, AppSettings, Pool
+from shared.http import AppSettings, Pool
 from shared.tenants import load_tenant, save_rules
 
-from .. import store, views
+from .. import store
 
 router = APIRouter()
-
-
-RULES_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": Rules.model_json_schema()}},
-    }
-}
 
 
 @router.get("/v1/rules", tags=["rules"], dependencies=[allow(Permission.REPORTS)])
@@ -41,19 +30,10 @@ async def get_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings) -> d
 @router.put(
     "/v1/rules",
     tags=["rules"],
-    openapi_extra=RULES_BODY,
     dependencies=[allow(Permission.SETTINGS, chain_only=True)],
 )
-async def put_rules(
-    pool: Pool, tenant_id: TenantId, settings: AppSettings, payload: Annotated[Any, Body()] = None
-) -> dict:
+async def put_rules(pool: Pool, tenant_id: TenantId, settings: AppSettings, rules: Rules) -> dict:
     """Store a new version of the borders; the classifier re-classifies every customer."""
-    try:
-        rules = Rules.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_rules", "the borders are not valid", problems=views.problems(exc)
-        ) from None
     async with pool.acquire() as conn:
         version = await save_rules(conn, tenant_id, rules, settings.default_time_zone)
     return {"version": version, "rules": rules.model_dump(mode="json")}

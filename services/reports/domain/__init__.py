@@ -19,7 +19,6 @@ from .history import MAX_DAYS, MAX_MONTHS, Counts, accumulate, parse_day, period
 from .ltv import HORIZONS, Matrix, RateChange, Simulation, changed_matrix, measured_model, project
 from .portfolio import (
     KNOWN_SEGMENTS,
-    SUPPORTED_SCHEMA_VERSION,
     ZERO,
     CurrentKey,
     CustomerRow,
@@ -101,7 +100,6 @@ __all__ = [
     "RfmThresholds",
     "SIX",
     "SPANS",
-    "SUPPORTED_SCHEMA_VERSION",
     "Simulation",
     "Sums",
     "TOTAL_EDGES",

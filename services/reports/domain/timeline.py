@@ -79,7 +79,14 @@ def month_moves(
             i = bisect_right(days, day)
             return ordered[i - 1] if i else None
 
-    starts = {d.replace(day=1) for d in days}
+    # A month has an entry when something changed in it: the first message of a correction
+    # restates its day even when that day changes nothing (a sale and its void on one day,
+    # delivered apart), and in date order that day has no entry at all.
+    starts = {
+        e.effective_on.replace(day=1)
+        for prev, e in zip([None, *ordered], ordered, strict=False)
+        if prev is None or _differs(prev, e)
+    }
     candidates = [(1, m) for m in starts]
     candidates += [(SIX, m) for m in {w for s in starts for w in _window(s)}]
     for span, m in candidates:
@@ -98,6 +105,22 @@ def month_moves(
         elif frm and to and frm != to:
             out[(span, m, frm, to)] = (1, ZERO, 0)
     return out
+
+
+def _differs(a: Entry, b: Entry) -> bool:
+    return (
+        a.segment,
+        a.total_amount,
+        a.purchase_count,
+        a.first_purchase_on,
+        a.last_purchase_on,
+    ) != (
+        b.segment,
+        b.total_amount,
+        b.purchase_count,
+        b.first_purchase_on,
+        b.last_purchase_on,
+    )
 
 
 def moves_delta(

@@ -17,7 +17,6 @@ from .dm import DM_CSV_HEADERS, dm_body, dm_csv
 from .history import history_body, transitions_body
 from .ltv import simulation_body
 from .portfolio import CONTACT_FIELDS, amount_text, customer_body, portfolio_body, share
-from .problems import problems, rule_problems
 from .questions import questions_body, sales_split, vip_item
 from .rfm import RFM_CSV_EXTRA, rfm_cells_body, rfm_item
 
@@ -42,11 +41,9 @@ __all__ = [
     "neutralise",
     "portfolio_body",
     "preview_body",
-    "problems",
     "questions_body",
     "rfm_cells_body",
     "rfm_item",
-    "rule_problems",
     "sales_split",
     "share",
     "simulation_body",
