@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from itertools import accumulate
 from typing import Any
 
 from aiokafka import (
@@ -87,36 +90,38 @@ class RecordPublisher:
     ) -> list[tuple[str, int, int, int]]:
         """Publish placed records; returns each acknowledged batch as (topic, partition, base
         offset, record count)."""
-        batches: dict[tuple[str, int], list] = {}
-        sizes: dict[tuple[str, int], int] = {}
-        sends: list[tuple[str, int, int, asyncio.Future]] = []
+        by_place: dict[tuple[str, int], list[_Keyed]] = defaultdict(list)
         for topic, partition, key, value in records:
-            where = (topic, partition)
-            size = len(key) + len(value) + RECORD_FRAME_BYTES
-            batch = batches.get(where)
-            if batch is None:
-                batch = batches[where] = []
-                sizes[where] = 0
-            elif sizes[where] + size > self.batch_bytes:
-                await self._send(topic, partition, batch, sends)
-                batch = batches[where] = []
-                sizes[where] = 0
-            batch.append(_Keyed(value, key))
-            sizes[where] += size
-        for (topic, partition), batch in batches.items():
-            await self._send(topic, partition, batch, sends)
+            by_place[topic, partition].append(_Keyed(value, key))
+        sends: list[tuple[str, int, int, asyncio.Future]] = []
+        for (topic, partition), messages in by_place.items():
+            for batch in self._fitting(messages):
+                future = await self._publisher(topic).publish(
+                    *batch, partition=partition, no_confirm=True
+                )
+                sends.append((topic, partition, len(batch), future))
         acknowledged = await asyncio.gather(*(future for *_, future in sends))
         return [
             (topic, partition, meta.offset, count)
             for (topic, partition, count, _), meta in zip(sends, acknowledged, strict=True)
         ]
 
-    async def _send(self, topic: str, partition: int, batch: list, sends: list) -> None:
+    def _fitting(self, messages: list[_Keyed]) -> Iterator[list[_Keyed]]:
+        """``messages`` in runs that each fit one record batch (``max_batch_size``); a record
+        larger than that goes alone."""
+        ends = list(accumulate(len(m.key) + len(m.body) + RECORD_FRAME_BYTES for m in messages))
+        start = 0
+        while start < len(messages):
+            used = ends[start - 1] if start else 0
+            stop = max(bisect_right(ends, used + self.batch_bytes, lo=start), start + 1)
+            yield messages[start:stop]
+            start = stop
+
+    def _publisher(self, topic: str):
         publisher = self.to_topic.get(topic)
         if publisher is None:
             publisher = self.to_topic[topic] = self.broker.publisher(topic, batch=True)
-        future = await publisher.publish(*batch, partition=partition, no_confirm=True)
-        sends.append((topic, partition, len(batch), future))
+        return publisher
 
 
 class Partitioner:
