@@ -86,6 +86,7 @@ class PgOffsetConsumer:
         self.cluster: str | None = None
         self.broker = KafkaBroker(
             bootstrap,
+            client_id=f"kizuna-{service}",
             consumer_only=True,  # no producer, no admin client: topics exist (ensure_topics)
             apply_types=False,  # the handler takes the message as it is: nothing to validate
             codec=AS_IS,
@@ -118,6 +119,8 @@ class PgOffsetConsumer:
         self.reset_seen = False
         self.healthy = False
         self.backoff = 0.5
+        self.broken = asyncio.Event()
+        self.failure: Exception | None = None
         self.positions: dict[TopicPartition, int] = {}
         metrics.declare(metrics.EVENTS_IN, (service,))
         metrics.declare(metrics.BATCH_FAILURES, (service,))
@@ -209,11 +212,34 @@ class PgOffsetConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain: the batch in hand is finished (and its
-        offsets stored) before the member leaves its group."""
-        await stop.wait()
-        await self.broker.stop()
+        offsets stored) before the member leaves its group. A failure of the consumer itself
+        (not of a batch's transaction, which is retried) ends it: the service stops, as it does
+        when any background task ends (``shared.service.supervised``), and its next start
+        resumes from PostgreSQL."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.broken.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await self.broker.stop()
+        if self.failure is not None:
+            raise self.failure
 
     async def on_batch(self, message: KafkaMessage) -> None:
+        """faststream's handler: one fetched batch. Whatever fails here beyond the batch's own
+        transaction leaves the batch to be read again (faststream would log the error and read
+        on past it) and stops the consumer (``run``)."""
+        try:
+            await self._consume(message)
+        except Exception as exc:
+            with suppress(Exception):
+                await message.nack()
+            self.failure = exc
+            self.broken.set()
+            raise
+
+    async def _consume(self, message: KafkaMessage) -> None:
         """One fetched batch (faststream's ``max_records``, over the partitions this member
         reads); a failed batch is fetched again from its first offsets."""
         batches = by_partition(message.raw_message)
