@@ -89,32 +89,41 @@ class RecordPublisher:
         self, records: Iterable[tuple[str, int, bytes, bytes]]
     ) -> list[tuple[str, int, int, int]]:
         """Publish placed records; returns each acknowledged batch as (topic, partition, base
-        offset, record count)."""
-        by_place: dict[tuple[str, int], list[_Keyed]] = defaultdict(list)
+        offset, record count).
+
+        Until a batch is sent, a record is its key and value in two lists (bytes, which the
+        garbage collector does not track); the message objects faststream wants are made
+        for one batch at a time and die young with it."""
+        keys: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        values: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         for topic, partition, key, value in records:
-            by_place[topic, partition].append(_Keyed(value, key))
+            keys[topic, partition].append(key)
+            values[topic, partition].append(value)
         sends: list[tuple[str, int, int, asyncio.Future]] = []
-        for (topic, partition), messages in by_place.items():
-            for batch in self._fitting(messages):
+        for (topic, partition), place_keys in keys.items():
+            place_values = values[topic, partition]
+            for start, stop in self._fitting(place_keys, place_values):
+                batch = map(_Keyed, place_values[start:stop], place_keys[start:stop])
                 future = await self._publisher(topic).publish(
                     *batch, partition=partition, no_confirm=True
                 )
-                sends.append((topic, partition, len(batch), future))
+                sends.append((topic, partition, stop - start, future))
         acknowledged = await asyncio.gather(*(future for *_, future in sends))
         return [
             (topic, partition, meta.offset, count)
             for (topic, partition, count, _), meta in zip(sends, acknowledged, strict=True)
         ]
 
-    def _fitting(self, messages: list[_Keyed]) -> Iterator[list[_Keyed]]:
-        """``messages`` in runs that each fit one record batch (``max_batch_size``); a record
-        larger than that goes alone."""
-        ends = list(accumulate(len(m.key) + len(m.body) + RECORD_FRAME_BYTES for m in messages))
+    def _fitting(self, keys: list[bytes], values: list[bytes]) -> Iterator[tuple[int, int]]:
+        """(start, stop) of runs of records that each fit one record batch
+        (``max_batch_size``); a record larger than that goes alone."""
+        sizes = zip(map(len, keys), map(len, values), strict=True)
+        ends = list(accumulate(k + v + RECORD_FRAME_BYTES for k, v in sizes))
         start = 0
-        while start < len(messages):
+        while start < len(ends):
             used = ends[start - 1] if start else 0
             stop = max(bisect_right(ends, used + self.batch_bytes, lo=start), start + 1)
-            yield messages[start:stop]
+            yield start, stop
             start = stop
 
     def _publisher(self, topic: str):
