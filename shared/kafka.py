@@ -1,42 +1,41 @@
-"""Kafka helpers on aiokafka: topics, producers, and the consumer that keeps its offsets in
-PostgreSQL in the same transaction as its effects (exactly-once in the database).
+"""What Kizuna needs from Kafka beyond faststream.
 
-Why aiokafka here rather than a faststream subscriber: our consumers must seek to offsets stored
-in PostgreSQL when partitions are assigned, detect a broker whose log was reset, and hand a
-whole multi-partition batch to one database transaction. aiokafka exposes exactly those hooks.
+The services consume and publish through faststream (``shared.consumer``,
+``shared.publisher``, aiokafka underneath). What is left here is what faststream does not do:
+
+- ``cluster_id`` / ``cluster_of``: which broker answers. A restarted embedded broker has a new,
+  empty log and a new cluster id, and stored offsets are only good for the broker they were
+  stored for (the consumers' reset detection, the broker replay in ``shared.replay``).
+- ``ensure_topics``: the topics with their final partition count, created before anything runs
+  (Tansu cannot add partitions later; faststream would create them with its defaults).
+- ``high_watermarks`` / ``group_lag``: lag from fetch responses against the offsets stored in
+  PostgreSQL (Tansu's ListOffsets answers are wrong; the group's Kafka offsets are not the
+  truth).
+- the producer settings every producer shares, a bare producer for tools that write records
+  as they are (benches, tests), and the codec that keeps faststream from encoding or parsing
+  bodies one record at a time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import suppress
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
 import asyncpg
-import orjson
 from aiokafka import (
     AIOKafkaClient,
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
-from pydantic import BaseModel, ValidationError
 
-from shared import metrics
-from shared.events import ALL_TOPICS, DEADLETTER, DeadLetter
-from shared.logs import record_context
+from shared.events import ALL_TOPICS
 
 log = logging.getLogger("kizuna.kafka")
-
-Handler = Callable[[asyncpg.Connection, list[ConsumerRecord]], Awaitable[None]]
 
 
 async def cluster_id(bootstrap: str) -> str:
@@ -79,433 +78,49 @@ async def ensure_topics(
         await admin.close()
 
 
+# No idempotent producer: Tansu refuses InitProducerId. Duplicates from retries are made
+# harmless downstream (event_id in the event store, seq in the consumers).
+PRODUCER_OPTIONS = dict(
+    acks="all",
+    enable_idempotence=False,
+    linger_ms=5,
+    max_batch_size=1 << 20,
+    request_timeout_ms=10000,
+)
+
+
 def new_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
-    # No idempotent producer: Tansu refuses InitProducerId. Duplicates from retries are made
-    # harmless downstream (event_id in the event store, seq in the consumers).
-    options = dict(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        request_timeout_ms=10000,
-    )
-    options.update(overrides)
-    return AIOKafkaProducer(**options)
+    """A bare aiokafka producer, for tools that write records as they are (the benches' feeds,
+    the tests); the services publish through ``RecordPublisher``."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **{**PRODUCER_OPTIONS, **overrides})
 
 
-def deadletter_row(service: str, record: ConsumerRecord, reason: str) -> tuple[str, str, str]:
-    """An outbox row that sends an unprocessable record to the dead-letter topic."""
-    value = record.value.decode("utf-8", "replace") if record.value else ""
-    key = record.key.decode("utf-8", "replace") if record.key else ""
-    letter = DeadLetter(
-        service=service,
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=key,
-        value=value,
-        reason=reason,
-        failed_at=datetime.now(UTC),
-    )
-    return DEADLETTER, key, letter.model_dump_json()
+class _AsIs:
+    """A faststream codec that leaves bodies as they are.
+
+    Publishers hand over bytes already encoded (in bulk by ingest and the importer, packed in
+    the outbox by the classifier and the consumers); a batch subscriber's handler gets the
+    message itself, whose raw records the service decodes in bulk against its contract model
+    (``decode_records``). faststream's default would parse every record's JSON once more and
+    build an object per record: per-record work on the hot path, for nothing."""
+
+    async def encode(self, msg, serializer=None):
+        return msg, None
+
+    async def encode_batch(self, msgs, serializer=None):
+        return [(m, None) for m in msgs]
+
+    async def decode(self, msg):
+        return msg
+
+    async def decode_batch(self, msg):
+        return msg
 
 
-def decode_records(
-    records: Sequence[ConsumerRecord],
-    model: type[BaseModel],
-    service: str,
-    check: Callable[[BaseModel], str | None] | None = None,
-) -> tuple[list, list[tuple[str, str, str]]]:
-    """Records validated against a contract model; what cannot be used (not the model, or
-    ``check`` names a problem) becomes a dead-letter outbox row with the reason."""
-    values, dead = [], []
-    for record in records:
-        try:
-            value = model.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-                + (f" (got {e['input']!r})" if e["type"] == "literal_error" else "")
-                for e in exc.errors()
-            )
-        else:
-            reason = check(value) if check else None
-            if reason is None:
-                values.append(value)
-                continue
-        dead.append(deadletter_row(service, record, reason))
-        metrics.DEADLETTERS.labels(service, record.topic).inc()
-        log.warning(
-            "dead-lettered %s[%s]@%s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            extra=record_context(record.topic, record.partition, record.offset, record.key),
-        )
-    return values, dead
-
-
-def _bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
-def pack_outbox(rows: Sequence[tuple[str, str, str | bytes]]) -> bytearray:
-    """Records as one outbox value: a line per record, ``topic TAB key-as-JSON TAB payload``.
-
-    Payloads are JSON, where a raw newline can only be whitespace between tokens, so turning it
-    into a space keeps the value and the line structure. Built in one growing buffer: a batch's
-    records are megabytes, and a list of lines plus a join would hold them twice."""
-    heads: dict[tuple[str, str], bytes] = {}
-    out = bytearray()
-    for topic, key, payload in rows:
-        head = heads.get((topic, key))
-        if head is None:
-            head = heads[(topic, key)] = b"%s\t%s\t" % (topic.encode(), orjson.dumps(key))
-        value = _bytes(payload)
-        if b"\n" in value:
-            value = value.replace(b"\n", b" ")
-        if out:
-            out += b"\n"
-        out += head
-        out += value
-    return out
-
-
-def unpack_outbox(records: bytes) -> Iterator[tuple[str, bytes, bytes]]:
-    """The (topic, key, payload) records of one outbox value, in the order they were written
-    (one at a time: the relay hands each to the producer before taking the next)."""
-    start = 0
-    end = len(records)
-    while start < end:
-        stop = records.find(b"\n", start)
-        if stop < 0:
-            stop = end
-        topic_end = records.index(b"\t", start, stop)
-        key_end = records.index(b"\t", topic_end + 1, stop)
-        yield (
-            records[start:topic_end].decode(),
-            orjson.loads(records[topic_end + 1 : key_end]).encode(),
-            records[key_end + 1 : stop],
-        )
-        start = stop + 1
-
-
-OUTBOX_RECORDS_PER_ROW = 1000
-
-
-async def write_outbox(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, str | bytes]]
-) -> None:
-    """Queue records for the relay in the caller's transaction: one outbox row per thousand
-    records, packed one row at a time as COPY streams them (a batch's records are megabytes;
-    packing them all at once held them twice more)."""
-    if rows:
-        counts: dict[str, int] = {}
-        for topic, _, _ in rows:
-            counts[topic] = counts.get(topic, 0) + 1
-        for topic, n in counts.items():  # inside ``metrics.counted``: once they commit
-            metrics.OUTBOX_WRITTEN.labels(topic).inc(n)
-        step = OUTBOX_RECORDS_PER_ROW
-        await conn.copy_records_to_table(
-            "outbox",
-            records=(
-                (pack_outbox(rows[i : i + step]), len(rows[i : i + step]))
-                for i in range(0, len(rows), step)
-            ),
-            columns=["records", "record_count"],
-        )
-
-
-async def pending_outbox(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[str, str, str]]:
-    """Every record still waiting for the relay, oldest first, as (topic, key, payload) text."""
-    rows = await conn.fetch("SELECT records FROM outbox ORDER BY id")
-    return [
-        (topic, key.decode(), payload.decode())
-        for r in rows
-        for topic, key, payload in unpack_outbox(r["records"])
-    ]
-
-
-class _SeekFromDatabase(ConsumerRebalanceListener):
-    def __init__(self, owner: PgOffsetConsumer):
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked):
-        self.owner.forget(revoked)
-
-    async def on_partitions_assigned(self, assigned):
-        await self.owner.seek_assigned(assigned)
-
-
-class PgOffsetConsumer:
-    """A consumer group member that hands batches to ``handle`` inside one PostgreSQL
-    transaction, storing the next offsets in ``consumer_offsets`` in that same transaction.
-
-    A crash anywhere replays from the stored offsets; handlers are idempotent, so nothing is
-    lost or counted twice. A broker whose cluster id differs from the stored one (a restarted
-    embedded broker has a new, empty log) is read from the beginning.
-    """
-
-    def __init__(
-        self,
-        *,
-        service: str,
-        bootstrap: str,
-        group_id: str,
-        topics: Sequence[str],
-        pool: asyncpg.Pool,
-        handle: Handler,
-        batch_size: int = 5000,
-        session_timeout_ms: int = 6000,
-        max_wait_ms: int = 200,
-        parallel: int = 1,
-        fetch_max_wait_ms: int = 50,
-        committed: Callable[[], None] | None = None,
-    ):
-        self.service = service
-        self.bootstrap = bootstrap
-        self.group_id = group_id
-        self.topics = list(topics)
-        self.pool = pool
-        self.handle = handle
-        self.committed = committed  # called after each batch's transaction has committed
-        self.batch_size = batch_size
-        self.max_wait_ms = max_wait_ms
-        self.parallel = max(1, parallel)
-        self.cluster: str | None = None
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(500, session_timeout_ms // 6),
-            max_poll_records=batch_size,
-            # How long the broker may hold an empty fetch. Tansu answers a waiting fetch only
-            # when the wait ends, not when records arrive, so this is latency on every hop.
-            fetch_max_wait_ms=fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 << 20,
-            fetch_max_bytes=32 << 20,
-        )
-        self.assigned_once = asyncio.Event()
-        self.reset_seen = False
-        self.healthy = False
-        self.positions: dict[TopicPartition, int] = {}
-        metrics.declare(metrics.EVENTS_IN, (service,))
-        metrics.declare(metrics.BATCH_FAILURES, (service,))
-        metrics.declare(metrics.BROKER_RESETS, (service,))
-        metrics.declare(metrics.DEADLETTERS, *((service, t) for t in self.topics))
-        # Records fetched-but-unprocessed or not yet fetched, as last seen; None before the
-        # first fetch (a consumer that has not looked yet does not know it is caught up).
-        self.backlog: int | None = None
-
-    async def seek_assigned(self, assigned) -> None:
-        # the broker may have been restarted (a new, empty log) since this consumer started
-        self.cluster = await cluster_of(self.consumer._client)
-        wait = 0.5
-        while True:
-            # Until PostgreSQL answers: without the stored offsets, reading would start where
-            # the broker's own group offsets say, which are not the truth.
-            try:
-                rows = await self.pool.fetch(
-                    "SELECT topic, partition, next_offset, cluster_id FROM consumer_offsets"
-                    " WHERE group_id = $1 AND topic = ANY($2::text[])",
-                    self.group_id,
-                    self.topics,
-                )
-                break
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("%s: cannot read the stored offsets (%s); retrying", self.group_id, exc)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 5)
-        stored = {(r["topic"], r["partition"]): r for r in rows}
-        for tp in assigned:
-            row = stored.get((tp.topic, tp.partition))
-            if row is not None and row["cluster_id"] == self.cluster:
-                self.consumer.seek(tp, row["next_offset"])
-            else:
-                if row is not None:
-                    log.warning(
-                        "%s: broker %s is not the one offsets were stored for (%s): reading %s from the beginning",
-                        self.group_id,
-                        self.cluster,
-                        row["cluster_id"],
-                        tp,
-                        extra={
-                            "group": self.group_id,
-                            "topic": tp.topic,
-                            "partition": tp.partition,
-                        },
-                    )
-                    metrics.BROKER_RESETS.labels(self.service).inc()
-                await self.consumer.seek_to_beginning(tp)
-        self.assigned_once.set()
-
-    def forget(self, revoked) -> None:
-        """Partitions this member no longer reads: their lag is another member's to report."""
-        for tp in revoked:
-            self.positions.pop(tp, None)
-            with suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(
-                    self.service, self.group_id, tp.topic, str(tp.partition)
-                )
-
-    async def start(self) -> None:
-        self.cluster = await cluster_id(self.bootstrap)
-        self.consumer.subscribe(self.topics, listener=_SeekFromDatabase(self))
-        await self.consumer.start()
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; a failed batch is retried from its first offsets."""
-        backoff = 0.5
-        while not stop.is_set():
-            batches = await self.consumer.getmany(
-                timeout_ms=self.max_wait_ms, max_records=self.batch_size
-            )
-            self._observe_lag(batches)
-            records = [r for part in batches.values() for r in part]
-            if not records:
-                self.healthy = True
-                continue
-            broker = await self._same_broker()
-            if broker is None:
-                if self.reset_seen:  # where the new broker's offsets say (its beginning)
-                    self.reset_seen = False
-                    await self.seek_assigned(self.consumer.assignment())
-                else:  # not processed: fetched again
-                    for tp, part in batches.items():
-                        self.consumer.seek(tp, part[0].offset)
-                continue
-            failed = await self._process_in_groups(batches, broker)
-            if failed:
-                # Database or network trouble heals; a bug in a handler does not, but retrying
-                # keeps the records (never skipped) and readiness reports the service unhealthy.
-                self.healthy = False
-                for group, exc in failed:
-                    metrics.BATCH_FAILURES.labels(self.service).inc()
-                    expected = isinstance(exc, (asyncpg.PostgresError, OSError, TimeoutError))
-                    starts = {tp: part[0].offset for tp, part in group.items()}
-                    log.warning(
-                        "%s: batch failed (%r); retrying %s in %.1fs",
-                        self.group_id,
-                        exc,
-                        ", ".join(f"{partition_of(tp)}@{o}" for tp, o in starts.items()),
-                        backoff,
-                        exc_info=exc if not expected else None,
-                        extra={
-                            "group": self.group_id,
-                            "topic": ",".join(sorted({tp.topic for tp in starts})),
-                            "offsets": {partition_of(tp): o for tp, o in starts.items()},
-                        },
-                    )
-                    for tp, offset in starts.items():
-                        self.consumer.seek(tp, offset)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-                continue
-            backoff = 0.5
-            self.healthy = True
-            if broker != self.cluster:
-                continue  # the batch came from a broker that has since been replaced
-            try:  # for lag tooling only; the truth is in PostgreSQL
-                await self.consumer.commit(
-                    {tp: part[-1].offset + 1 for tp, part in batches.items()}
-                )
-            except KafkaError as exc:
-                log.debug("kafka commit skipped: %s", exc)
-
-    async def _same_broker(self) -> str | None:
-        """The broker the records just fetched came from, or None when that is not certain.
-
-        The cluster id was known (``self.cluster``) before the fetch; the same id after it
-        means the same broker throughout. A different one: the broker was restarted with an
-        empty log, and its offsets mean other records — the batch is dropped and every
-        partition is read again from where the new broker's offsets say (its beginning).
-
-        The batch's offsets are stored under the id returned here, not under ``self.cluster``
-        as it is at commit time: a rebalance onto a new broker while the batch is processed
-        changes ``self.cluster``, and the old broker's offsets must not pass for the new one's
-        (the replay log in PostgreSQL is pruned by them)."""
-        try:
-            now = await cluster_of(self.consumer._client)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("%s: cannot ask the broker its cluster id (%s)", self.group_id, exc)
-            await asyncio.sleep(0.5)
-            return None
-        if now == self.cluster:
-            return now
-        log.warning(
-            "%s: the broker was reset (%s -> %s): reading the new log from its start",
-            self.group_id,
-            self.cluster,
-            now,
-        )
-        self.reset_seen = True
-        return None
-
-    async def _process_in_groups(self, batches, broker: str) -> list[tuple[dict, BaseException]]:
-        """Process a fetched batch as ``parallel`` transactions over disjoint partitions.
-
-        Partitions are keyed by customer, so the groups touch disjoint customers: while one
-        transaction waits for PostgreSQL, the event loop classifies the next group. Returns the
-        groups that failed (their partitions are replayed; the others are committed).
-        """
-        parts = sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition))
-        groups = [dict(parts[i :: self.parallel]) for i in range(min(self.parallel, len(parts)))]
-        results = await asyncio.gather(
-            *(self._process(g, broker) for g in groups), return_exceptions=True
-        )
-        failed = [
-            (g, r) for g, r in zip(groups, results, strict=True) if isinstance(r, BaseException)
-        ]
-        for _, r in failed:
-            if not isinstance(r, Exception):  # cancellation and the like: not ours to retry
-                raise r
-        return failed
-
-    async def _process(self, batches, broker: str) -> None:
-        records = [r for part in batches.values() for r in part]
-        started = time.perf_counter()
-        async with self.pool.acquire() as conn, metrics.counted(conn):
-            metrics.EVENTS_IN.labels(self.service).inc(len(records))
-            await self.handle(conn, records)
-            await conn.executemany(
-                "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, cluster_id)"
-                " VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (group_id, topic, partition) DO UPDATE"
-                " SET next_offset = EXCLUDED.next_offset, cluster_id = EXCLUDED.cluster_id, updated_at = now()",
-                [
-                    (self.group_id, tp.topic, tp.partition, part[-1].offset + 1, broker)
-                    for tp, part in batches.items()
-                ],
-            )
-        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-        metrics.BATCH_RECORDS.labels(self.service).observe(len(records))
-        if self.committed is not None:
-            self.committed()  # after the commit: what the batch wrote is visible now
-
-    def _observe_lag(self, batches) -> None:
-        for tp, part in batches.items():
-            self.positions[tp] = part[-1].offset + 1
-        backlog = 0
-        for tp in self.consumer.assignment():
-            high, position = self.consumer.highwater(tp), self.positions.get(tp)
-            if high is not None and position is not None:
-                lag = max(0, high - position)
-                backlog += lag
-                metrics.CONSUMER_LAG.labels(
-                    self.service, self.group_id, tp.topic, str(tp.partition)
-                ).set(lag)
-        self.backlog = backlog
-
-
-def partition_of(tp: TopicPartition) -> str:
-    return f"{tp.topic}[{tp.partition}]"
+AS_IS = _AsIs()
+# faststream logs every message it handles ("Received", "Processed") at the broker's log level:
+# debug here, one line per batch when asked for; its errors still reach this logger.
+FASTSTREAM_LOG = logging.getLogger("kizuna.kafka.faststream")
 
 
 async def high_watermarks(

@@ -70,7 +70,7 @@ def declare(metric, *label_sets: tuple[str, ...]) -> None:
         metric.labels(*labels)
 
 
-# --- The consumer that keeps its offsets in PostgreSQL (shared/kafka.py) ---------------------
+# --- The consumer that keeps its offsets in PostgreSQL (shared/consumer.py) ------------------
 
 EVENTS_IN = Counter(
     "kizuna_events_in_total",

@@ -32,7 +32,8 @@ import orjson
 from aiokafka import AIOKafkaClient
 
 from shared.events import CUSTOMER_STATES, PURCHASES, SEGMENT_CHANGES
-from shared.kafka import OUTBOX_RECORDS_PER_ROW, cluster_of, pack_outbox, unpack_outbox
+from shared.kafka import cluster_of
+from shared.outbox import OUTBOX_RECORDS_PER_ROW, pack_outbox, unpack_outbox
 
 log = logging.getLogger("kizuna.replay")
 

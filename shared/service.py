@@ -1,8 +1,8 @@
 """Background work of a service, and what happens when it fails — one way for every service:
 
-- a batch a consumer cannot process is retried from its stored offsets by the consumer itself
-  (``shared.kafka.PgOffsetConsumer.run``; readiness says unhealthy meanwhile), and a record
-  that can never be read goes to the dead-letter topic with its reason;
+- a batch a consumer cannot process is retried from its stored offsets by the consumer
+  itself (``shared.consumer.PgOffsetConsumer``; readiness says unhealthy meanwhile),
+  and a record that can never be read goes to the dead-letter topic with its reason;
 - anything else that ends a background task (the consumer loop, a worker, the clock, the
   relay) takes the process down: ``supervised`` below. The process manager (``kizuna up``,
   compose, Kubernetes) restarts it, and the new process resumes from what PostgreSQL holds,

@@ -21,9 +21,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import BaseModel
 
 from shared.access import store as access_store
+from shared.consumer import PgOffsetConsumer
 from shared.db import _with_database, database_name, migrate
 from shared.events import message_key
-from shared.kafka import PgOffsetConsumer, high_watermarks
+from shared.kafka import high_watermarks
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / ".kizuna" / "test"  # logs and data of what the tests start

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from shared import access, http
+from shared.consumer import PgOffsetConsumer
 from shared.db import create_pool
 from shared.events import PURCHASES
-from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.kafka import ensure_topics
 from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings

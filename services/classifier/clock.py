@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import asyncpg
 
-from shared.kafka import PgOffsetConsumer
+from shared.consumer import PgOffsetConsumer
 from shared.metrics import counted
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, load_tenant

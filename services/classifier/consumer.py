@@ -12,8 +12,8 @@ import asyncpg
 from aiokafka import ConsumerRecord
 
 from shared.cpm import Purchase
+from shared.deadletters import decode_records
 from shared.events import PurchaseEvent
-from shared.kafka import decode_records
 from shared.settings import Settings, today_in
 from shared.tenants import Tenant, ensure_tenants, load_tenant
 

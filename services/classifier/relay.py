@@ -20,7 +20,8 @@ from aiokafka.partitioner import murmur2
 
 from shared import replay
 from shared.events import PURCHASES
-from shared.kafka import new_producer, unpack_outbox
+from shared.outbox import unpack_outbox
+from shared.publisher import RecordPublisher
 
 from . import metrics, store
 
@@ -49,7 +50,7 @@ class Relay:
         self.backlog = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        producer = new_producer(self.bootstrap)
+        producer = RecordPublisher(self.bootstrap)
         await producer.start()
         try:
             async with self.pool.acquire() as lock_conn:
@@ -136,47 +137,25 @@ class Relay:
         self.backlog = await store.outbox_backlog(self.pool)
         return sent
 
-    async def _send(self, producer, rows) -> tuple[int, replay.Marks]:
-        """Publish rows as whole record batches per partition, in id order within each; returns
-        how many were sent and the last offset each partition gave them.
+    async def _send(self, producer: RecordPublisher, rows) -> tuple[int, replay.Marks]:
+        """Publish rows, in id order within each partition; returns how many were sent and the
+        last offset each partition gave them.
 
-        Building batches ourselves skips aiokafka's per-message path (a pure-Python murmur2
-        and a future per record), which capped the relay at about 40,000 records/s. Keys are
-        placed by CRC-32 (C speed): Kizuna's relay is the only producer of the topics it writes,
-        so every record of a customer still lands in one partition, in order. Purchases (sent
-        here only when replayed) go where ingest and the importer put them: Kafka's murmur2.
+        Keys are placed by CRC-32 (C speed; murmur2 is pure Python in aiokafka): Kizuna's relay
+        is the only producer of the topics it writes, so every record of a customer still
+        lands in one partition, in order. Purchases (sent here only when replayed) go where
+        ingest and the importer put them: Kafka's murmur2.
         """
-        builders: dict[tuple[str, int], object] = {}
-        sends = []
-        sent = 0
-
-        async def send(topic, partition, builder):
-            count = builder.record_count()
-            future = await producer.send_batch(builder, topic, partition=partition)
-            sends.append((topic, partition, count, future))
-
+        placed = []
         for topic, key, value in rows:
-            sent += 1
             count = self.partition_counts.get(topic) or await self._partitions(producer, topic)
             if topic == PURCHASES:
                 partition = (murmur2(key) & 0x7FFFFFFF) % count
             else:
                 partition = zlib.crc32(key) % count
-            builder = builders.get((topic, partition))
-            if builder is None:
-                builder = builders[(topic, partition)] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                await send(topic, partition, builder)
-                builder = builders[(topic, partition)] = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-        for (topic, partition), builder in builders.items():
-            if builder.record_count():
-                await send(topic, partition, builder)
-        acknowledged = await asyncio.gather(*(future for *_, future in sends))
-        return sent, replay.marks_of(
-            (topic, partition, meta.offset, count)
-            for (topic, partition, count, _), meta in zip(sends, acknowledged, strict=True)
-        )
+            placed.append((topic, partition, key, value))
+        batches = await producer.publish(placed)
+        return len(placed), replay.marks_of(batches)
 
     async def _partitions(self, producer, topic: str) -> int:
         count = self.partition_counts.get(topic)
@@ -187,7 +166,7 @@ class Relay:
     async def drain(self, producer=None, timeout: float = 60) -> None:
         """Publish everything left (a clean stop)."""
         own = producer is None
-        producer = producer or new_producer(self.bootstrap)
+        producer = producer or RecordPublisher(self.bootstrap)
         if own:
             await producer.start()
         try:

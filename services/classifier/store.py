@@ -11,7 +11,7 @@ import orjson
 
 from shared.cpm import Figures, Purchase, Rules
 from shared.events import CUSTOMER_STATES, SEGMENT_CHANGES
-from shared.kafka import write_outbox
+from shared.outbox import write_outbox
 from shared.timeline import Border, Borders
 
 from .domain import Change, ScopeState

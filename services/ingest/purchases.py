@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from shared import access, http, replay
 from shared.access import Permission, Principal
 from shared.events import PURCHASES, PurchaseEvent, message_key
-from shared.kafka import ensure_topics, new_producer
+from shared.kafka import ensure_topics
+from shared.publisher import Partitioner, RecordPublisher
 
 from . import metrics
 
@@ -27,7 +28,8 @@ MAX_EVENTS = 20000
 
 
 class Publisher:
-    """Owns the Kafka producer; (re)connects lazily so ingest starts while the broker is down.
+    """Owns the Kafka publisher (``RecordPublisher``, faststream); (re)connects lazily so
+    ingest starts while the broker is down.
 
     With ``keep`` (KIZUNA_BROKER_REPLAY, the embedded broker) what the broker acknowledged is
     also written to PostgreSQL before the 202, until the classifier has stored it
@@ -44,7 +46,7 @@ class Publisher:
     async def get(self):
         async with self.lock:
             if self.producer is None:
-                producer = new_producer(
+                producer = RecordPublisher(
                     self.bootstrap, request_timeout_ms=5000, retry_backoff_ms=200
                 )
                 try:
@@ -69,6 +71,8 @@ class Publisher:
                 self.producer = None
 
     async def publish(self, events: list[PurchaseEvent]) -> None:
+        """Publish a request's events, placed as a Java client or the importer would place
+        them (Kafka's murmur2 of ``tenant:customer``), as one record batch per partition."""
         producer = await self.get()
         before = self.watch.last
         rows = [
@@ -81,14 +85,11 @@ class Publisher:
         ]
         try:
             async with asyncio.timeout(15):
-                futures = [await producer.send(t, key=k, value=v) for t, k, v in rows]
-                acknowledged = await asyncio.gather(*futures)
+                place = Partitioner(await producer.partitions_for(PURCHASES))
+                batches = await producer.publish((t, place(k), k, v) for t, k, v in rows)
                 if self.keep:
                     broker = await self.watch.confirm(producer.client, before)
-                    marks = replay.marks_of(
-                        (m.topic, m.partition, m.offset, 1) for m in acknowledged
-                    )
-                    await self._keep(rows, broker, marks)
+                    await self._keep(rows, broker, replay.marks_of(batches))
         except (KafkaError, OSError, TimeoutError) as exc:
             await self.reset()
             raise http.ApiError(

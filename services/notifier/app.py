@@ -22,9 +22,10 @@ import asyncpg
 from fastapi import FastAPI
 
 from shared import access, http
+from shared.consumer import PgOffsetConsumer
 from shared.db import create_pool
 from shared.events import SEGMENT_CHANGES
-from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.kafka import ensure_topics
 from shared.service import supervised
 from shared.settings import Settings, get_settings
 

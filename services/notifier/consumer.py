@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import ConsumerRecord
 
+from shared.deadletters import decode_records
 from shared.events import SegmentChange
-from shared.kafka import decode_records, write_outbox
+from shared.outbox import write_outbox
 from shared.settings import Settings, today_in, utcnow
 
 from . import metrics, store

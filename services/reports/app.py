@@ -19,9 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from shared import access, http
 from shared.access import privacy, session
 from shared.access.headers import SecurityHeaders
+from shared.consumer import PgOffsetConsumer
 from shared.db import create_pool
 from shared.events import CUSTOMER_STATES
-from shared.kafka import PgOffsetConsumer, ensure_topics
+from shared.kafka import ensure_topics
 from shared.pgstats import keep_statistics
 from shared.service import supervised
 from shared.settings import get_settings

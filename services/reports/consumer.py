@@ -9,8 +9,9 @@ from collections import defaultdict
 import asyncpg
 from aiokafka import ConsumerRecord
 
+from shared.deadletters import decode_records
 from shared.events import CustomerState
-from shared.kafka import decode_records, write_outbox
+from shared.outbox import write_outbox
 
 from . import metrics, store
 from .domain.portfolio import fold, problem_with, sum_deltas, touches_from

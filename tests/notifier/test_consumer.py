@@ -14,7 +14,7 @@ from services.notifier import store
 from services.notifier.app import GROUP
 from services.notifier.consumer import Notifier
 from shared.events import DEADLETTER, SEGMENT_CHANGES, DeadLetter
-from shared.kafka import pending_outbox
+from shared.outbox import pending_outbox
 from shared.settings import get_settings
 from tests.notifier.changes import change, today
 
@@ -193,7 +193,7 @@ async def test_unexpected_failure_is_retried_and_loses_nothing(
     monkeypatch.setattr(Notifier, "apply", apply_failing_once)
     await publish(change(tenant, "C5", 3, "fledgling_active", "fledgling_lapsed", "lapse"))
 
-    # the batch failed once and was retried from its offsets (shared.kafka.PgOffsetConsumer)
+    # the batch failed once and was retried from its offsets (shared.consumer.PgOffsetConsumer)
     assert failures
     assert len(await tasks_of(service_pool, tenant, "C5")) == 1
     assert service.healthy

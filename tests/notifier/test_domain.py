@@ -26,8 +26,8 @@ from services.notifier.domain.followups import (
     withdrawal,
 )
 from shared.cpm import SEGMENTS, Purchase
+from shared.deadletters import decode_records
 from shared.events import SEGMENT_CHANGES, DeadLetter, SegmentChange
-from shared.kafka import decode_records
 from shared.timeline import Borders
 from tests.helpers import consumed
 from tests.notifier import changes

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared import metrics
+from shared.deadletters import decode_records
 from shared.events import PurchaseEvent
-from shared.kafka import decode_records, ensure_topics, new_producer
+from shared.kafka import ensure_topics, new_producer
 from tests.helpers import consuming, wait_for
 
 pytestmark = pytest.mark.integration

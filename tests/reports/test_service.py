@@ -15,7 +15,7 @@ import pytest
 
 from services.reports.app import app
 from shared.events import DEADLETTER, CustomerState, message_key
-from shared.kafka import pending_outbox
+from shared.outbox import pending_outbox
 from tests.helpers import api_key
 from tests.reports.service import TODAY, processed, publish
 

@@ -16,7 +16,9 @@ from services.ingest.purchases import Publisher
 from shared import replay
 from shared.embedded import EmbeddedBroker
 from shared.events import CUSTOMER_STATES, PURCHASES, PurchaseEvent
-from shared.kafka import ensure_topics, new_producer, write_outbox
+from shared.kafka import ensure_topics
+from shared.outbox import write_outbox
+from shared.publisher import RecordPublisher
 from tests.helpers import TMP, free_port, read_topic, scratch_database
 
 pytestmark = pytest.mark.integration
@@ -70,7 +72,7 @@ async def run_replay(url: str, broker: EmbeddedBroker) -> None:
                 conn, [(CUSTOMER_STATES, f"t:C{i}", json.dumps({"seq": i})) for i in range(3)]
             )
         relay = Relay(pool, broker.bootstrap, keep_until_consumed=True)
-        producer = new_producer(broker.bootstrap)
+        producer = RecordPublisher(broker.bootstrap)
         await producer.start()
         try:
             await relay.upkeep(producer)

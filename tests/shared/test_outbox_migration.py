@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
-from shared.kafka import pending_outbox, unpack_outbox, write_outbox
+from shared.outbox import pending_outbox, unpack_outbox, write_outbox
 from tests.helpers import scratch_database
 
 pytestmark = pytest.mark.integration

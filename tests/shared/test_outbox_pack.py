@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.kafka import pack_outbox, unpack_outbox
+from shared.outbox import pack_outbox, unpack_outbox
 
 TOPICS = st.sampled_from(["kizuna.customer-states.v1", "kizuna.deadletter.v1"])
 JSON_VALUES = st.recursive(

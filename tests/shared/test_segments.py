@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.cpm import STATES, TIERS
+from shared.deadletters import decode_records
 from shared.events import (
     DEADLETTER,
     SCHEMA_VERSION,
@@ -19,7 +20,6 @@ from shared.events import (
     DeadLetter,
     SegmentChange,
 )
-from shared.kafka import decode_records
 from tests.helpers import consumed
 
 CHANGE = {

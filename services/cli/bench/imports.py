@@ -30,7 +30,8 @@ from services.ingest.imports.sales import read_sales
 from shared.db import _with_database, create_pool, migrate, resolve_database_url
 from shared.embedded import EmbeddedBroker
 from shared.events import PURCHASES
-from shared.kafka import ensure_topics, high_watermarks, new_producer
+from shared.kafka import ensure_topics, high_watermarks
+from shared.publisher import RecordPublisher
 from shared.settings import Settings
 
 from .common import (
@@ -121,7 +122,7 @@ async def bench_import(
         await broker.start()
         await ensure_topics(broker.bootstrap, partitions)
         pool = await create_pool(url, max_size=2)
-        producer = new_producer(broker.bootstrap)
+        producer = RecordPublisher(broker.bootstrap)
         await producer.start()
         read_until = [0.0]
 

@@ -60,11 +60,11 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from shared import replay
 from shared.events import PURCHASES, PurchaseEvent
 from shared.http import ApiError
+from shared.publisher import Partitioner, RecordPublisher
 
 from .. import metrics
 from . import store
@@ -224,27 +224,6 @@ def take(
     )
 
 
-class Partitioner:
-    """Kafka's default placement: murmur2 of the key over the sorted partitions (what aiokafka's
-    and the Java client's default partitioner do), cached per key — a sales file names each
-    customer many times and murmur2 is pure Python in aiokafka."""
-
-    def __init__(self, partitions: Iterable[int]):
-        self.partitions = sorted(partitions)
-        if not self.partitions:
-            raise ValueError("the topic has no partitions")
-        self.cache: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes) -> int:
-        p = self.cache.get(key)
-        if p is None:
-            if len(self.cache) >= 1_000_000:
-                self.cache.clear()
-            p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
-            self.cache[key] = p
-        return p
-
-
 # PostgreSQL's binary COPY format: the staging table's rows are built by the reading thread, so
 # the server does the least work (no text to parse) and the event loop only streams bytes.
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
@@ -316,15 +295,14 @@ def check_sale(row: SaleRow) -> None:
 
 
 class PurchasePublisher:
-    """Publishes prepared records to ``kizuna.purchases.v1`` as whole record batches per
-    partition and waits until the broker acknowledged all of them (``acks=all``).
-
-    Building batches ourselves skips aiokafka's per-message path (a future and a pure-Python
-    murmur2 per record); the placement is the same (see :class:`Partitioner`)."""
+    """Publishes prepared records to ``kizuna.purchases.v1`` through a ``RecordPublisher`` (a
+    faststream batch publisher: whole record batches per partition) and waits until the broker
+    acknowledged all of them (``acks=all``). The placement is Kafka's (see
+    :class:`Partitioner`)."""
 
     def __init__(
         self,
-        get_producer: Callable[[], Awaitable[Any]],
+        get_producer: Callable[[], Awaitable[RecordPublisher]],
         reset: Callable[[], Awaitable[None]] | None = None,
         keep: Callable[..., Awaitable[None]] | None = None,
     ):
@@ -336,7 +314,7 @@ class PurchasePublisher:
         self._watch = replay.BrokerWatch()
 
     @classmethod
-    def for_producer(cls, producer) -> PurchasePublisher:
+    def for_producer(cls, producer: RecordPublisher) -> PurchasePublisher:
         async def get():
             return producer
 
@@ -351,32 +329,10 @@ class PurchasePublisher:
         if self._keep and self._watch.last is None:
             await self._watch.current(producer.client)
         before = self._watch.last
-        builders: dict[int, Any] = {}
-        sends = []
-
-        async def send(partition, builder):
-            count = builder.record_count()
-            future = await producer.send_batch(builder, PURCHASES, partition=partition)
-            sends.append((partition, count, future))
-
-        for partition, key, value in records:
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:  # full
-                await send(partition, builder)
-                builder = builders[partition] = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-        for partition, builder in builders.items():
-            if builder.record_count():
-                await send(partition, builder)
-        acknowledged = await asyncio.gather(*(future for *_, future in sends))
+        batches = await producer.publish((PURCHASES, p, k, v) for p, k, v in records)
         if self._keep:
             broker = await self._watch.confirm(producer.client, before)
-            marks = replay.marks_of(
-                (PURCHASES, partition, meta.offset, count)
-                for (partition, count, _), meta in zip(sends, acknowledged, strict=True)
-            )
+            marks = replay.marks_of(batches)
             await self._keep([(PURCHASES, k, v) for _, k, v in records], broker, marks)
 
     async def reset(self) -> None:

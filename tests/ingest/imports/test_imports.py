@@ -27,7 +27,8 @@ from services.ingest.imports import runner, store
 from services.ingest.imports.sales import read_sales
 from shared.cpm import Purchase, compute_figures
 from shared.events import PURCHASES
-from shared.kafka import group_lag, new_producer
+from shared.kafka import group_lag
+from shared.publisher import RecordPublisher
 from shared.settings import get_settings
 from tests.helpers import FIXTURES, api_key, wait_for
 
@@ -364,7 +365,7 @@ def newest_first(path: Path, rows: int, **kw) -> None:
 
 async def import_crashing(pool, broker, path, tenant, *, ok: int):
     """Import ``path`` in batches of 20 with a publisher that crashes after ``ok`` pages."""
-    producer = new_producer(broker.bootstrap)
+    producer = RecordPublisher(broker.bootstrap)
     await producer.start()
     try:
         crashing = CrashingPublisher(producer, ok=ok)
@@ -446,7 +447,7 @@ async def test_an_import_interrupted_while_reading_stages_every_row_once(
         return crash
 
     monkeypatch.setattr(runner.store, "stager", failing_stager)
-    producer = new_producer(broker.bootstrap)
+    producer = RecordPublisher(broker.bootstrap)
     await producer.start()
     try:
         with pytest.raises(runner.ImportFailed, match="simulated loss"):
