@@ -70,7 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # `kizuna serve reports` may run read-only on a database another stack filled.
         log.warning("no KAFKA_BOOTSTRAP_SERVERS: serving the stored portfolio without consuming")
     try:
-        yield
+        async with gateway.clients(settings) as app.state.gateway:
+            yield
     finally:
         stop.set()
         await asyncio.gather(*app.state.tasks, return_exceptions=True)

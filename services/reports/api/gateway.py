@@ -5,13 +5,16 @@ CSRF token work without CORS; each service still checks the caller itself."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.access import allow
-from shared.http import ApiError, AppSettings
+from shared.http import ApiError
 from shared.settings import Settings
 
 # Signed-in callers only (answered here, before a hop); the service behind checks the rest.
@@ -29,6 +32,7 @@ REQUEST_HEADERS = (
 )
 RESPONSE_HEADERS = ("content-type", "content-disposition", "set-cookie", "location")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+TIMEOUT = httpx.Timeout(60, connect=5)
 
 
 def _base(service: str, settings: Settings) -> str:
@@ -37,14 +41,21 @@ def _base(service: str, settings: Settings) -> str:
     return settings.ingest_url or f"http://{settings.host}:{settings.ingest_port}"
 
 
-async def _forward(
-    service: str, path: str, request: Request, settings: Settings
-) -> StreamingResponse:
+@asynccontextmanager
+async def clients(settings: Settings) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """One client (a pool of keep-alive connections) per service behind the gateway, for the
+    app's lifetime (reports' lifespan): a request reuses a connection instead of opening one."""
+    async with (
+        httpx.AsyncClient(base_url=_base("notifier", settings), timeout=TIMEOUT) as notifier,
+        httpx.AsyncClient(base_url=_base("ingest", settings), timeout=TIMEOUT) as ingest,
+    ):
+        yield {"notifier": notifier, "ingest": ingest}
+
+
+async def _forward(service: str, path: str, request: Request) -> StreamingResponse:
     if not path.startswith("v1/"):
         raise ApiError(404, "not_found", f"no {service} path {path!r}")
-    client = httpx.AsyncClient(
-        base_url=_base(service, settings), timeout=httpx.Timeout(60, connect=5)
-    )
+    client: httpx.AsyncClient = request.app.state.gateway[service]
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     outgoing = client.build_request(
         request.method,
@@ -56,28 +67,23 @@ async def _forward(
     try:
         answer = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
-        await client.aclose()
         raise ApiError(
             503, "service_unavailable", f"the {service} service does not answer: {exc}"
         ) from None
-
-    async def close() -> None:
-        await answer.aclose()
-        await client.aclose()
 
     return StreamingResponse(
         answer.aiter_raw(),
         status_code=answer.status_code,
         headers={k: v for k, v in answer.headers.items() if k.lower() in RESPONSE_HEADERS},
-        background=BackgroundTask(close),
+        background=BackgroundTask(answer.aclose),
     )
 
 
 @router.api_route("/notifier/{path:path}", methods=METHODS)
-async def to_notifier(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
-    return await _forward("notifier", path, request, settings)
+async def to_notifier(path: str, request: Request) -> StreamingResponse:
+    return await _forward("notifier", path, request)
 
 
 @router.api_route("/ingest/{path:path}", methods=METHODS)
-async def to_ingest(path: str, request: Request, settings: AppSettings) -> StreamingResponse:
-    return await _forward("ingest", path, request, settings)
+async def to_ingest(path: str, request: Request) -> StreamingResponse:
+    return await _forward("ingest", path, request)
