@@ -213,22 +213,12 @@ def on_new_sales(
         return None
     assert fold is not None
     branches = {p.branch_id for p in new}
-    if len(branches) == 1 and set(fold.spend) == branches:
-        # A one-branch customer buying there again: the branch and the chain see the same
-        # events from the same state (as in on_new_events): classified once.
-        (branch,) = branches
-        state = states.get("all")
-        if state is not None and state == states.get(branch):
-            since = new_events_since(new, "all")
-            if state.figures is None or since is None or is_late(state, since, borders):
-                return None
-            figures_on = partial(figures_after, state.figures, new, "all", fold.spend)
-            after, changes = advance(
-                state, "all", new, since, borders, today, figures_on=figures_on
-            )
-            return {"all": (after, changes), branch: (after, [c.in_scope(branch) for c in changes])}
+    (branch, *others) = sorted(branches)
+    # A one-branch customer buying there again: the branch and the chain see the same events
+    # from the same state (as in on_new_events), so they are classified once.
+    once = not others and set(fold.spend) == branches and states.get("all") == states.get(branch)
     plan = []
-    for scope in sorted({"all"} | {p.branch_id for p in new}):
+    for scope in ["all"] if once else sorted({"all"} | branches):
         state = states.get(scope)
         since = new_events_since(new, scope)
         if state is None or state.figures is None or since is None:
@@ -236,7 +226,7 @@ def on_new_sales(
         if is_late(state, since, borders):
             return None
         plan.append((scope, state, since))
-    return {
+    done = {
         scope: advance(
             state,
             scope,
@@ -248,3 +238,7 @@ def on_new_sales(
         )
         for scope, state, since in plan
     }
+    if once:
+        after, changes = done["all"]
+        done[branch] = (after, [c.in_scope(branch) for c in changes])
+    return done
