@@ -14,18 +14,17 @@ import json
 import os
 import sys
 import time
-import uuid
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
 from services.classifier.consumer import Classifier
-from shared.db import _with_database, migrate, resolve_database_url
+from shared.db import resolve_database_url
 from shared.events import PURCHASES
 from shared.settings import Settings
 
 from .classify import synthetic_events
-from .common import BENCH_END
+from .common import BENCH_END, Env
 
 TICK = os.sysconf("SC_CLK_TCK")
 STATES = "SELECT customer_id, scope, seq, segment, purchase_count, total_amount"
@@ -40,9 +39,8 @@ def backend_cpu(pid: int) -> float:
 
 async def run(events: int, customers: int, batch: int) -> str:
     server, embedded = await resolve_database_url(Settings())
-    database = f"kizuna_bench_handler_{uuid.uuid4().hex[:6]}"
-    url = _with_database(server, database)
-    await migrate(url)
+    env = Env(None, server)  # type: ignore[arg-type]  # (no broker: the handler alone)
+    url = await env.fresh_database("handler")
     feed = list(synthetic_events(events, customers, 5))
     now = f"{BENCH_END}T23:00:00+09:00"
     modes = {
@@ -101,11 +99,7 @@ async def run(events: int, customers: int, batch: int) -> str:
     finally:
         for c in conns.values():
             await c.close()
-        admin = await asyncpg.connect(_with_database(server, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await env.drop()
         del embedded
 
 
