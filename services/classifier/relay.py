@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from shared import replay
-from shared.events import PURCHASES
+from shared.events import ALL_TOPICS, PURCHASES
 from shared.outbox import unpack_outbox
 from shared.publisher import RecordPublisher
 
@@ -146,16 +146,20 @@ class Relay:
         lands in one partition, in order. Purchases (sent here only when replayed) go where
         ingest and the importer put them: Kafka's murmur2.
         """
-        placed = []
-        for topic, key, value in rows:
-            count = self.partition_counts.get(topic) or await self._partitions(producer, topic)
-            if topic == PURCHASES:
-                partition = (murmur2(key) & 0x7FFFFFFF) % count
-            else:
-                partition = zlib.crc32(key) % count
-            placed.append((topic, partition, key, value))
-        batches = await producer.publish(placed)
-        return len(placed), replay.marks_of(batches)
+        counts = self.partition_counts
+        for topic in ALL_TOPICS:  # every topic an outbox row can name
+            if topic not in counts:
+                await self._partitions(producer, topic)
+
+        def placed():  # one pass: each record goes into its batch as it is unpacked
+            for topic, key, value in rows:
+                if topic == PURCHASES:
+                    yield topic, (murmur2(key) & 0x7FFFFFFF) % counts[topic], key, value
+                else:
+                    yield topic, zlib.crc32(key) % counts[topic], key, value
+
+        batches = await producer.publish(placed())
+        return sum(count for *_, count in batches), replay.marks_of(batches)
 
     async def _partitions(self, producer, topic: str) -> int:
         count = self.partition_counts.get(topic)
