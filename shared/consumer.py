@@ -22,7 +22,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
+from faststream.kafka.message import KafkaAckableMessage, KafkaMessage
 
 from shared import metrics
 from shared.kafka import AS_IS, FASTSTREAM_LOG, cluster_id, cluster_of
@@ -105,6 +105,7 @@ class PgOffsetConsumer:
             group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
             listener=_SeekFromDatabase(self),
+            parser=self._as_message,
             auto_offset_reset="earliest",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 6),
@@ -126,6 +127,18 @@ class PgOffsetConsumer:
         metrics.declare(metrics.BATCH_FAILURES, (service,))
         metrics.declare(metrics.BROKER_RESETS, (service,))
         metrics.declare(metrics.DEADLETTERS, *((service, t) for t in self.topics))
+
+    async def _as_message(self, records: tuple[ConsumerRecord, ...]) -> KafkaAckableMessage:
+        """A fetched batch as faststream's message: the records as they came. (faststream's own
+        batch parser decodes every record's headers into a dict and lists every value, work the
+        handler never reads: 1.4% of the classifier's CPU in a paired profile, 2026-12-06.)"""
+        first, last = records[0], records[-1]
+        return KafkaAckableMessage(
+            raw_message=records,
+            body=records,
+            message_id=f"{first.topic}[{first.partition}]@{first.offset}-{last.offset}",
+            consumer=self.consumer,
+        )
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
