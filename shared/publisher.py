@@ -92,6 +92,27 @@ class RecordPublisher:
             for (topic, partition, count, _), meta in zip(sends, acknowledged, strict=True)
         ]
 
+    async def send(
+        self, records: Iterable[tuple[str, int, bytes, bytes]]
+    ) -> list[tuple[str, int, int, int]]:
+        """Publish placed records through the producer's shared open batches; returns each
+        record's (topic, partition, offset, 1) once the broker acknowledged all of them.
+
+        For many small publishes at once (ingest's HTTP requests): aiokafka sends a broker one
+        produce request at a time with at most one batch per partition, so a batch per caller
+        (``publish``) would wait behind every other caller's; appended to the open batches,
+        concurrent callers' records travel together (+20 ms p50 on the stack at 1,500 ev/s
+        the other way, 2026-12-06). The price is a future per record, which bulk publishers
+        (the relay, the importer) avoid with ``publish``."""
+        producer = self.producer
+        futures = [
+            await producer.send(topic, value, key=key, partition=partition)
+            for topic, partition, key, value in records
+        ]
+        return [
+            (meta.topic, meta.partition, meta.offset, 1) for meta in await asyncio.gather(*futures)
+        ]
+
 
 class Partitioner:
     """Kafka's default placement: murmur2 of the key over the sorted partitions (what aiokafka's

@@ -72,7 +72,8 @@ class Publisher:
 
     async def publish(self, events: list[PurchaseEvent]) -> None:
         """Publish a request's events, placed as a Java client or the importer would place
-        them (Kafka's murmur2 of ``tenant:customer``), as one record batch per partition."""
+        them (Kafka's murmur2 of ``tenant:customer``), with other requests' records in the
+        producer's open batches (``RecordPublisher.send``)."""
         producer = await self.get()
         before = self.watch.last
         rows = [
@@ -86,7 +87,7 @@ class Publisher:
         try:
             async with asyncio.timeout(15):
                 place = Partitioner(await producer.partitions_for(PURCHASES))
-                batches = await producer.publish((t, place(k), k, v) for t, k, v in rows)
+                batches = await producer.send((t, place(k), k, v) for t, k, v in rows)
                 if self.keep:
                     broker = await self.watch.confirm(producer.client, before)
                     await self._keep(rows, broker, replay.marks_of(batches))
