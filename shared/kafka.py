@@ -123,6 +123,18 @@ AS_IS = _AsIs()
 FASTSTREAM_LOG = logging.getLogger("kizuna.kafka.faststream")
 
 
+class _TopicsExist(logging.Filter):
+    """faststream warns at every consumer's start that a consumer-only broker does not create
+    topics; Kizuna creates them, with their partition counts, before anything runs
+    (``ensure_topics``), so the warning would only send operators looking for a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Topic creation is skipped in consumer-only")
+
+
+FASTSTREAM_LOG.addFilter(_TopicsExist())
+
+
 async def high_watermarks(
     bootstrap: str, topics: Sequence[str], timeout: float = 10
 ) -> dict[TopicPartition, int]:

@@ -27,9 +27,9 @@ class RecordPublisher:
     faststream owns the connection — its options, start, stop and logging — and the records go
     into record batches of the aiokafka producer it connected. Its batch publish
     (``publisher.publish(*messages)``) builds, per record, a message object, a key lookup, a
-    headers dict and list, and a tuple from the codec; on the relay's path that was 1–2 µs
-    of CPU per record more and 15–20% more classifier CPU per event in a paired
-    ``bench classify`` (docs/BENCHMARKS.md, 2026-12-06). Here the only per-record work is the
+    headers dict and list, and a tuple from the codec: about 1 µs of CPU per record more,
+    which doubled the relay's share of the classifier's CPU (docs/BENCHMARKS.md, "faststream
+    as the runtime, on a quiet machine"). Here the only per-record work is the
     append to a batch, which also keeps the records as the contracts describe them: a key and
     a value, no headers (faststream's correlation id header included)."""
 
@@ -100,10 +100,10 @@ class RecordPublisher:
 
         For many small publishes at once (ingest's HTTP requests): aiokafka sends a broker one
         produce request at a time with at most one batch per partition, so a batch per caller
-        (``publish``) would wait behind every other caller's; appended to the open batches,
-        concurrent callers' records travel together (+20 ms p50 on the stack at 1,500 ev/s
-        the other way, 2026-12-06). The price is a future per record, which bulk publishers
-        (the relay, the importer) avoid with ``publish``."""
+        (``publish``) would wait behind every other caller's batch for that partition, a round
+        trip each; appended to the open batches, concurrent callers' records travel together
+        (as ingest sent them before faststream). The price is a future per record, which bulk
+        publishers (the relay, the importer) avoid with ``publish``."""
         producer = self.producer
         futures = [
             await producer.send(topic, value, key=key, partition=partition)
