@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import uuid
@@ -15,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.cpm import DEFAULT_RULES, Purchase, classify, compute_figures
 from shared.events import PURCHASES, PurchaseEvent
-from shared.kafka import high_watermarks, new_producer
+from shared.kafka import FASTSTREAM_LOG, high_watermarks, new_producer
 
 from .common import (
     BENCH_END,
@@ -189,7 +190,14 @@ async def naive_baseline(env: Env, seconds: float) -> float:
 
     url = await env.fresh_database("naive")
     pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
-    broker = KafkaBroker(env.broker.bootstrap, enable_idempotence=False)
+    # Its per-message "Received"/"Processed" lines at debug, as the services log faststream:
+    # at faststream's default (info) they were thousands of lines between the bench's results.
+    broker = KafkaBroker(
+        env.broker.bootstrap,
+        enable_idempotence=False,
+        logger=FASTSTREAM_LOG,
+        log_level=logging.DEBUG,
+    )
     processed = 0
 
     @broker.subscriber(
