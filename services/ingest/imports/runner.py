@@ -295,8 +295,8 @@ def check_sale(row: SaleRow) -> None:
 
 
 class PurchasePublisher:
-    """Publishes prepared records to ``kizuna.purchases.v1`` through a ``RecordPublisher`` (a
-    faststream batch publisher: whole record batches per partition) and waits until the broker
+    """Publishes prepared records to ``kizuna.purchases.v1`` through a ``RecordPublisher`` (record
+    batches of its own per partition on a faststream broker's producer) and waits until the broker
     acknowledged all of them (``acks=all``). The placement is Kafka's (see
     :class:`Partitioner`)."""
 
