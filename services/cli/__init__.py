@@ -33,8 +33,8 @@ def cmd_serve(args, settings: Settings) -> int:
     importlib.import_module(f"services.{args.service}.app")
     # What importing made (the libraries' modules, classes, pydantic and faststream schemas:
     # ~80,000 objects) lives as long as the process; frozen, the garbage collector stops
-    # walking it on every full collection. The classifier's handler: 6–10% less CPU per
-    # event in paired runs (2026-12-06).
+    # walking it on every full collection. The classifier's batch handler alone: 9–13% less
+    # Python CPU per event, paired (docs/BENCHMARKS.md, 2026-12-06).
     gc.freeze()
     uvicorn.run(
         f"services.{args.service}.app:app",
