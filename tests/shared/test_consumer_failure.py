@@ -10,21 +10,18 @@ import uuid
 import pytest
 
 from shared.consumer import PgOffsetConsumer
-from shared.kafka import ensure_topics, new_producer
+from shared.kafka import ensure_topics
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_failing_consumer_stops_and_skips_nothing(broker, pool):
+async def test_a_failing_consumer_stops_and_skips_nothing(broker, pool, producer):
     topic = f"kizuna.failure-test-{uuid.uuid4().hex[:8]}.v1"
     group = f"failure-{uuid.uuid4().hex[:8]}"
     await ensure_topics(broker.bootstrap, 1, [topic])
-    producer = new_producer(broker.bootstrap)
-    await producer.start()
     for i in range(3):
         await producer.send_and_wait(topic, key=b"k", value=f"m{i}".encode())
-    await producer.stop()
     seen: dict[int, bytes] = {}
 
     async def handle(conn, records):

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from shared.consumer import PgOffsetConsumer
-from shared.kafka import ensure_topics, new_producer
+from shared.kafka import ensure_topics
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def test_the_subscriber_polls_through_the_consumer():
     assert callable(getattr(type(consumer.subscriber), "get_msg", None))
 
 
-async def test_records_after_an_idle_spell_arrive_through_our_poll(broker, pool):
+async def test_records_after_an_idle_spell_arrive_through_our_poll(broker, pool, producer):
     topic = f"kizuna.poll-test-{uuid.uuid4().hex[:8]}.v1"
     await ensure_topics(broker.bootstrap, 2, [topic])
     handled: list[bytes] = []
@@ -61,13 +61,8 @@ async def test_records_after_an_idle_spell_arrive_through_our_poll(broker, pool)
     task = asyncio.create_task(consumer.run(stop))
     try:
         await wait_for(lambda: _idle(polls), what="an empty poll on an idle topic")
-        producer = new_producer(broker.bootstrap)
-        await producer.start()
-        try:
-            for i in range(3):
-                await producer.send_and_wait(topic, key=f"k{i}".encode(), value=f"m{i}".encode())
-        finally:
-            await producer.stop()
+        for i in range(3):
+            await producer.send_and_wait(topic, key=f"k{i}".encode(), value=f"m{i}".encode())
         await wait_for(lambda: _handled(handled, 3), what="the three records handled")
     finally:
         stop.set()
