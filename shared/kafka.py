@@ -12,8 +12,8 @@ The services consume and publish through faststream (``shared.consumer``,
   PostgreSQL (Tansu's ListOffsets answers are wrong; the group's Kafka offsets are not the
   truth).
 - the producer settings every producer shares, a bare producer for tools that write records
-  as they are (benches, tests), and the codec that keeps faststream from encoding or parsing
-  bodies one record at a time.
+  as they are (benches, tests), and the codec that keeps faststream from decoding bodies one
+  record at a time.
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ def new_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
 
 
 class _AsIs:
-    """A faststream codec that leaves bodies as they are.
+    """The consumers' faststream codec: it leaves bodies as they are.
 
-    Publishers hand over bytes already encoded (in bulk by ingest and the importer, packed in
-    the outbox by the classifier and the consumers); a batch subscriber's handler gets the
-    message itself, whose raw records the service decodes in bulk against its contract model
-    (``decode_records``). faststream's default would parse every record's JSON once more and
-    build an object per record: per-record work on the hot path, for nothing."""
+    A batch subscriber's handler gets the message itself, whose raw records the service decodes
+    in bulk against its contract model (``decode_records``); faststream's default decoder would
+    parse every record's JSON once more and build an object per record — per-record work on the
+    hot path, for nothing. (The encode half is the codec protocol's; nothing publishes through
+    it: ``RecordPublisher`` appends to record batches itself.)"""
 
     async def encode(self, msg, serializer=None):
         return msg, None

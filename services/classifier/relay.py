@@ -146,10 +146,9 @@ class Relay:
         lands in one partition, in order. Purchases (sent here only when replayed) go where
         ingest and the importer put them: Kafka's murmur2.
         """
+        for topic in ALL_TOPICS:  # every topic an outbox row can name (cached after the first)
+            await self._partitions(producer, topic)
         counts = self.partition_counts
-        for topic in ALL_TOPICS:  # every topic an outbox row can name
-            if topic not in counts:
-                await self._partitions(producer, topic)
 
         def placed():  # one pass: each record goes into its batch as it is unpacked
             for topic, key, value in rows:
